@@ -1,0 +1,5 @@
+import sys
+
+from marginstream.cli import main
+
+sys.exit(main())

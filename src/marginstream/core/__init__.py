@@ -1,0 +1,30 @@
+"""The margin core: pure, deterministic Python with no Kafka or Faust import.
+
+instruments, records and numbers read and validate input; ledger keeps each
+account's exact books; market keeps index prices, marks and volatilities;
+pricing, margin and risk compute the figures; riskview does the same for all
+accounts at once with NumPy; alerts and decisions turn figures into outputs;
+engine ties them together record by record.
+"""
+
+from marginstream.core.engine import (
+    DEAD_LETTERS,
+    DECISIONS,
+    LIQUIDATIONS,
+    EngineConfig,
+    Envelope,
+    Outcome,
+    Output,
+    RiskEngine,
+)
+
+__all__ = [
+    "DEAD_LETTERS",
+    "DECISIONS",
+    "LIQUIDATIONS",
+    "EngineConfig",
+    "Envelope",
+    "Outcome",
+    "Output",
+    "RiskEngine",
+]

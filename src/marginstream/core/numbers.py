@@ -1,0 +1,136 @@
+"""Exact numbers for the ledger, and the one place risk floats become text.
+
+The ledger runs under LEDGER_CONTEXT, which traps Inexact: any rounding the
+ledger did not ask for raises instead of drifting silently. Inputs are bounded
+(magnitude, decimal places) so that every product the ledger forms fits the
+context's precision. The single deliberate rounding, the cost removed from a
+partially closed position, goes through `divide_rounded`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from decimal import (
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
+from functools import wraps
+from typing import ParamSpec, TypeVar
+
+LEDGER_CONTEXT = Context(
+    prec=200,
+    rounding=ROUND_HALF_EVEN,
+    traps=[InvalidOperation, DivisionByZero, Overflow, Inexact],
+)
+_ROUNDING_CONTEXT = Context(prec=200, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, Overflow])
+# Where a division must round, it rounds half-even to this quantum (1e-18 of a currency unit).
+ROUNDING_QUANTUM = Decimal("1e-18")
+# Input bounds: anything beyond is an absurd record, not a trade.
+MAX_MAGNITUDE = Decimal("1e15")
+MAX_PLACES = 12
+ZERO = Decimal(0)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class RecordError(ValueError):
+    """A record that cannot be applied; the message is the dead letter's reason."""
+
+
+def exact(function: Callable[P, R]) -> Callable[P, R]:
+    """Run a ledger operation under LEDGER_CONTEXT (so unasked-for rounding raises)."""
+
+    @wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with localcontext(LEDGER_CONTEXT):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+def divide_rounded(numerator: Decimal, denominator: Decimal) -> Decimal:
+    """numerator / denominator: exact when it can be, else half-even at ROUNDING_QUANTUM."""
+    context = _ROUNDING_CONTEXT.copy()
+    quotient = context.divide(numerator, denominator)
+    if context.flags[Inexact]:
+        quotient = quotient.quantize(ROUNDING_QUANTUM, context=context)
+    return quotient
+
+
+def parse_decimal(raw: object, field: str) -> Decimal:
+    """A money, price, quantity or rate field: a decimal string, or a JSON number read exactly.
+
+    JSON floats are read through their shortest decimal form (repr), so 0.1 is 0.1.
+    """
+    if isinstance(raw, bool) or raw is None:
+        raise RecordError(f"{field} must be a decimal string, got {_show(raw)}")
+    if isinstance(raw, Decimal):
+        value = raw
+    elif isinstance(raw, int):
+        value = Decimal(raw)
+    elif isinstance(raw, float):
+        if not math.isfinite(raw):
+            raise RecordError(f"{field} must be finite, got {raw}")
+        value = Decimal(repr(raw))
+    elif isinstance(raw, str):
+        try:
+            value = Decimal(raw.strip())
+        except InvalidOperation:
+            raise RecordError(f"{field} is not a decimal number: {_show(raw)}") from None
+    else:
+        raise RecordError(f"{field} must be a decimal string, got {type(raw).__name__}")
+    if not value.is_finite():
+        raise RecordError(f"{field} must be finite, got {_show(raw)}")
+    if abs(value) >= MAX_MAGNITUDE:
+        raise RecordError(f"{field} is absurdly large: {_show(raw)} (limit {MAX_MAGNITUDE:f})")
+    exponent = value.as_tuple().exponent
+    if (
+        isinstance(exponent, int)
+        and exponent < -MAX_PLACES
+        and value != value.quantize(Decimal(1).scaleb(-MAX_PLACES), context=_ROUNDING_CONTEXT)
+    ):
+        raise RecordError(f"{field} has more than {MAX_PLACES} decimal places: {_show(raw)}")
+    return value + ZERO if value == 0 else value  # -0 becomes 0
+
+
+def positive(value: Decimal, field: str) -> Decimal:
+    if value <= 0:
+        raise RecordError(f"{field} must be positive, got {decimal_text(value)}")
+    return value
+
+
+def non_negative(value: Decimal, field: str) -> Decimal:
+    if value < 0:
+        raise RecordError(f"{field} must not be negative, got {decimal_text(value)}")
+    return value
+
+
+def decimal_text(value: Decimal) -> str:
+    """A ledger figure as SPEC's decimal string: no exponent, no trailing zeros, no '-0'."""
+    if value == 0:
+        return "0"
+    return format(value.normalize(_ROUNDING_CONTEXT), "f")
+
+
+def risk_text(value: float) -> str:
+    """A binary-float risk figure as a decimal string: 15 significant digits, never an exponent."""
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if value == 0:
+        return "0"
+    return decimal_text(Decimal(f"{value:.15g}"))
+
+
+def _show(raw: object) -> str:
+    text = repr(raw)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,246 @@
+"""Input records: each JSON value becomes a typed record, or a RecordError naming the fault.
+
+Field names and meanings are SPEC section 2's. Unknown extra fields are
+ignored; missing, mistyped, non-finite, absurd or impossible values are not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from marginstream.core.instruments import Instrument, parse_instrument
+from marginstream.core.numbers import RecordError, parse_decimal, positive
+
+MAX_ID_LENGTH = 128
+MAX_TS = 10**14  # milliseconds: about the year 5138
+MAX_IV = Decimal(10)  # 1000% annualised
+MAX_FUNDING_RATE = Decimal(1)
+
+TOPIC_TYPES: dict[str, frozenset[str]] = {
+    "instruments": frozenset({"instrument"}),
+    "orders": frozenset({"order", "cancel", "fill"}),
+    "transfers": frozenset({"deposit", "withdrawal"}),
+    "prices": frozenset({"index", "mark", "funding", "settlement"}),
+}
+ACCOUNT_TOPICS = frozenset({"orders", "transfers"})
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    order_id: str
+    account: str
+    symbol: str
+    side: str
+    qty: Decimal
+    price: Decimal
+    reduce_only: bool
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRecord:
+    order_id: str
+    account: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class FillRecord:
+    fill_id: str
+    order_id: str | None
+    account: str
+    symbol: str
+    side: str
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRecord:
+    kind: str  # "deposit" or "withdrawal"
+    transfer_id: str
+    account: str
+    amount: Decimal
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRecord:
+    underlying: str
+    price: Decimal
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class MarkRecord:
+    symbol: str
+    price: Decimal | None
+    iv: Decimal | None
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class FundingRecord:
+    symbol: str
+    rate: Decimal
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementRecord:
+    symbol: str
+    price: Decimal
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentRecord:
+    instrument: Instrument
+    ts: int | None
+
+
+AccountRecord = OrderRecord | CancelRecord | FillRecord | TransferRecord
+MarketRecord = IndexRecord | MarkRecord | FundingRecord | SettlementRecord | InstrumentRecord
+Record = AccountRecord | MarketRecord
+
+
+def identifier(value: dict[str, Any], field: str) -> str:
+    raw = value.get(field)
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
+    if not isinstance(raw, str) or not raw:
+        raise RecordError(f"{field} must be a non-empty string")
+    if len(raw) > MAX_ID_LENGTH:
+        raise RecordError(f"{field} is longer than {MAX_ID_LENGTH} characters")
+    return raw
+
+
+def timestamp(value: dict[str, Any], field: str = "ts") -> int:
+    raw = value.get(field)
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)
+    if not isinstance(raw, int) or isinstance(raw, bool):
+        raise RecordError(f"{field} must be an integer of milliseconds since the epoch")
+    if not 0 <= raw < MAX_TS:
+        raise RecordError(f"{field} is out of range: {raw}")
+    return raw
+
+
+def _positive(value: dict[str, Any], field: str) -> Decimal:
+    if field not in value:
+        raise RecordError(f"{field} is missing")
+    return positive(parse_decimal(value[field], field), field)
+
+
+def _side(value: dict[str, Any]) -> str:
+    side = value.get("side")
+    if side not in ("buy", "sell"):
+        raise RecordError(f"side must be buy or sell, got {side!r}")
+    return side
+
+
+def _bounded(value: Decimal, field: str, limit: Decimal) -> Decimal:
+    if abs(value) > limit:
+        raise RecordError(f"{field} is absurd: {value} (limit {limit})")
+    return value
+
+
+def _order(value: dict[str, Any]) -> OrderRecord:
+    reduce_only = value.get("reduce_only", False)
+    if not isinstance(reduce_only, bool):
+        raise RecordError("reduce_only must be true or false")
+    return OrderRecord(
+        order_id=identifier(value, "order_id"),
+        account=identifier(value, "account"),
+        symbol=identifier(value, "symbol"),
+        side=_side(value),
+        qty=_positive(value, "qty"),
+        price=_positive(value, "price"),
+        reduce_only=reduce_only,
+        ts=timestamp(value),
+    )
+
+
+def _fill(value: dict[str, Any]) -> FillRecord:
+    order_id = value.get("order_id")
+    return FillRecord(
+        fill_id=identifier(value, "fill_id"),
+        order_id=None if order_id is None else identifier(value, "order_id"),
+        account=identifier(value, "account"),
+        symbol=identifier(value, "symbol"),
+        side=_side(value),
+        qty=_positive(value, "qty"),
+        price=_positive(value, "price"),
+        fee=parse_decimal(value["fee"], "fee") if value.get("fee") is not None else Decimal(0),
+        ts=timestamp(value),
+    )
+
+
+def _transfer(value: dict[str, Any]) -> TransferRecord:
+    return TransferRecord(
+        kind=value["type"],
+        transfer_id=identifier(value, "transfer_id"),
+        account=identifier(value, "account"),
+        amount=_positive(value, "amount"),
+        ts=timestamp(value),
+    )
+
+
+def _mark(value: dict[str, Any]) -> MarkRecord:
+    price = _positive(value, "price") if value.get("price") is not None else None
+    iv = None
+    if value.get("iv") is not None:
+        iv = _bounded(_positive(value, "iv"), "iv", MAX_IV)
+    return MarkRecord(identifier(value, "symbol"), price, iv, timestamp(value))
+
+
+def _instrument(value: dict[str, Any]) -> InstrumentRecord:
+    ts = timestamp(value) if "ts" in value else None
+    return InstrumentRecord(parse_instrument(value), ts)
+
+
+def parse_record(topic: str, value: object) -> Record:
+    """The typed record for a value read from topic (a SPEC topic name, without prefix)."""
+    if not isinstance(value, dict):
+        raise RecordError(f"a record must be a JSON object, got {type(value).__name__}")
+    kind = value.get("type")
+    allowed = TOPIC_TYPES.get(topic)
+    if allowed is None:
+        raise RecordError(f"unknown topic {topic!r}")
+    if not isinstance(kind, str) or kind not in allowed:
+        expected = ", ".join(sorted(allowed))
+        raise RecordError(f"type {kind!r} does not belong on topic {topic} (expected {expected})")
+    match kind:
+        case "order":
+            return _order(value)
+        case "cancel":
+            return CancelRecord(
+                identifier(value, "order_id"), identifier(value, "account"), timestamp(value)
+            )
+        case "fill":
+            return _fill(value)
+        case "deposit" | "withdrawal":
+            return _transfer(value)
+        case "index":
+            return IndexRecord(
+                identifier(value, "underlying"), _positive(value, "price"), timestamp(value)
+            )
+        case "mark":
+            return _mark(value)
+        case "funding":
+            rate = parse_decimal(value.get("rate"), "rate")
+            return FundingRecord(
+                identifier(value, "symbol"),
+                _bounded(rate, "rate", MAX_FUNDING_RATE),
+                timestamp(value),
+            )
+        case "settlement":
+            return SettlementRecord(
+                identifier(value, "symbol"), _positive(value, "price"), timestamp(value)
+            )
+        case _:
+            return _instrument(value)

@@ -1,0 +1,224 @@
+"""An account's risk figures: equity, initial and maintenance margin, available, ratio, Greeks.
+
+This is the authoritative, per-account path: decisions and alerts are taken
+on its figures. `row_inputs` turns the exact ledger into the floats both this
+path and the vectorised view (riskview) compute on, and `row_risk` is the
+formula both apply, so the two can only differ in the order of the final sums.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+
+from marginstream.core.instruments import Instrument, Kind
+from marginstream.core.ledger import Account, OpenOrder, Position
+from marginstream.core.margin import short_option_margin
+from marginstream.core.market import Market
+from marginstream.core.numbers import ZERO, exact
+
+
+@dataclass(frozen=True, slots=True)
+class RowInputs:
+    """One (account, instrument) pair as floats: the position and its open orders."""
+
+    qty: float
+    cost: float
+    funding_index: float  # perpetuals: the index the position last settled funding at
+    buy: float  # open buy quantity, reduce-only orders excluded
+    sell: float  # open sell quantity, reduce-only orders excluded
+    premium: float  # options: premium reserved by open buy orders
+    fallback_price: float  # valuation before the first mark: entry, else the orders' average price
+
+
+@dataclass(frozen=True, slots=True)
+class RowRisk:
+    value: float  # futures: unrealised PnL + accrued funding; options: qty x size x mark
+    unrealized: float
+    initial: float  # the position's and its orders' initial margin (worse side)
+    position_initial: float  # the position's own initial margin
+    maintenance: float
+    mark: float
+
+
+@dataclass(frozen=True, slots=True)
+class Greeks:
+    delta: float = 0.0
+    gamma: float = 0.0
+    vega: float = 0.0
+    theta: float = 0.0
+
+    def __add__(self, other: Greeks) -> Greeks:
+        return Greeks(
+            self.delta + other.delta,
+            self.gamma + other.gamma,
+            self.vega + other.vega,
+            self.theta + other.theta,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PositionRisk:
+    symbol: str
+    position: Position
+    entry_price: Decimal | None
+    risk: RowRisk
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRisk:
+    cash: Decimal  # exact: settled cash plus funding accrued but not yet settled
+    equity: float
+    initial_margin: float
+    maintenance_margin: float
+    available: float
+    margin_ratio: float
+    positions: tuple[PositionRisk, ...]
+    greeks: Greeks
+    greeks_by_underlying: dict[str, Greeks]
+
+
+def margin_ratio(maintenance: float, equity: float) -> float:
+    """MM / equity; infinite when equity <= 0 with margin to maintain; 0 with none to maintain."""
+    if maintenance <= 0.0:
+        return 0.0
+    return math.inf if equity <= 0.0 else maintenance / equity
+
+
+@exact
+def row_inputs(
+    position: Position | None, orders: list[OpenOrder], instrument: Instrument
+) -> RowInputs:
+    qty = position.qty if position is not None else ZERO
+    cost = position.cost if position is not None else ZERO
+    buy = sell = premium = notional = ZERO
+    for order in orders:
+        if order.reduce_only:
+            continue
+        notional += order.qty * order.price
+        if order.side == "buy":
+            buy += order.qty
+            premium += order.qty * order.price * instrument.contract_size
+        else:
+            sell += order.qty
+    if qty != 0:
+        fallback = float(cost) / (float(qty) * float(instrument.contract_size))
+    elif buy + sell:
+        fallback = float(notional) / float(buy + sell)
+    else:
+        fallback = 0.0
+    return RowInputs(
+        qty=float(qty),
+        cost=float(cost),
+        funding_index=float(position.funding_index) if position is not None else 0.0,
+        buy=float(buy),
+        sell=float(sell),
+        premium=float(premium) if instrument.is_option else 0.0,
+        fallback_price=fallback,
+    )
+
+
+def row_risk(row: RowInputs, instrument: Instrument, market: Market) -> RowRisk:
+    """The formulas of SPEC section 3 for one row; riskview applies them to arrays."""
+    size = float(instrument.contract_size)
+    mark = market.risk_mark(instrument.symbol)
+    marked = mark is not None
+    price = mark if mark is not None else row.fallback_price
+    q = row.qty
+    if instrument.kind is not Kind.OPTION:
+        tiers = market.tier_tables[instrument.symbol]
+        unrealized = q * size * price - row.cost if marked else 0.0
+        accrual = 0.0
+        if instrument.kind is Kind.PERPETUAL:
+            accrual = -q * size * (float(market.funding(instrument.symbol)) - row.funding_index)
+        position_initial = tiers.initial_margin(abs(q) * size * price)
+        initial = max(
+            tiers.initial_margin(abs(q + row.buy) * size * price),
+            tiers.initial_margin(abs(q - row.sell) * size * price),
+        )
+        maintenance = tiers.maintenance_margin(abs(q) * size * price)
+        return RowRisk(
+            unrealized + accrual, unrealized, initial, position_initial, maintenance, price
+        )
+    assert instrument.strike is not None
+    strike = float(instrument.strike)
+    index = market.risk_index(instrument.underlying)
+    spot = index if index is not None else strike
+    per_initial, per_maintenance = short_option_margin(
+        spot, strike, price, instrument.is_put, market.option_rates[instrument.symbol]
+    )
+    short = max(-q, 0.0)
+    position_initial = short * size * per_initial
+    maintenance = short * size * per_maintenance
+    new_short = max(row.sell - q, 0.0)
+    sell_reservation = (new_short - short) * size * per_initial
+    initial = position_initial + max(row.premium, sell_reservation)
+    value = q * size * price
+    return RowRisk(value, value - row.cost, initial, position_initial, maintenance, price)
+
+
+def row_greeks(row: RowInputs, instrument: Instrument, market: Market) -> Greeks:
+    units = row.qty * float(instrument.contract_size)
+    if instrument.kind is not Kind.OPTION:
+        return Greeks(delta=units)
+    model = market.greeks(instrument.symbol)
+    if model is None:
+        return Greeks()
+    return Greeks(units * model.delta, units * model.gamma, units * model.vega, units * model.theta)
+
+
+def orders_by_symbol(
+    account: Account, extra: OpenOrder | None = None
+) -> dict[str, list[OpenOrder]]:
+    grouped: dict[str, list[OpenOrder]] = {}
+    for order in account.orders.values():
+        grouped.setdefault(order.symbol, []).append(order)
+    if extra is not None:
+        grouped.setdefault(extra.symbol, []).append(extra)
+    return grouped
+
+
+def risk_symbols(account: Account, orders: dict[str, list[OpenOrder]]) -> list[str]:
+    """The symbols that carry risk for the account, in a stable order."""
+    held = {s for s, p in account.positions.items() if p.qty != 0}
+    return sorted(held | orders.keys())
+
+
+def assess(account: Account, market: Market, extra_order: OpenOrder | None = None) -> AccountRisk:
+    """Risk figures of the account (optionally as if extra_order were also open)."""
+    orders = orders_by_symbol(account, extra_order)
+    cash = account.cash
+    equity = float(account.cash)
+    initial = maintenance = 0.0
+    greeks = Greeks()
+    by_underlying: dict[str, Greeks] = {}
+    positions: list[PositionRisk] = []
+    for symbol in risk_symbols(account, orders):
+        instrument = market.instruments[symbol]
+        position = account.positions.get(symbol)
+        row = row_inputs(position, orders.get(symbol, []), instrument)
+        risk = row_risk(row, instrument, market)
+        equity += risk.value
+        initial += risk.initial
+        maintenance += risk.maintenance
+        if instrument.kind is Kind.PERPETUAL:
+            cash += account.accrued_funding(instrument, market.funding(symbol))
+        if position is not None and position.qty != 0:
+            sensitivity = row_greeks(row, instrument, market)
+            greeks += sensitivity
+            underlying = instrument.underlying
+            by_underlying[underlying] = by_underlying.get(underlying, Greeks()) + sensitivity
+            entry = position.entry_price(instrument.contract_size)
+            positions.append(PositionRisk(symbol, position, entry, risk))
+    return AccountRisk(
+        cash=cash,
+        equity=equity,
+        initial_margin=initial,
+        maintenance_margin=maintenance,
+        available=equity - initial,
+        margin_ratio=margin_ratio(maintenance, equity),
+        positions=tuple(positions),
+        greeks=greeks,
+        greeks_by_underlying=by_underlying,
+    )

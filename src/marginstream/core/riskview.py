@@ -1,0 +1,316 @@
+"""The vectorised risk view: every (account, instrument) row as NumPy arrays.
+
+A move of an index or a mark re-margins every holder in one pass: the rows of
+the moved instruments are recomputed with array arithmetic (the formulas of
+risk.row_risk, operation for operation), then summed per account with
+bincount. The view only *proposes*: accounts whose level it sees changing, or
+whose ratio sits within a hair of a threshold, are confirmed by the exact
+per-account path before any alert. It is kept in step with the ledger by the
+engine after every change and is never persisted: it is rebuilt from the
+accounts and the market.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from marginstream.core.alerts import LEVELS, Thresholds
+from marginstream.core.instruments import Kind
+from marginstream.core.ledger import Account
+from marginstream.core.market import Market
+from marginstream.core.risk import RowInputs, orders_by_symbol, row_inputs
+
+_NEAR = 1e-9  # relative distance to a threshold below which the exact path decides
+_ROW_FIELDS = ("qty", "cost", "funding_index", "buy", "sell", "premium", "fallback_price")
+_INSTRUMENT_FIELDS = (
+    "size",
+    "mark",
+    "funding",
+    "strike",
+    "spot",
+    "initial",
+    "floor",
+    "maintenance",
+)
+
+
+class _Columns:
+    """Named float64 columns that grow together."""
+
+    def __init__(self, names: Iterable[str], capacity: int = 64) -> None:
+        self.arrays = {name: np.zeros(capacity) for name in names}
+        self.size = 0
+
+    def add(self) -> int:
+        capacity = len(next(iter(self.arrays.values())))
+        if self.size == capacity:
+            for name, array in self.arrays.items():
+                grown = np.zeros(capacity * 2)
+                grown[:capacity] = array
+                self.arrays[name] = grown
+        self.size += 1
+        return self.size - 1
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+
+class RiskView:
+    def __init__(self, thresholds: Thresholds) -> None:
+        self.thresholds = thresholds
+        self._account_ids: list[str] = []
+        self._account_number: dict[str, int] = {}
+        self._accounts = _Columns(("cash", "level"))
+        self._symbols: list[str] = []
+        self._instrument_number: dict[str, int] = {}
+        self._instruments = _Columns(_INSTRUMENT_FIELDS)
+        self._kind = np.zeros(64, dtype=np.int8)  # 0 future, 1 perpetual, 2 option
+        self._put = np.zeros(64, dtype=bool)
+        self._tiers = 1
+        self._tier_low = np.zeros((64, 1))
+        self._tier_width = np.zeros((64, 1))
+        self._tier_initial = np.zeros((64, 1))
+        self._tier_maintenance = np.zeros((64, 1))
+        self._row_number: dict[tuple[int, int], int] = {}
+        self._rows = _Columns((*_ROW_FIELDS, "value", "initial", "maintenance"))
+        self._row_account = np.zeros(64, dtype=np.int64)
+        self._row_instrument = np.zeros(64, dtype=np.int64)
+        self._rows_of: dict[int, list[int]] = {}
+
+    # -- keeping in step ----------------------------------------------------------
+
+    def define(self, symbol: str, market: Market) -> None:
+        """(Re)load an instrument's parameters and prices, and recompute its rows."""
+        number = self._instrument_number.get(symbol)
+        if number is None:
+            number = self._instruments.add()
+            self._instrument_number[symbol] = number
+            self._symbols.append(symbol)
+            self._rows_of[number] = []
+            self._grow_instrument_arrays()
+        instrument = market.instruments[symbol]
+        columns = self._instruments
+        columns["size"][number] = float(instrument.contract_size)
+        self._kind[number] = {Kind.FUTURE: 0, Kind.PERPETUAL: 1, Kind.OPTION: 2}[instrument.kind]
+        self._put[number] = instrument.is_put
+        self._tier_initial[number] = self._tier_maintenance[number] = 0.0
+        self._tier_low[number] = self._tier_width[number] = 0.0
+        if instrument.is_option:
+            rates = market.option_rates[symbol]
+            columns["strike"][number] = float(instrument.strike or 0)
+            columns["initial"][number] = rates.initial
+            columns["floor"][number] = rates.floor
+            columns["maintenance"][number] = rates.maintenance
+        else:
+            table = market.tier_tables[symbol]
+            self._ensure_tiers(len(table.lower))
+            count = len(table.lower)
+            self._tier_low[number, :count] = table.lower
+            self._tier_width[number, :count] = table.width
+            self._tier_initial[number, :count] = table.initial
+            self._tier_maintenance[number, :count] = table.maintenance
+        self.refresh([symbol], market)
+
+    def refresh(self, symbols: Iterable[str], market: Market) -> None:
+        """Reload the prices of symbols (mark, index, funding) and recompute their rows."""
+        rows: list[int] = []
+        columns = self._instruments
+        for symbol in symbols:
+            number = self._instrument_number[symbol]
+            instrument = market.instruments[symbol]
+            mark = market.risk_mark(symbol)
+            columns["mark"][number] = np.nan if mark is None else mark
+            columns["funding"][number] = float(market.funding(symbol))
+            if instrument.is_option:
+                index = market.risk_index(instrument.underlying)
+                columns["spot"][number] = columns["strike"][number] if index is None else index
+            rows.extend(self._rows_of[number])
+        if rows:
+            self._compute(np.array(rows, dtype=np.int64))
+
+    def sync(self, account: Account, symbols: Iterable[str], market: Market) -> None:
+        """Copy the account's cash and its rows for symbols from the exact ledger."""
+        number = self._account(account.account_id)
+        self._accounts["cash"][number] = float(account.cash)
+        self._accounts["level"][number] = LEVELS.index(account.level)
+        orders = orders_by_symbol(account)
+        touched = []
+        for symbol in symbols:
+            instrument_number = self._instrument_number[symbol]
+            row = self._row(number, instrument_number)
+            inputs = row_inputs(
+                account.positions.get(symbol), orders.get(symbol, []), market.instruments[symbol]
+            )
+            self._write_row(row, inputs)
+            touched.append(row)
+        if touched:
+            self._compute(np.array(touched, dtype=np.int64))
+
+    def set_level(self, account_id: str, level: str) -> None:
+        self._accounts["level"][self._account(account_id)] = LEVELS.index(level)
+
+    # -- proposing ----------------------------------------------------------------
+
+    def holders(self, symbols: Iterable[str]) -> list[str]:
+        """Accounts with a position or open orders in any of symbols."""
+        rows = self._rows_for(symbols)
+        if rows.size == 0:
+            return []
+        columns = self._rows
+        live = (
+            (columns["qty"][rows] != 0) | (columns["buy"][rows] != 0) | (columns["sell"][rows] != 0)
+        )
+        accounts = np.unique(self._row_account[rows[live]])
+        return [self._account_ids[a] for a in accounts]
+
+    def candidates(self, symbols: Iterable[str]) -> list[str]:
+        """Holders of symbols whose level may have changed: the exact path must look at them."""
+        rows = self._rows_for(symbols)
+        if rows.size == 0:
+            return []
+        accounts = np.unique(self._row_account[rows])
+        ratio = self.margin_ratios(accounts)
+        level = np.where(
+            ratio >= self.thresholds.liquidation,
+            2,
+            np.where(ratio >= self.thresholds.margin_call, 1, 0),
+        )
+        near = np.zeros(accounts.size, dtype=bool)
+        for threshold in (self.thresholds.margin_call, self.thresholds.liquidation):
+            near |= np.abs(ratio - threshold) <= _NEAR * threshold
+        changed = (level != self._accounts["level"][accounts]) | near
+        return [self._account_ids[a] for a in accounts[changed]]
+
+    def totals(self, accounts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(equity, initial margin, maintenance margin) of the given account numbers."""
+        n = self._rows.size
+        owners = self._row_account[:n]
+        width = self._accounts.size
+        columns = self._rows
+        value = np.bincount(owners, weights=columns["value"][:n], minlength=width)
+        initial = np.bincount(owners, weights=columns["initial"][:n], minlength=width)
+        maintenance = np.bincount(owners, weights=columns["maintenance"][:n], minlength=width)
+        equity = self._accounts["cash"][accounts] + value[accounts]
+        return equity, initial[accounts], maintenance[accounts]
+
+    def margin_ratios(self, accounts: np.ndarray) -> np.ndarray:
+        equity, _, maintenance = self.totals(accounts)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(equity <= 0.0, np.inf, maintenance / equity)
+        return np.where(maintenance <= 0.0, 0.0, ratio)
+
+    def figures(self, account_id: str) -> tuple[float, float, float]:
+        """(equity, initial margin, maintenance margin) of one account, as the view sees it."""
+        equity, initial, maintenance = self.totals(np.array([self._account(account_id)]))
+        return float(equity[0]), float(initial[0]), float(maintenance[0])
+
+    def account_numbers(self) -> np.ndarray:
+        return np.arange(self._accounts.size)
+
+    # -- internals ------------------------------------------------------------------
+
+    def _account(self, account_id: str) -> int:
+        number = self._account_number.get(account_id)
+        if number is None:
+            number = self._accounts.add()
+            self._account_number[account_id] = number
+            self._account_ids.append(account_id)
+        return number
+
+    def _row(self, account: int, instrument: int) -> int:
+        row = self._row_number.get((account, instrument))
+        if row is None:
+            row = self._rows.add()
+            self._row_number[(account, instrument)] = row
+            if row >= len(self._row_account):
+                self._row_account = np.resize(self._row_account, len(self._rows["qty"]))
+                self._row_instrument = np.resize(self._row_instrument, len(self._rows["qty"]))
+            self._row_account[row] = account
+            self._row_instrument[row] = instrument
+            self._rows_of[instrument].append(row)
+        return row
+
+    def _write_row(self, row: int, inputs: RowInputs) -> None:
+        for name in _ROW_FIELDS:
+            self._rows[name][row] = getattr(inputs, name)
+
+    def _rows_for(self, symbols: Iterable[str]) -> np.ndarray:
+        rows: list[int] = []
+        for symbol in symbols:
+            number = self._instrument_number.get(symbol)
+            if number is not None:
+                rows.extend(self._rows_of[number])
+        return np.array(rows, dtype=np.int64)
+
+    def _grow_instrument_arrays(self) -> None:
+        capacity = len(self._instruments["size"])
+        if len(self._kind) < capacity:
+            self._kind = np.resize(self._kind, capacity)
+            self._put = np.resize(self._put, capacity)
+            for name in ("_tier_low", "_tier_width", "_tier_initial", "_tier_maintenance"):
+                old = getattr(self, name)
+                grown = np.zeros((capacity, old.shape[1]))
+                grown[: old.shape[0]] = old
+                setattr(self, name, grown)
+
+    def _ensure_tiers(self, count: int) -> None:
+        if count <= self._tiers:
+            return
+        for name in ("_tier_low", "_tier_width", "_tier_initial", "_tier_maintenance"):
+            old = getattr(self, name)
+            grown = np.zeros((old.shape[0], count))
+            grown[:, : old.shape[1]] = old
+            setattr(self, name, grown)
+        self._tiers = count
+
+    def _sliced(
+        self, notional: np.ndarray, instruments: np.ndarray, rates: np.ndarray
+    ) -> np.ndarray:
+        total = np.zeros(notional.shape)
+        for tier in range(self._tiers):
+            low = self._tier_low[instruments, tier]
+            width = self._tier_width[instruments, tier]
+            total += rates[instruments, tier] * np.minimum(np.maximum(notional - low, 0.0), width)
+        return total
+
+    def _compute(self, rows: np.ndarray) -> None:
+        """risk.row_risk for every row in rows, operation for operation."""
+        r, c = self._rows, self._instruments
+        inst = self._row_instrument[rows]
+        q, cost = r["qty"][rows], r["cost"][rows]
+        buy, sell, premium = r["buy"][rows], r["sell"][rows], r["premium"][rows]
+        size, mark = c["size"][inst], c["mark"][inst]
+        marked = ~np.isnan(mark)
+        price = np.where(marked, mark, r["fallback_price"][rows])
+        kind = self._kind[inst]
+        with np.errstate(invalid="ignore"):
+            unrealized = np.where(marked, q * size * price - cost, 0.0)
+        accrual = np.where(
+            kind == 1, -q * size * (c["funding"][inst] - r["funding_index"][rows]), 0.0
+        )
+        notional = np.abs(q) * size * price
+        future_initial = np.maximum(
+            self._sliced(np.abs(q + buy) * size * price, inst, self._tier_initial),
+            self._sliced(np.abs(q - sell) * size * price, inst, self._tier_initial),
+        )
+        future_maintenance = self._sliced(notional, inst, self._tier_maintenance)
+
+        spot, strike, put = c["spot"][inst], c["strike"][inst], self._put[inst]
+        otm = np.where(put, np.maximum(spot - strike, 0.0), np.maximum(strike - spot, 0.0))
+        per_initial = np.maximum(c["initial"][inst] * spot - otm, c["floor"][inst] * spot) + price
+        per_maintenance = c["maintenance"][inst] * spot + price
+        per_initial = np.where(put, np.minimum(per_initial, strike), per_initial)
+        per_maintenance = np.where(put, np.minimum(per_maintenance, strike), per_maintenance)
+        short = np.maximum(-q, 0.0)
+        new_short = np.maximum(sell - q, 0.0)
+        option_initial = short * size * per_initial + np.maximum(
+            premium, (new_short - short) * size * per_initial
+        )
+        option = kind == 2
+        r["value"][rows] = np.where(option, q * size * price, unrealized + accrual)
+        r["initial"][rows] = np.where(option, option_initial, future_initial)
+        r["maintenance"][rows] = np.where(
+            option, short * size * per_maintenance, future_maintenance
+        )

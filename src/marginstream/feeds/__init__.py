@@ -1,0 +1,1 @@
+"""Scripted record streams: the demo market, and load for tests and benchmarks."""

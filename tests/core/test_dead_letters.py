@@ -1,0 +1,139 @@
+"""Bad input becomes a dead letter with its reason, and changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from marginstream.core import DEAD_LETTERS, Envelope
+from tests.core.venue import T0, Venue, only
+
+FILL = {
+    "type": "fill",
+    "fill_id": "f-new",
+    "account": "alice",
+    "symbol": "BTC-PERP",
+    "side": "buy",
+    "qty": "1",
+    "price": "60000",
+    "ts": T0,
+}
+
+
+def _fill(**changes) -> dict:
+    value = {**FILL, **changes}
+    return {k: v for k, v in value.items() if v is not ...}
+
+
+@pytest.fixture
+def venue() -> Venue:
+    venue = Venue()
+    venue.perpetual("BTC-PERP")
+    venue.mark("BTC-PERP", "60000")
+    venue.deposit("alice", "10000", transfer_id="dep-1")
+    venue.fill("alice", "BTC-PERP", "buy", "1", "60000", fill_id="f-1")
+    return venue
+
+
+CASES = [
+    ("orders", "alice", [1, 2], "a record must be a JSON object, got list"),
+    ("orders", "alice", "text", "a record must be a JSON object, got str"),
+    ("orders", "alice", {"type": "teleport"}, "type 'teleport' does not belong on topic orders"),
+    ("transfers", "alice", _fill(), "type 'fill' does not belong on topic transfers"),
+    ("orders", "alice", _fill(qty=...), "qty is missing"),
+    ("orders", "alice", _fill(qty="-1"), "qty must be positive, got -1"),
+    ("orders", "alice", _fill(qty="0"), "qty must be positive, got 0"),
+    ("orders", "alice", _fill(qty="NaN"), "qty must be finite"),
+    ("orders", "alice", _fill(qty="Infinity"), "qty must be finite"),
+    ("orders", "alice", _fill(price="1e40"), "price is absurdly large"),
+    ("orders", "alice", _fill(price=True), "price must be a decimal string, got True"),
+    ("orders", "alice", _fill(side="long"), "side must be buy or sell, got 'long'"),
+    ("orders", "alice", _fill(ts="yesterday"), "ts must be an integer of milliseconds"),
+    ("orders", "alice", _fill(ts=-5), "ts is out of range: -5"),
+    ("orders", "alice", _fill(fill_id=""), "fill_id must be a non-empty string"),
+    ("orders", "alice", _fill(account=7.5), "account must be a non-empty string"),
+    ("orders", "alice", _fill(symbol="DOGE-PERP"), "unknown instrument DOGE-PERP"),
+    ("orders", "alice", _fill(fill_id="f-1"), "duplicate fill_id f-1"),
+    ("orders", "bob", _fill(account="bob"), "unknown account bob: it has made no deposit"),
+    ("orders", "mallory", _fill(), "key 'mallory' does not match account 'alice'"),
+    (
+        "transfers",
+        "alice",
+        {"type": "deposit", "transfer_id": "dep-1", "account": "alice", "amount": "5", "ts": T0},
+        "duplicate transfer_id dep-1",
+    ),
+    (
+        "transfers",
+        "alice",
+        {"type": "withdrawal", "transfer_id": "dep-1", "account": "alice", "amount": "5", "ts": T0},
+        "duplicate transfer_id dep-1",
+    ),
+    (
+        "prices",
+        "BTC",
+        {"type": "index", "underlying": "BTC", "price": "-3", "ts": T0},
+        "price must be positive",
+    ),
+    (
+        "prices",
+        "X",
+        {"type": "mark", "symbol": "X", "price": "1", "ts": T0},
+        "unknown instrument X",
+    ),
+    (
+        "prices",
+        "BTC-PERP",
+        {"type": "mark", "symbol": "BTC-PERP", "ts": T0},
+        "a mark for perpetual BTC-PERP needs a price",
+    ),
+    (
+        "prices",
+        "BTC-PERP",
+        {"type": "funding", "symbol": "BTC-PERP", "rate": "5", "ts": T0},
+        "rate is absurd",
+    ),
+    (
+        "prices",
+        "BTC-PERP",
+        {"type": "settlement", "symbol": "BTC-PERP", "price": "1", "ts": T0},
+        "perpetual BTC-PERP never settles",
+    ),
+    (
+        "instruments",
+        "BTC-PERP",
+        {
+            "type": "instrument",
+            "symbol": "BTC-PERP",
+            "kind": "future",
+            "underlying": "BTC",
+            "contract_size": "1",
+            "expiry": "2027-01-01T00:00:00Z",
+            "margin": {"tiers": [{"up_to": None, "initial": "0.1", "maintenance": "0.05"}]},
+        },
+        "instrument BTC-PERP: kind cannot change (perpetual -> future)",
+    ),
+    ("settlements", "X", {"type": "settlement"}, "unknown topic 'settlements'"),
+]
+
+
+@pytest.mark.parametrize(("topic", "key", "value", "reason"), CASES)
+def test_bad_input_is_dead_lettered_with_its_reason_and_changes_nothing(
+    venue, topic, key, value, reason
+):
+    before = venue.snapshot()
+    outcome = venue.send(topic, value, key=key)
+    assert [o.topic for o in outcome.outputs] == [DEAD_LETTERS]
+    letter = only(outcome)
+    assert letter["reason"].startswith(reason), letter["reason"]
+    assert (letter["topic"], letter["key"], letter["partition"]) == (topic, key, 0)
+    assert letter["offset"] == venue.offsets[topic] - 1
+    assert isinstance(letter["value"], str)  # the original, as text
+    assert outcome.accounts == set() and outcome.market is False
+    assert venue.snapshot() == before
+
+
+def test_the_original_text_is_kept_when_the_reader_has_it(venue: Venue):
+    text = '{"type": "fill", "qty": "-1"}'
+    outcome = venue.engine.apply(Envelope("orders", 3, 17, "alice", {"type": "fill"}, text))
+    letter = only(outcome)
+    assert (letter["value"], letter["partition"], letter["offset"]) == (text, 3, 17)
+    assert letter["ts"] is None
