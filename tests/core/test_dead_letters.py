@@ -137,3 +137,19 @@ def test_the_original_text_is_kept_when_the_reader_has_it(venue: Venue):
     letter = only(outcome)
     assert (letter["value"], letter["partition"], letter["offset"]) == (text, 3, 17)
     assert letter["ts"] is None
+
+
+def test_a_rejection_sticks_when_the_record_is_read_again_after_the_state_moved_on():
+    venue = Venue()
+    venue.perpetual("BTC-PERP")
+    venue.mark("BTC-PERP", "60000")
+    early_fill = Envelope("orders", 0, 0, "bob", {**FILL, "account": "bob", "symbol": "ETH-PERP"})
+    first = venue.engine.apply(early_fill)
+    assert only(first)["reason"] == "unknown account bob: it has made no deposit"
+    # Later records make the same fill applicable: bob deposits, ETH-PERP is listed.
+    venue.deposit("bob", "100000")
+    venue.perpetual("ETH-PERP")
+    state = venue.snapshot()
+    again = venue.engine.apply(early_fill)  # as a worker re-reads it after a crash
+    assert again.outputs == first.outputs and again.replayed
+    assert venue.snapshot() == state  # still not applied: the reference never applied it

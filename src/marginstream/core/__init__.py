@@ -7,16 +7,8 @@ accounts at once with NumPy; alerts and decisions turn figures into outputs;
 engine ties them together record by record.
 """
 
-from marginstream.core.engine import (
-    DEAD_LETTERS,
-    DECISIONS,
-    LIQUIDATIONS,
-    EngineConfig,
-    Envelope,
-    Outcome,
-    Output,
-    RiskEngine,
-)
+from marginstream.core.engine import EngineConfig, Outcome, RiskEngine
+from marginstream.core.envelope import DEAD_LETTERS, DECISIONS, LIQUIDATIONS, Envelope, Output
 
 __all__ = [
     "DEAD_LETTERS",

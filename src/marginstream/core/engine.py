@@ -15,10 +15,12 @@ records after a crash re-publishes what may have been lost, never re-applies.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from marginstream.core.alerts import Thresholds, raise_alert
+from marginstream.core.deadletters import DeadLetterLog, dead_letter
 from marginstream.core.decisions import decision_value, order_rejection
+from marginstream.core.envelope import DECISIONS, LIQUIDATIONS, Envelope, Output
 from marginstream.core.ledger import Account, OpenOrder
 from marginstream.core.market import Market
 from marginstream.core.numbers import RecordError, decimal_text, risk_text
@@ -39,9 +41,6 @@ from marginstream.core.records import (
 from marginstream.core.risk import assess, orders_by_symbol, risk_symbols
 from marginstream.core.riskview import RiskView
 
-DECISIONS = "decisions"
-LIQUIDATIONS = "liquidations"
-DEAD_LETTERS = "dead-letters"
 DAY_MS = 86_400_000
 
 
@@ -50,23 +49,7 @@ class EngineConfig:
     thresholds: Thresholds = field(default_factory=Thresholds)
     duplicate_retention_ms: int = 7 * DAY_MS
     remembered_records: int = 32  # per account (and for the market): outputs kept for re-publishing
-
-
-class Envelope(NamedTuple):
-    """A record as read from a topic: its source position, key and decoded JSON value."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: str | None
-    value: Any
-    text: str | None = None  # the original text, for dead letters, when the reader has it
-
-
-class Output(NamedTuple):
-    topic: str
-    key: str | None
-    value: dict[str, Any]
+    remembered_dead_letters: int = 1024  # per source partition
 
 
 @dataclass
@@ -75,29 +58,7 @@ class Outcome:
     accounts: set[str] = field(default_factory=set)  # accounts whose state must be (re)written
     market: bool = False  # the market state changed
     replayed: bool = False  # already applied before: outputs are the remembered ones
-
-
-def dead_letter(envelope: Envelope, reason: str) -> Output:
-    import orjson  # noqa: PLC0415 (only bad input pays for it)
-
-    value = envelope.value
-    ts = value.get("ts") if isinstance(value, dict) else None
-    text = envelope.text
-    if text is None:
-        text = value if isinstance(value, str) else orjson.dumps(value).decode()
-    return Output(
-        DEAD_LETTERS,
-        envelope.key,
-        {
-            "reason": reason,
-            "topic": envelope.topic,
-            "partition": envelope.partition,
-            "offset": envelope.offset,
-            "key": envelope.key,
-            "value": text,
-            "ts": ts if isinstance(ts, int) and not isinstance(ts, bool) else None,
-        },
-    )
+    dead_letters: bool = False  # the dead-letter log changed
 
 
 class RiskEngine:
@@ -106,8 +67,10 @@ class RiskEngine:
         config: EngineConfig | None = None,
         accounts: dict[str, Account] | None = None,
         market: Market | None = None,
+        dead_letters: DeadLetterLog | None = None,
     ) -> None:
         self.config = config or EngineConfig()
+        self.dead_letters = dead_letters or DeadLetterLog(self.config.remembered_dead_letters)
         self.accounts: dict[str, Account] = accounts if accounts is not None else {}
         self.market = market or Market()
         self.view = RiskView(self.config.thresholds)
@@ -119,13 +82,18 @@ class RiskEngine:
     # -- entry point ----------------------------------------------------------------
 
     def apply(self, envelope: Envelope) -> Outcome:
+        rejected = self.dead_letters.find(envelope)
+        if rejected is not None:  # rejected the first time: stays rejected, same dead letter
+            return Outcome([rejected], replayed=True)
         try:
             record = parse_record(envelope.topic, envelope.value)
+            if envelope.topic in ACCOUNT_TOPICS:
+                return self._apply_account_record(envelope, record)  # type: ignore[arg-type]
+            return self._apply_market_record(envelope, record)  # type: ignore[arg-type]
         except RecordError as error:
-            return Outcome([dead_letter(envelope, str(error))])
-        if envelope.topic in ACCOUNT_TOPICS:
-            return self._apply_account_record(envelope, record)  # type: ignore[arg-type]
-        return self._apply_market_record(envelope, record)  # type: ignore[arg-type]
+            output = dead_letter(envelope, str(error))
+            self.dead_letters.add(envelope, output)
+            return Outcome([output], dead_letters=True)
 
     # -- account records ------------------------------------------------------------
 
@@ -133,13 +101,11 @@ class RiskEngine:
         self, envelope: Envelope, record: OrderRecord | CancelRecord | FillRecord | TransferRecord
     ) -> Outcome:
         if envelope.key is not None and envelope.key != record.account:
-            reason = f"key {envelope.key!r} does not match account {record.account!r}"
-            return Outcome([dead_letter(envelope, reason)])
+            raise RecordError(f"key {envelope.key!r} does not match account {record.account!r}")
         account = self.accounts.get(record.account)
         if account is None:
             if not (isinstance(record, TransferRecord) and record.kind == "deposit"):
-                reason = f"unknown account {record.account}: it has made no deposit"
-                return Outcome([dead_letter(envelope, reason)])
+                raise RecordError(f"unknown account {record.account}: it has made no deposit")
             account = Account(record.account)
         source = f"{envelope.topic}:{envelope.partition}"
         if account.applied.get(source, -1) >= envelope.offset:
@@ -279,10 +245,7 @@ class RiskEngine:
     def _apply_market_record(self, envelope: Envelope, record: MarketRecord) -> Outcome:
         source = f"{envelope.topic}:{envelope.partition}"
         replayed = self.market.applied.get(source, -1) >= envelope.offset
-        try:
-            moved = self._affected(record) if replayed else self._apply_to_market(record)
-        except RecordError as error:
-            return Outcome([dead_letter(envelope, str(error))])
+        moved = self._affected(record) if replayed else self._apply_to_market(record)
         if not replayed:
             self.market.applied[source] = envelope.offset
         trigger = {

@@ -20,7 +20,7 @@ from marginstream.core.alerts import LEVELS, Thresholds
 from marginstream.core.instruments import Kind
 from marginstream.core.ledger import Account
 from marginstream.core.market import Market
-from marginstream.core.risk import RowInputs, orders_by_symbol, row_inputs
+from marginstream.core.risk import RowInputs, orders_by_symbol, row_inputs, row_risk
 
 _NEAR = 1e-9  # relative distance to a threshold below which the exact path decides
 _ROW_FIELDS = ("qty", "cost", "funding_index", "buy", "sell", "premium", "fallback_price")
@@ -78,6 +78,9 @@ class RiskView:
         self._row_account = np.zeros(64, dtype=np.int64)
         self._row_instrument = np.zeros(64, dtype=np.int64)
         self._rows_of: dict[int, list[int]] = {}
+        self._row_arrays: dict[
+            int, np.ndarray
+        ] = {}  # _rows_of as arrays, rebuilt when rows are added
 
     # -- keeping in step ----------------------------------------------------------
 
@@ -115,8 +118,8 @@ class RiskView:
 
     def refresh(self, symbols: Iterable[str], market: Market) -> None:
         """Reload the prices of symbols (mark, index, funding) and recompute their rows."""
-        rows: list[int] = []
         columns = self._instruments
+        symbols = list(symbols)
         for symbol in symbols:
             number = self._instrument_number[symbol]
             instrument = market.instruments[symbol]
@@ -126,27 +129,31 @@ class RiskView:
             if instrument.is_option:
                 index = market.risk_index(instrument.underlying)
                 columns["spot"][number] = columns["strike"][number] if index is None else index
-            rows.extend(self._rows_of[number])
-        if rows:
-            self._compute(np.array(rows, dtype=np.int64))
+        rows = self._rows_for(symbols)
+        if rows.size:
+            self._compute(rows)
 
     def sync(self, account: Account, symbols: Iterable[str], market: Market) -> None:
-        """Copy the account's cash and its rows for symbols from the exact ledger."""
+        """Copy the account's cash and its rows for symbols from the exact ledger.
+
+        One account's few rows are computed with the scalar row_risk (the same
+        formulas, operation for operation): NumPy's per-call overhead would cost
+        more than the arithmetic.
+        """
         number = self._account(account.account_id)
         self._accounts["cash"][number] = float(account.cash)
         self._accounts["level"][number] = LEVELS.index(account.level)
         orders = orders_by_symbol(account)
-        touched = []
+        columns = self._rows
         for symbol in symbols:
-            instrument_number = self._instrument_number[symbol]
-            row = self._row(number, instrument_number)
-            inputs = row_inputs(
-                account.positions.get(symbol), orders.get(symbol, []), market.instruments[symbol]
-            )
+            instrument = market.instruments[symbol]
+            row = self._row(number, self._instrument_number[symbol])
+            inputs = row_inputs(account.positions.get(symbol), orders.get(symbol, []), instrument)
             self._write_row(row, inputs)
-            touched.append(row)
-        if touched:
-            self._compute(np.array(touched, dtype=np.int64))
+            risk = row_risk(inputs, instrument, market)
+            columns["value"][row] = risk.value
+            columns["initial"][row] = risk.initial
+            columns["maintenance"][row] = risk.maintenance
 
     def set_level(self, account_id: str, level: str) -> None:
         self._accounts["level"][self._account(account_id)] = LEVELS.index(level)
@@ -230,6 +237,7 @@ class RiskView:
             self._row_account[row] = account
             self._row_instrument[row] = instrument
             self._rows_of[instrument].append(row)
+            self._row_arrays.pop(instrument, None)
         return row
 
     def _write_row(self, row: int, inputs: RowInputs) -> None:
@@ -237,12 +245,15 @@ class RiskView:
             self._rows[name][row] = getattr(inputs, name)
 
     def _rows_for(self, symbols: Iterable[str]) -> np.ndarray:
-        rows: list[int] = []
+        parts = []
         for symbol in symbols:
             number = self._instrument_number.get(symbol)
             if number is not None:
-                rows.extend(self._rows_of[number])
-        return np.array(rows, dtype=np.int64)
+                cached = self._row_arrays.get(number)
+                if cached is None:
+                    cached = self._row_arrays[number] = np.array(self._rows_of[number], np.int64)
+                parts.append(cached)
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def _grow_instrument_arrays(self) -> None:
         capacity = len(self._instruments["size"])

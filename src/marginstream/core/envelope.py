@@ -1,0 +1,26 @@
+"""What goes into the engine and what comes out of it."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+DECISIONS = "decisions"
+LIQUIDATIONS = "liquidations"
+DEAD_LETTERS = "dead-letters"
+
+
+class Envelope(NamedTuple):
+    """A record as read from a topic: its source position, key and decoded JSON value."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: Any
+    text: str | None = None  # the original text, for dead letters, when the reader has it
+
+
+class Output(NamedTuple):
+    topic: str
+    key: str | None
+    value: dict[str, Any]
