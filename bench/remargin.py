@@ -16,10 +16,9 @@ import statistics
 import time
 from decimal import Decimal
 
-import numpy as np
-
 from bench.common import write_result
 from marginstream.core import Envelope, RiskEngine
+from marginstream.core.records import IndexRecord, MarkRecord
 from marginstream.core.risk import assess
 
 T0 = 1_795_000_000_000
@@ -44,24 +43,42 @@ class Book:
 def build(accounts: int, strikes: int, seed: int = 1) -> tuple[Book, list[str]]:
     rng = random.Random(seed)
     book = Book()
-    book.send("instruments", "BTC-PERP", {
-        "type": "instrument", "symbol": "BTC-PERP", "kind": "perpetual", "underlying": "BTC",
-        "contract_size": "1", "margin": {"tiers": TIERS},
-    })
+    book.send(
+        "instruments",
+        "BTC-PERP",
+        {
+            "type": "instrument",
+            "symbol": "BTC-PERP",
+            "kind": "perpetual",
+            "underlying": "BTC",
+            "contract_size": "1",
+            "margin": {"tiers": TIERS},
+        },
+    )
     chain = [40_000 + 1_000 * k for k in range(strikes)]
     options = []
     for strike in chain:
         for kind in ("call", "put"):
             symbol = f"BTC-{strike}-{kind[0].upper()}"
             options.append(symbol)
-            book.send("instruments", symbol, {
-                "type": "instrument", "symbol": symbol, "kind": "option", "underlying": "BTC",
-                "contract_size": "1", "expiry": "2026-12-25T08:00:00Z", "option_type": kind,
-                "strike": str(strike),
-            })
+            book.send(
+                "instruments",
+                symbol,
+                {
+                    "type": "instrument",
+                    "symbol": symbol,
+                    "kind": "option",
+                    "underlying": "BTC",
+                    "contract_size": "1",
+                    "expiry": "2026-12-25T08:00:00Z",
+                    "option_type": kind,
+                    "strike": str(strike),
+                },
+            )
     book.send("prices", "BTC", {"type": "index", "underlying": "BTC", "price": "60000", "ts": T0})
-    book.send("prices", "BTC-PERP", {"type": "mark", "symbol": "BTC-PERP", "price": "60000",
-                                     "ts": T0})
+    book.send(
+        "prices", "BTC-PERP", {"type": "mark", "symbol": "BTC-PERP", "price": "60000", "ts": T0}
+    )
     for symbol in options:
         book.send("prices", symbol, {"type": "mark", "symbol": symbol, "iv": "0.6", "ts": T0})
     ts = T0
@@ -69,34 +86,65 @@ def build(accounts: int, strikes: int, seed: int = 1) -> tuple[Book, list[str]]:
         account = f"acct-{n:07d}"
         ts += 1
         cash = rng.randint(5_000, 50_000)
-        book.send("transfers", account, {"type": "deposit", "transfer_id": f"d{n}",
-                                         "account": account, "amount": str(cash), "ts": ts})
+        book.send(
+            "transfers",
+            account,
+            {
+                "type": "deposit",
+                "transfer_id": f"d{n}",
+                "account": account,
+                "amount": str(cash),
+                "ts": ts,
+            },
+        )
         qty = Decimal(cash * rng.choice((1, 2, 3, 5, 8)) / 60_000).quantize(Decimal("0.001"))
         side = rng.choice(("buy", "sell"))
-        book.send("orders", account, {"type": "fill", "fill_id": f"p{n}", "account": account,
-                                      "symbol": "BTC-PERP", "side": side, "qty": str(qty),
-                                      "price": "60000", "ts": ts})
+        book.send(
+            "orders",
+            account,
+            {
+                "type": "fill",
+                "fill_id": f"p{n}",
+                "account": account,
+                "symbol": "BTC-PERP",
+                "side": side,
+                "qty": str(qty),
+                "price": "60000",
+                "ts": ts,
+            },
+        )
         if n % 3 == 0:
             symbol = f"BTC-{rng.choice(chain)}-P"
-            book.send("orders", account, {"type": "fill", "fill_id": f"o{n}", "account": account,
-                                          "symbol": symbol, "side": "sell", "qty": "1",
-                                          "price": "500", "ts": ts})
+            book.send(
+                "orders",
+                account,
+                {
+                    "type": "fill",
+                    "fill_id": f"o{n}",
+                    "account": account,
+                    "symbol": symbol,
+                    "side": "sell",
+                    "qty": "1",
+                    "price": "500",
+                    "ts": ts,
+                },
+            )
     return book, ["BTC-PERP", *options]
+
+
+def move_market(book: Book, index: float, ts: int) -> None:
+    """The market side of a move, without re-margining anyone."""
+    price = Decimal(f"{index:.2f}")
+    book.engine.market.apply_index(IndexRecord("BTC", price, ts))
+    book.engine.market.apply_mark(MarkRecord("BTC-PERP", price, None, ts))
 
 
 def vectorised_move(book: Book, symbols: list[str], index: float, ts: int) -> int:
     """Index and mark move, then one vectorised re-margining pass; returns accounts looked at."""
     engine = book.engine
-    market = engine.market
-    market.index["BTC"] = Decimal(str(index))
-    market.index_ts["BTC"] = ts
-    moved = set(market.options_on["BTC"])
-    for symbol in moved:
-        market._reprice(market.instruments[symbol], ts)  # the pricing engine.apply_index does
-    market.marks["BTC-PERP"] = Decimal(str(index))
-    engine.view.refresh(symbols, market)
-    accounts = np.unique(engine.view._row_account[engine.view._rows_for(symbols)])
-    ratios = engine.view.margin_ratios(accounts)
+    move_market(book, index, ts)
+    engine.view.refresh(symbols, engine.market)
+    ratios = engine.view.margin_ratios(engine.view.holder_numbers(symbols))
     return int(ratios.size)
 
 
@@ -104,11 +152,9 @@ def naive_move(book: Book, index: float, ts: int) -> int:
     """The same move, then every account re-margined one by one with the exact path."""
     engine = book.engine
     market = engine.market
-    market.index["BTC"] = Decimal(str(index))
-    market.index_ts["BTC"] = ts
+    move_market(book, index, ts)
     for symbol in market.options_on["BTC"]:
-        market._reprice(market.instruments[symbol], ts)
-    market.marks["BTC-PERP"] = Decimal(str(index))
+        market.model(symbol)  # price the chain, as the vectorised refresh does
     thresholds = engine.config.thresholds
     levels = [thresholds.level(assess(a, market).margin_ratio) for a in engine.accounts.values()]
     return len(levels)
@@ -118,9 +164,16 @@ def engine_move(book: Book, index: float, ts: int) -> int:
     """Through engine.apply, as the workers run it: proposals confirmed, alerts raised."""
     outputs = 0
     for topic, key, value in (
-        ("prices", "BTC", {"type": "index", "underlying": "BTC", "price": f"{index:.2f}", "ts": ts}),
-        ("prices", "BTC-PERP", {"type": "mark", "symbol": "BTC-PERP", "price": f"{index:.2f}",
-                                "ts": ts}),
+        (
+            "prices",
+            "BTC",
+            {"type": "index", "underlying": "BTC", "price": f"{index:.2f}", "ts": ts},
+        ),
+        (
+            "prices",
+            "BTC-PERP",
+            {"type": "mark", "symbol": "BTC-PERP", "price": f"{index:.2f}", "ts": ts},
+        ),
     ):
         offset = book.offsets[topic]
         book.offsets[topic] = offset + 1
@@ -140,8 +193,10 @@ def main() -> None:
     book, symbols = build(args.accounts, args.strikes)
     build_seconds = time.perf_counter() - began
     positions = sum(len(a.positions) for a in book.engine.accounts.values())
-    print(f"book: {len(book.engine.accounts):,} accounts, {positions:,} positions, "
-          f"{len(symbols)} instruments, built through engine.apply in {build_seconds:.1f}s")
+    print(
+        f"book: {len(book.engine.accounts):,} accounts, {positions:,} positions, "
+        f"{len(symbols)} instruments, built through engine.apply in {build_seconds:.1f}s"
+    )
 
     prices = [60_000 * (1 - 0.01 * (k % 10)) for k in range(args.moves)]
     vector_times, naive_times, engine_times = [], [], []
@@ -179,13 +234,20 @@ def main() -> None:
         "engine_alerts_raised": alerts,
         "build_seconds": build_seconds,
     }
-    print(f"vectorised view: {vector_rate:,.0f} accounts/s "
-          f"({figures['vectorised_seconds_per_move_median'] * 1000:.1f} ms per move)")
-    print(f"naive loop:      {naive_rate:,.0f} accounts/s "
-          f"({figures['naive_seconds_per_move_median'] * 1000:.0f} ms per move)")
+    print(
+        f"vectorised view: {vector_rate:,.0f} accounts/s "
+        f"({figures['vectorised_seconds_per_move_median'] * 1000:.1f} ms per move)"
+    )
+    print(
+        f"naive loop:      {naive_rate:,.0f} accounts/s "
+        f"({figures['naive_seconds_per_move_median'] * 1000:.0f} ms per move)"
+    )
     print(f"ratio:           {figures['speedup_vectorised_over_naive']:.0f}x")
-    print(f"engine.apply (index + mark, proposals confirmed, {alerts} alerts): "
-          f"{engine_rate:,.0f} accounts/s ({figures['engine_apply_seconds_per_move_median'] * 1000:.1f} ms per move)")
+    per_move = figures["engine_apply_seconds_per_move_median"] * 1000
+    print(
+        f"engine.apply (index + mark, proposals confirmed, {alerts} alerts): "
+        f"{engine_rate:,.0f} accounts/s ({per_move:.1f} ms per move)"
+    )
     print(f"written to {write_result('remargin', figures)}")
 
 

@@ -209,17 +209,7 @@ class Venue:
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the engine would persist, for before/after comparisons."""
-        market = self.engine.market
-        return {
-            "accounts": {a: acc.to_dict() for a, acc in sorted(self.engine.accounts.items())},
-            "instruments": {s: i.to_dict() for s, i in sorted(market.instruments.items())},
-            "index": dict(market.index),
-            "marks": dict(market.marks),
-            "iv": dict(market.implied_vol),
-            "funding": dict(market.funding_index),
-            "settlement": dict(market.settlement),
-            "applied": dict(market.applied),
-        }
+        return self.engine.parts()
 
 
 def only(outcome: Outcome) -> dict[str, Any]:

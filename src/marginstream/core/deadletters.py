@@ -39,25 +39,41 @@ def dead_letter(envelope: Envelope, reason: str) -> Output:
 
 
 class DeadLetterLog:
-    """source ("topic:partition") -> {offset: dead letter value}, the most recent `limit` each."""
+    """Per source ("topic:partition"), the dead letters of its most recent offsets.
 
-    def __init__(self, limit: int = 1024, entries: dict[str, dict[int, Any]] | None = None) -> None:
+    Stored in a ring of `limit` slots per source ("<source>/<offset mod limit>"): adding
+    one writes one small part, and nothing is ever deleted, so every stored part can
+    carry a version and a restore never has to order a deletion against a write.
+    """
+
+    def __init__(self, limit: int = 1024) -> None:
         self.limit = limit
-        self.entries: dict[str, dict[int, Any]] = entries or {}
+        self.slots: dict[str, dict[str, Any]] = {}  # name -> {"offset", "letter"}
 
-    def find(self, envelope: Envelope) -> Output | None:
-        value = self.entries.get(f"{envelope.topic}:{envelope.partition}", {}).get(envelope.offset)
-        return None if value is None else Output(DEAD_LETTERS, envelope.key, value)
+    def _name(self, envelope: Envelope) -> str:
+        return f"{envelope.topic}:{envelope.partition}/{envelope.offset % self.limit}"
 
-    def add(self, envelope: Envelope, output: Output) -> None:
-        source = self.entries.setdefault(f"{envelope.topic}:{envelope.partition}", {})
-        source[envelope.offset] = output.value
-        while len(source) > self.limit:
-            del source[next(iter(source))]
+    def find(self, envelope: Envelope) -> tuple[str, Output] | None:
+        """The part name and dead letter of this very record, if it was rejected."""
+        name = self._name(envelope)
+        slot = self.slots.get(name)
+        if slot is None or slot["offset"] != envelope.offset:
+            return None
+        return name, Output(DEAD_LETTERS, envelope.key, slot["letter"])
 
-    def to_dict(self) -> dict[str, Any]:
-        return {s: [[o, v] for o, v in offsets.items()] for s, offsets in self.entries.items()}
+    def add(self, envelope: Envelope, output: Output) -> str:
+        name = self._name(envelope)
+        self.slots[name] = {"offset": envelope.offset, "letter": output.value}
+        return name
+
+    def part(self, name: str) -> dict[str, Any] | None:
+        return self.slots.get(name)
+
+    def parts(self) -> dict[str, dict[str, Any]]:
+        return dict(self.slots)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], limit: int = 1024) -> DeadLetterLog:
-        return cls(limit, {s: {int(o): v for o, v in pairs} for s, pairs in data.items()})
+    def from_parts(cls, parts: dict[str, dict[str, Any]], limit: int = 1024) -> DeadLetterLog:
+        log = cls(limit)
+        log.slots.update(parts)
+        return log

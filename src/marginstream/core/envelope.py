@@ -24,3 +24,7 @@ class Output(NamedTuple):
     topic: str
     key: str | None
     value: dict[str, Any]
+
+
+class NotJson(str):
+    """A value whose bytes did not decode as JSON; the text says why."""

@@ -2,8 +2,11 @@
 
 Marks of futures and perpetuals, and an option's explicit mark, are exact
 Decimals (funding is paid on them). An option's model mark is a Black-76
-float, a risk figure only. Settlement and funding amounts come from exact
-inputs, never from a model price.
+float, a risk figure only, and is never stored: it is derived from stored
+inputs (the index, the option's last iv, and which of the two came last, by
+the market's own record sequence), so a market rebuilt from its stored parts
+prices every option to the same bit. Stored parts are small and per key (one
+per instrument, one per index, a head), so a record rewrites only what it moved.
 """
 
 from __future__ import annotations
@@ -13,34 +16,74 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from marginstream.core.instruments import Instrument, Kind, Status
+from marginstream.core.instruments import Instrument, Kind, Status, parse_instrument
 from marginstream.core.margin import ShortOptionRates, TierTable
-from marginstream.core.numbers import RecordError, exact
+from marginstream.core.numbers import ZERO, RecordError, decimal_text, exact
 from marginstream.core.pricing import OptionValue, black76, years_to_expiry
 from marginstream.core.records import FundingRecord, IndexRecord, MarkRecord, SettlementRecord
+
+StateKey = tuple[str, str]  # ("instrument", symbol), ("index", underlying), ("account", id)...
+
+
+@dataclass(slots=True)
+class Quote:
+    """What the market last said about one instrument."""
+
+    mark: Decimal | None = None  # the last explicit mark price
+    mark_seq: int = 0  # the market sequence number of that mark
+    iv: Decimal | None = None
+    iv_seq: int = 0
+    iv_ts: int = 0
+    funding: Decimal = ZERO  # perpetuals: cumulative sum of mark x rate
+    settlement: Decimal | None = None
+    # "topic:partition" -> offset of the last record that changed this part: a part
+    # carries its own position, so parts saved at different moments stay idempotent.
+    applied: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mark": None if self.mark is None else decimal_text(self.mark),
+            "mark_seq": self.mark_seq,
+            "iv": None if self.iv is None else decimal_text(self.iv),
+            "iv_seq": self.iv_seq,
+            "iv_ts": self.iv_ts,
+            "funding": decimal_text(self.funding),
+            "settlement": None if self.settlement is None else decimal_text(self.settlement),
+            "applied": self.applied,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Quote:
+        def number(name: str) -> Decimal | None:
+            return None if data[name] is None else Decimal(data[name])
+
+        return cls(
+            number("mark"), data["mark_seq"], number("iv"), data["iv_seq"], data["iv_ts"],
+            Decimal(data["funding"]), number("settlement"), dict(data["applied"]),
+        )  # fmt: skip
+
+
+@dataclass(slots=True)
+class IndexPrice:
+    price: Decimal
+    ts: int
+    seq: int
+    applied: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
 class Market:
     instruments: dict[str, Instrument] = field(default_factory=dict)
-    index: dict[str, Decimal] = field(default_factory=dict)
-    marks: dict[str, Decimal] = field(default_factory=dict)
-    implied_vol: dict[str, Decimal] = field(default_factory=dict)
-    model: dict[str, OptionValue] = field(default_factory=dict)
-    # Options whose explicit mark overrides the model until the next index move.
-    explicit: set[str] = field(default_factory=set)
-    # Cumulative funding per unit notional-at-mark: sum of mark x rate over funding events.
-    funding_index: dict[str, Decimal] = field(default_factory=dict)
-    settlement: dict[str, Decimal] = field(default_factory=dict)
-    index_ts: dict[str, int] = field(default_factory=dict)
-    # "topic:partition" -> offset of the last market record applied from that source.
-    applied: dict[str, int] = field(default_factory=dict)
-    # The accounts each recent market record alerted: [source, offset, [account, ...]].
-    alerted: list[list[Any]] = field(default_factory=list)
-    # Derived from instruments (never persisted): float risk parameters and option chains.
+    quotes: dict[str, Quote] = field(default_factory=dict)
+    index: dict[str, IndexPrice] = field(default_factory=dict)
+    # Market records applied, in processing order; rebuilt as the largest stored seq.
+    seq: int = 0
+    # Derived, never stored.
     tier_tables: dict[str, TierTable] = field(default_factory=dict)
     option_rates: dict[str, ShortOptionRates] = field(default_factory=dict)
     options_on: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    dirty: set[StateKey] = field(default_factory=set)
+    _models: dict[str, OptionValue | None] = field(default_factory=dict)
 
     # -- reading ----------------------------------------------------------------
 
@@ -52,72 +95,73 @@ class Market:
 
     def risk_mark(self, symbol: str) -> float | None:
         """The price positions are valued at, or None before the instrument's first mark."""
-        if symbol in self.explicit or self.instruments[symbol].kind is not Kind.OPTION:
-            mark = self.marks.get(symbol)
-            return None if mark is None else float(mark)
-        model = self.model.get(symbol)
-        if model is not None:
-            return model.price
-        mark = self.marks.get(symbol)  # an explicit mark no index move has replaced yet
-        return None if mark is None else float(mark)
+        quote = self.quotes[symbol]
+        if quote.settlement is not None:
+            return float(quote.settlement)
+        if self.instruments[symbol].kind is Kind.OPTION and not self._explicit(symbol, quote):
+            model = self.model(symbol)
+            if model is not None:
+                return model.price
+        return None if quote.mark is None else float(quote.mark)
 
     def risk_index(self, underlying: str) -> float | None:
         index = self.index.get(underlying)
-        return None if index is None else float(index)
+        return None if index is None else float(index.price)
 
-    def greeks(self, symbol: str) -> OptionValue | None:
-        return self.model.get(symbol)
+    def model(self, symbol: str) -> OptionValue | None:
+        """Black-76 from the index and the option's last iv, at the time of the later of the two."""
+        if symbol not in self._models:
+            self._models[symbol] = self._price(symbol)
+        return self._models[symbol]
 
     def funding(self, symbol: str) -> Decimal:
-        return self.funding_index.get(symbol, Decimal(0))
+        return self.quotes[symbol].funding
+
+    def settlement(self, symbol: str) -> Decimal | None:
+        return self.quotes[symbol].settlement
 
     # -- applying market records (each returns the symbols whose risk inputs moved) ----
 
     def apply_instrument(self, instrument: Instrument) -> set[str]:
         previous = self.instruments.get(instrument.symbol)
         if previous is not None:
-            if instrument.symbol in self.settlement:
+            if self.quotes[instrument.symbol].settlement is not None:
                 raise RecordError(
                     f"instrument {instrument.symbol} was settled; a new listing needs a new symbol"
                 )
             instrument = previous.replaced_by(instrument)
+        self._tick()
         self._define(instrument)
-        if instrument.is_option:
-            self._reprice(instrument, self.index_ts.get(instrument.underlying))
+        self.dirty.add(("instrument", instrument.symbol))
         return {instrument.symbol}
 
     def apply_index(self, record: IndexRecord) -> set[str]:
-        self.index[record.underlying] = record.price
-        self.index_ts[record.underlying] = record.ts
-        moved = set()
-        for symbol in sorted(self.options_on.get(record.underlying, ())):
-            instrument = self.instruments[symbol]
-            if instrument.status is not Status.EXPIRED and self._reprice(instrument, record.ts):
-                self.explicit.discard(symbol)
-            moved.add(symbol)
-        return moved
+        self._tick()
+        previous = self.index.get(record.underlying)
+        applied = previous.applied if previous is not None else {}
+        self.index[record.underlying] = IndexPrice(record.price, record.ts, self.seq, applied)
+        self.dirty.add(("index", record.underlying))
+        moved = self.options_on.get(record.underlying, set())
+        for symbol in moved:
+            self._models.pop(symbol, None)
+        return set(moved)
 
     def apply_mark(self, record: MarkRecord) -> set[str]:
         instrument = self.instrument(record.symbol)
         if instrument.status is Status.EXPIRED:
             raise RecordError(f"instrument {record.symbol} is expired")
-        if not instrument.is_option:
-            if record.price is None:
-                raise RecordError(
-                    f"a mark for {instrument.kind.value} {record.symbol} needs a price"
-                )
-            self.marks[record.symbol] = record.price
-            return {record.symbol}
+        if not instrument.is_option and record.price is None:
+            raise RecordError(f"a mark for {instrument.kind.value} {record.symbol} needs a price")
         if record.price is None and record.iv is None:
             raise RecordError(f"a mark for option {record.symbol} needs a price or an iv")
-        if record.iv is not None:
-            self.implied_vol[record.symbol] = record.iv
-            self._reprice(instrument, record.ts)
-        if record.price is None:
-            self.explicit.discard(record.symbol)
-        else:
-            self.marks[record.symbol] = record.price
-            self.explicit.add(record.symbol)
+        self._tick()
+        quote = self.quotes[record.symbol]
+        if record.price is not None:
+            quote.mark, quote.mark_seq = record.price, self.seq
+        if instrument.is_option and record.iv is not None:
+            quote.iv, quote.iv_seq, quote.iv_ts = record.iv, self.seq, record.ts
+            self._models.pop(record.symbol, None)
+        self.dirty.add(("instrument", record.symbol))
         return {record.symbol}
 
     @exact
@@ -127,48 +171,118 @@ class Market:
             raise RecordError(
                 f"funding applies to perpetuals; {record.symbol} is a {instrument.kind}"
             )
-        mark = self.marks.get(record.symbol)
-        if mark is None:
+        quote = self.quotes[record.symbol]
+        if quote.mark is None:
             raise RecordError(f"no mark for {record.symbol} yet: funding is paid on the mark")
-        self.funding_index[record.symbol] = self.funding(record.symbol) + mark * record.rate
+        self._tick()
+        quote.funding += quote.mark * record.rate
+        self.dirty.add(("instrument", record.symbol))
         return {record.symbol}
 
     def apply_settlement(self, record: SettlementRecord) -> Instrument:
         instrument = self.instrument(record.symbol)
         if instrument.kind is Kind.PERPETUAL:
             raise RecordError(f"perpetual {record.symbol} never settles")
-        if record.symbol in self.settlement:
+        if self.quotes[record.symbol].settlement is not None:
             raise RecordError(f"{record.symbol} was already settled")
-        self.settlement[record.symbol] = record.price
-        self.marks[record.symbol] = record.price
-        self.explicit.add(record.symbol)
-        self.model.pop(record.symbol, None)
+        self._tick()
+        self.quotes[record.symbol].settlement = record.price
         settled = instrument.settled()
         self._define(settled)
+        self.dirty.add(("instrument", record.symbol))
         return settled
+
+    def applied_offset(self, key: StateKey, source: str) -> int:
+        """The last offset from source applied to a part (-1: none, or no such part)."""
+        kind, name = key
+        if kind == "index":
+            part = self.index.get(name)
+            return -1 if part is None else part.applied.get(source, -1)
+        quote = self.quotes.get(name)
+        return -1 if quote is None else quote.applied.get(source, -1)
+
+    def mark_applied(self, key: StateKey, source: str, offset: int) -> None:
+        kind, name = key
+        applied = self.index[name].applied if kind == "index" else self.quotes[name].applied
+        applied[source] = offset
+        self.dirty.add(key)
+
+    def take_dirty(self) -> set[StateKey]:
+        dirty, self.dirty = self.dirty, set()
+        return dirty
+
+    # -- stored parts -----------------------------------------------------------------
+
+    def part(self, key: StateKey) -> dict[str, Any] | None:
+        """The stored form of one part (None: the part no longer exists)."""
+        kind, name = key
+        if kind == "instrument":
+            return {
+                "instrument": self.instruments[name].to_dict(),
+                "quote": self.quotes[name].to_dict(),
+            }
+        index = self.index[name]
+        return {
+            "price": decimal_text(index.price), "ts": index.ts, "seq": index.seq,
+            "applied": index.applied,
+        }  # fmt: skip
+
+    def parts(self) -> dict[StateKey, dict[str, Any] | None]:
+        keys = [("instrument", s) for s in self.instruments]
+        keys += [("index", u) for u in self.index]
+        return {key: self.part(key) for key in keys}
+
+    @classmethod
+    def from_parts(cls, parts: dict[StateKey, dict[str, Any]]) -> Market:
+        market = cls()
+        for (kind, name), data in sorted(parts.items()):
+            if kind == "instrument":
+                market._define(parse_instrument(data["instrument"]))
+                quote = market.quotes[name] = Quote.from_dict(data["quote"])
+                market.seq = max(market.seq, quote.mark_seq, quote.iv_seq)
+            else:
+                index = IndexPrice(
+                    Decimal(data["price"]), data["ts"], data["seq"], dict(data["applied"])
+                )
+                market.index[name] = index
+                market.seq = max(market.seq, index.seq)
+        market.dirty.clear()
+        return market
 
     # -- internals ------------------------------------------------------------------
 
+    def _tick(self) -> None:
+        self.seq += 1
+
     def _define(self, instrument: Instrument) -> None:
         self.instruments[instrument.symbol] = instrument
+        self.quotes.setdefault(instrument.symbol, Quote())
+        self._models.pop(instrument.symbol, None)
         if instrument.is_option:
             self.options_on[instrument.underlying].add(instrument.symbol)
             self.option_rates[instrument.symbol] = ShortOptionRates.of(instrument)
         else:
             self.tier_tables[instrument.symbol] = TierTable.of(instrument)
 
-    def _reprice(self, instrument: Instrument, ts: int | None) -> bool:
-        """Black-76 from the index and the option's last iv; False when either is missing."""
-        index = self.index.get(instrument.underlying)
-        vol = self.implied_vol.get(instrument.symbol)
-        if index is None or vol is None or ts is None:
+    def _explicit(self, symbol: str, quote: Quote) -> bool:
+        """An explicit mark overrides the model until the next index move or iv-only mark."""
+        if quote.mark is None:
             return False
+        index = self.index.get(self.instruments[symbol].underlying)
+        return quote.mark_seq > (index.seq if index else 0) and quote.mark_seq >= quote.iv_seq
+
+    def _price(self, symbol: str) -> OptionValue | None:
+        instrument = self.instruments[symbol]
+        quote = self.quotes[symbol]
+        index = self.index.get(instrument.underlying)
+        if index is None or quote.iv is None or quote.settlement is not None:
+            return None
         assert instrument.strike is not None and instrument.expiry_ms is not None
-        self.model[instrument.symbol] = black76(
-            float(index),
+        ts = quote.iv_ts if quote.iv_seq > index.seq else index.ts
+        return black76(
+            float(index.price),
             float(instrument.strike),
             years_to_expiry(instrument.expiry_ms, ts),
-            float(vol),
+            float(quote.iv),
             instrument.is_put,
         )
-        return True

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from marginstream.core.envelope import NotJson
 from marginstream.core.instruments import Instrument, parse_instrument
 from marginstream.core.numbers import RecordError, parse_decimal, positive
 
@@ -203,8 +204,45 @@ def _instrument(value: dict[str, Any]) -> InstrumentRecord:
     return InstrumentRecord(parse_instrument(value), ts)
 
 
+def _cancel(value: dict[str, Any]) -> CancelRecord:
+    return CancelRecord(
+        identifier(value, "order_id"), identifier(value, "account"), timestamp(value)
+    )
+
+
+def _index(value: dict[str, Any]) -> IndexRecord:
+    return IndexRecord(identifier(value, "underlying"), _positive(value, "price"), timestamp(value))
+
+
+def _funding(value: dict[str, Any]) -> FundingRecord:
+    rate = _bounded(parse_decimal(value.get("rate"), "rate"), "rate", MAX_FUNDING_RATE)
+    return FundingRecord(identifier(value, "symbol"), rate, timestamp(value))
+
+
+def _settlement(value: dict[str, Any]) -> SettlementRecord:
+    return SettlementRecord(
+        identifier(value, "symbol"), _positive(value, "price"), timestamp(value)
+    )
+
+
+_PARSERS: dict[str, Any] = {
+    "order": _order,
+    "cancel": _cancel,
+    "fill": _fill,
+    "deposit": _transfer,
+    "withdrawal": _transfer,
+    "index": _index,
+    "mark": _mark,
+    "funding": _funding,
+    "settlement": _settlement,
+    "instrument": _instrument,
+}
+
+
 def parse_record(topic: str, value: object) -> Record:
     """The typed record for a value read from topic (a SPEC topic name, without prefix)."""
+    if isinstance(value, NotJson):
+        raise RecordError(str(value))
     if not isinstance(value, dict):
         raise RecordError(f"a record must be a JSON object, got {type(value).__name__}")
     kind = value.get("type")
@@ -214,33 +252,4 @@ def parse_record(topic: str, value: object) -> Record:
     if not isinstance(kind, str) or kind not in allowed:
         expected = ", ".join(sorted(allowed))
         raise RecordError(f"type {kind!r} does not belong on topic {topic} (expected {expected})")
-    match kind:
-        case "order":
-            return _order(value)
-        case "cancel":
-            return CancelRecord(
-                identifier(value, "order_id"), identifier(value, "account"), timestamp(value)
-            )
-        case "fill":
-            return _fill(value)
-        case "deposit" | "withdrawal":
-            return _transfer(value)
-        case "index":
-            return IndexRecord(
-                identifier(value, "underlying"), _positive(value, "price"), timestamp(value)
-            )
-        case "mark":
-            return _mark(value)
-        case "funding":
-            rate = parse_decimal(value.get("rate"), "rate")
-            return FundingRecord(
-                identifier(value, "symbol"),
-                _bounded(rate, "rate", MAX_FUNDING_RATE),
-                timestamp(value),
-            )
-        case "settlement":
-            return SettlementRecord(
-                identifier(value, "symbol"), _positive(value, "price"), timestamp(value)
-            )
-        case _:
-            return _instrument(value)
+    return _PARSERS[kind](value)

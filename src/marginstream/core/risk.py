@@ -162,7 +162,7 @@ def row_greeks(row: RowInputs, instrument: Instrument, market: Market) -> Greeks
     units = row.qty * float(instrument.contract_size)
     if instrument.kind is not Kind.OPTION:
         return Greeks(delta=units)
-    model = market.greeks(instrument.symbol)
+    model = market.model(instrument.symbol)
     if model is None:
         return Greeks()
     return Greeks(units * model.delta, units * model.gamma, units * model.vega, units * model.theta)

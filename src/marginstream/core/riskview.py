@@ -174,10 +174,9 @@ class RiskView:
 
     def candidates(self, symbols: Iterable[str]) -> list[str]:
         """Holders of symbols whose level may have changed: the exact path must look at them."""
-        rows = self._rows_for(symbols)
-        if rows.size == 0:
+        accounts = self.holder_numbers(symbols)
+        if accounts.size == 0:
             return []
-        accounts = np.unique(self._row_account[rows])
         ratio = self.margin_ratios(accounts)
         level = np.where(
             ratio >= self.thresholds.liquidation,
@@ -189,6 +188,13 @@ class RiskView:
             near |= np.abs(ratio - threshold) <= _NEAR * threshold
         changed = (level != self._accounts["level"][accounts]) | near
         return [self._account_ids[a] for a in accounts[changed]]
+
+    def holder_numbers(self, symbols: Iterable[str]) -> np.ndarray:
+        """Numbers of the accounts with a row (position or orders, now or before) in symbols."""
+        rows = self._rows_for(symbols)
+        mask = np.zeros(self._accounts.size, dtype=bool)
+        mask[self._row_account[rows]] = True
+        return np.flatnonzero(mask)
 
     def totals(self, accounts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(equity, initial margin, maintenance margin) of the given account numbers."""

@@ -193,42 +193,19 @@ def demo_events(market: DemoMarket | None = None) -> Iterator[dict[str, Any]]:
 
 
 def _demo_records(script: _Script) -> Iterator[dict[str, Any]]:
+    """Instruments, then market, then every deposit, then every order and fill, then moves:
+    records of one topic come in runs, so a live run can wait for each run to be applied
+    and see the very interleaving a replay sees."""
     market, rng = script.market, script.rng
     yield from script.instruments()
     yield from script.prices(market.index, with_vols=True)
-    yield script.deposit(MARKET_MAKER, Decimal(10) ** 10)
     names = [f"acct-{n:05d}" for n in range(1, market.accounts + 1)]
+    cash = {name: Decimal(rng.randint(5_000, 50_000)) for name in names}
+    yield script.deposit(MARKET_MAKER, Decimal(10) ** 10)
     for name in names:
-        cash = Decimal(rng.randint(5_000, 50_000))
-        yield script.deposit(name, cash)
-        leverage = Decimal(rng.choice((2, 3, 5, 8, 10, 12, 15)))
-        side = "buy" if rng.random() < 0.7 else "sell"
-        qty = (cash * leverage / market.index).quantize(Decimal("0.001"), rounding=ROUND_DOWN)
-        if leverage > 12:  # too much: the engine refuses the order, so no fill follows
-            yield record(
-                "orders",
-                name,
-                {
-                    "type": "order",
-                    "order_id": f"{name}-big",
-                    "account": name,
-                    "symbol": "BTC-PERP",
-                    "side": side,
-                    "qty": _text(qty * 5),
-                    "price": _text(market.index),
-                    "ts": script.tick(),
-                },
-            )
-            qty = (cash * 8 / market.index).quantize(Decimal("0.001"), rounding=ROUND_DOWN)
-        yield from script.trade(name, "BTC-PERP", side, qty, market.index, f"{name}-perp")
-        # Short puts, for those with room for them: about 0.1 x index of margin per contract.
-        room = int((cash - qty * market.index * Decimal("0.02")) / (market.index / 8))
-        if room >= 1 and rng.random() < 0.5:
-            strike = rng.choice([k for k in market.strikes if k < market.index])
-            contracts = Decimal(rng.randint(1, min(room, 3)))
-            price = script.option_price(strike, "put", market.index)
-            symbol = script.option_symbol(strike, "put")
-            yield from script.trade(name, symbol, "sell", contracts, price, f"{name}-put")
+        yield script.deposit(name, cash[name])
+    for name in names:
+        yield from _open_positions(script, name, cash[name])
     yield from _move(script, names, market.index, market.index * (1 - market.drop))
     yield record(
         "prices",
@@ -236,6 +213,38 @@ def _demo_records(script: _Script) -> Iterator[dict[str, Any]]:
         {"type": "funding", "symbol": "BTC-PERP", "rate": "0.0001", "ts": script.tick()},
     )
     yield from _move(script, names, market.index * (1 - market.drop), market.index)
+
+
+def _open_positions(script: _Script, name: str, cash: Decimal) -> Iterator[dict[str, Any]]:
+    market, rng = script.market, script.rng
+    leverage = Decimal(rng.choice((2, 3, 5, 8, 10, 12, 15)))
+    side = "buy" if rng.random() < 0.7 else "sell"
+    qty = (cash * leverage / market.index).quantize(Decimal("0.001"), rounding=ROUND_DOWN)
+    if leverage > 12:  # too much: the engine refuses the order, so no fill follows
+        yield record(
+            "orders",
+            name,
+            {
+                "type": "order",
+                "order_id": f"{name}-big",
+                "account": name,
+                "symbol": "BTC-PERP",
+                "side": side,
+                "qty": _text(qty * 5),
+                "price": _text(market.index),
+                "ts": script.tick(),
+            },
+        )
+        qty = (cash * 8 / market.index).quantize(Decimal("0.001"), rounding=ROUND_DOWN)
+    yield from script.trade(name, "BTC-PERP", side, qty, market.index, f"{name}-perp")
+    # Short puts, for those with room for them: about 0.1 x index of margin per contract.
+    room = int((cash - qty * market.index * Decimal("0.02")) / (market.index / 8))
+    if room >= 1 and rng.random() < 0.5:
+        strike = rng.choice([k for k in market.strikes if k < market.index])
+        contracts = Decimal(rng.randint(1, min(room, 3)))
+        price = script.option_price(strike, "put", market.index)
+        symbol = script.option_symbol(strike, "put")
+        yield from script.trade(name, symbol, "sell", contracts, price, f"{name}-put")
 
 
 def _move(script: _Script, names: list[str], start: Decimal, end: Decimal) -> Iterator[dict]:

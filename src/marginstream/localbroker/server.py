@@ -72,6 +72,9 @@ def _server_properties(port: int, controller_port: int, log_dirs: Path) -> str:
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
+        # Topics are created on purpose, with their partition counts: a client's metadata
+        # request must never create one with the broker's default of 1.
+        "auto.create.topics.enable": "false",
     }
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 

@@ -1,0 +1,161 @@
+"""The account side of the engine: orders, cancels, fills, deposits and withdrawals.
+
+Every handler validates before it changes anything: a RecordError it raises
+leaves the account as it was, and the engine turns it into a dead letter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marginstream.core.alerts import Thresholds, raise_alert
+from marginstream.core.decisions import decision_value, order_rejection
+from marginstream.core.envelope import DECISIONS, LIQUIDATIONS, Output
+from marginstream.core.ledger import Account, OpenOrder
+from marginstream.core.market import Market
+from marginstream.core.numbers import RecordError, decimal_text, risk_text
+from marginstream.core.records import (
+    CancelRecord,
+    FillRecord,
+    OrderRecord,
+    TransferRecord,
+)
+from marginstream.core.risk import assess
+from marginstream.core.riskview import RiskView
+
+
+class Desk:
+    """Applies account records to the ledger, keeping the risk view in step."""
+
+    def __init__(
+        self, market: Market, view: RiskView, thresholds: Thresholds, retention_ms: int
+    ) -> None:
+        self.market = market
+        self.view = view
+        self.thresholds = thresholds
+        self.retention_ms = retention_ms
+
+    def handle(
+        self,
+        account: Account,
+        record: OrderRecord | CancelRecord | FillRecord | TransferRecord,
+        trigger: dict[str, Any],
+    ) -> list[Output]:
+        match record:
+            case OrderRecord():
+                return self.order(account, record)
+            case CancelRecord():
+                return self.cancel(account, record)
+            case FillRecord():
+                return self.fill(account, record, trigger)
+            case TransferRecord(kind="deposit"):
+                return self.deposit(account, record, trigger)
+            case _:
+                return self.withdrawal(account, record, trigger)
+
+    def level_check(
+        self, account: Account, trigger: dict[str, Any], ts: int | None
+    ) -> list[Output]:
+        """The alert due if the account's figures put it at a new level."""
+        risk = assess(account, self.market)
+        alert = raise_alert(account, risk, self.thresholds, trigger, ts)
+        if alert is None:
+            return []
+        self.view.set_level(account.account_id, account.level)
+        return [Output(LIQUIDATIONS, account.account_id, alert)]
+
+    # -- requests -------------------------------------------------------------------
+
+    def order(self, account: Account, order: OrderRecord) -> list[Output]:
+        before = assess(account, self.market)
+        after = before
+        reason = order_rejection(account, order, self.market)
+        if reason is None and not order.reduce_only:
+            pending = OpenOrder(
+                order.order_id, order.symbol, order.side, order.qty, order.price, False, order.ts
+            )
+            after = assess(account, self.market, extra_order=pending)
+            if after.available < 0:
+                reason = (
+                    f"insufficient margin: available {risk_text(before.available)}, "
+                    f"{risk_text(after.available)} after reserving for the order"
+                )
+        if reason is None:
+            account.add_order(order)
+            self.view.sync(account, [order.symbol], self.market)
+        else:
+            after = before
+        decision = decision_value(
+            account, "order", order.order_id, reason, before.available, after.available, order.ts
+        )
+        return [Output(DECISIONS, account.account_id, decision)]
+
+    def cancel(self, account: Account, cancel: CancelRecord) -> list[Output]:
+        before = assess(account, self.market)
+        order = account.orders.get(cancel.order_id)
+        reason = None if order is not None else f"unknown order {cancel.order_id}"
+        available_after = before.available
+        if order is not None:
+            del account.orders[cancel.order_id]
+            self.view.sync(account, [order.symbol], self.market)
+            available_after = assess(account, self.market).available
+        decision = decision_value(
+            account, "cancel", cancel.order_id, reason, before.available, available_after, cancel.ts
+        )
+        return [Output(DECISIONS, account.account_id, decision)]
+
+    def fill(self, account: Account, fill: FillRecord, trigger: dict[str, Any]) -> list[Output]:
+        if fill.fill_id in account.fills_seen:
+            raise RecordError(f"duplicate fill_id {fill.fill_id}")
+        instrument = self.market.instrument(fill.symbol)
+        if self.market.settlement(fill.symbol) is not None:
+            raise RecordError(f"instrument {fill.symbol} is settled: no fill can follow")
+        account.apply_fill(fill, instrument, self.market.funding(fill.symbol))
+        Account.remember_id(account.fills_seen, fill.fill_id, fill.ts, self.retention_ms)
+        self.view.sync(account, [fill.symbol], self.market)
+        return self.level_check(account, trigger, fill.ts)
+
+    def deposit(
+        self, account: Account, deposit: TransferRecord, trigger: dict[str, Any]
+    ) -> list[Output]:
+        self._check_new_transfer(account, deposit)
+        account.deposit(deposit.amount)
+        Account.remember_id(
+            account.transfers_seen, deposit.transfer_id, deposit.ts, self.retention_ms
+        )
+        self.view.sync(account, [], self.market)
+        return self.level_check(account, trigger, deposit.ts)
+
+    def withdrawal(
+        self, account: Account, withdrawal: TransferRecord, trigger: dict[str, Any]
+    ) -> list[Output]:
+        self._check_new_transfer(account, withdrawal)
+        before = assess(account, self.market)
+        amount = withdrawal.amount
+        reason = None
+        if before.cash < amount:
+            reason = f"insufficient cash: {decimal_text(before.cash)} < {decimal_text(amount)}"
+        elif before.available - float(amount) < 0:
+            available = risk_text(before.available)
+            reason = f"insufficient margin: available {available} < {decimal_text(amount)}"
+        Account.remember_id(
+            account.transfers_seen, withdrawal.transfer_id, withdrawal.ts, self.retention_ms
+        )
+        available_after = before.available
+        if reason is None:
+            account.withdraw(amount)
+            self.view.sync(account, [], self.market)
+            available_after = assess(account, self.market).available
+        decision = decision_value(
+            account, "withdrawal", withdrawal.transfer_id, reason,
+            before.available, available_after, withdrawal.ts,
+        )  # fmt: skip
+        outputs = [Output(DECISIONS, account.account_id, decision)]
+        if reason is None:
+            outputs += self.level_check(account, trigger, withdrawal.ts)
+        return outputs
+
+    @staticmethod
+    def _check_new_transfer(account: Account, transfer: TransferRecord) -> None:
+        if transfer.transfer_id in account.transfers_seen:
+            raise RecordError(f"duplicate transfer_id {transfer.transfer_id}")

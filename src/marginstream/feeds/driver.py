@@ -1,0 +1,99 @@
+"""Feeding a live worker: produce records run by run, waiting until each run is applied.
+
+"Applied" is read off Kafka itself: the worker's consumer group has committed, on
+every topic it reads, the end offset of that topic. The group commits only after
+its state and outputs are flushed, so an applied run has left its alerts and
+decisions in Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from marginstream.feeds.segments import segments
+from marginstream.stream.topics import ACCOUNT_INPUTS, MARKET_FANOUT, MARKET_INPUTS
+
+
+def group_topics(prefix: str) -> list[str]:
+    return [prefix + name for name in (*ACCOUNT_INPUTS, *MARKET_INPUTS, MARKET_FANOUT)]
+
+
+async def lag(admin: AIOKafkaAdminClient, bootstrap: str, group: str, topics: list[str]) -> int:
+    """Records the group has not committed yet, over every partition of topics."""
+    committed = await admin.list_consumer_group_offsets(group)  # read first: see below
+    described = await admin.describe_topics(topics)
+    partitions = [
+        TopicPartition(entry["topic"], p["partition"])
+        for entry in described
+        for p in entry["partitions"]
+    ]
+    from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    # Committed offsets were read before the ends: a fan-out that commits prices only
+    # after flushing its copies can never make a stale end look applied.
+    return sum(
+        max(0, end - (committed[tp].offset if tp in committed else 0)) for tp, end in ends.items()
+    )
+
+
+async def wait_applied(
+    bootstrap: str, group: str, topics: list[str], timeout: float = 120.0
+) -> float:
+    """Wait until the group has applied everything produced to topics; returns seconds."""
+    began = time.monotonic()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        while True:
+            if await lag(admin, bootstrap, group, topics) == 0:
+                return time.monotonic() - began
+            if time.monotonic() - began > timeout:
+                raise TimeoutError(f"group {group} still behind after {timeout:.0f}s")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
+async def produce_runs(
+    records: Sequence[dict[str, Any]],
+    bootstrap: str,
+    prefix: str = "",
+    group: str | None = None,
+    on_run: Callable[[int, list[dict[str, Any]]], None] | None = None,
+    timeout: float = 120.0,
+) -> None:
+    """Produce records; with group, wait after each run (see segments) until it is applied."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+    )
+    await producer.start()
+    try:
+        for number, run in enumerate(segments(records) if group else [list(records)]):
+            if on_run is not None:
+                on_run(number, run)
+            sends = [
+                await producer.send(
+                    prefix + r["topic"],
+                    key=None if r.get("key") is None else str(r["key"]).encode(),
+                    value=orjson.dumps(r["value"]),
+                )
+                for r in run
+            ]
+            await asyncio.gather(*sends)
+            if group is not None:
+                await wait_applied(bootstrap, group, group_topics(prefix), timeout)
+    finally:
+        await producer.stop()

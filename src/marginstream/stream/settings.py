@@ -1,0 +1,77 @@
+"""Worker settings, from the environment (documented in the README)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from marginstream.core.alerts import Thresholds
+from marginstream.core.engine import DAY_MS, EngineConfig
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the worker cannot use."""
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = ""
+    app_id: str = "marginstream"
+    partitions: int = 8
+    market_partitions: int = 1  # prices and instruments: one partition keeps market data in order
+    replication_factor: int = 1
+    standby_replicas: int = 1
+    commit_interval: float = 1.0
+    margin_call: float = 0.8
+    liquidation: float = 1.0
+    duplicate_retention_days: float = 7.0
+    web_port: int = 6066
+    web_host: str | None = None
+    engine: EngineConfig = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1 or self.market_partitions < 1:
+            raise SettingsError("partition counts must be at least 1")
+        try:
+            thresholds = Thresholds(self.margin_call, self.liquidation)
+        except ValueError as error:
+            raise SettingsError(str(error)) from None
+        retention = int(self.duplicate_retention_days * DAY_MS)
+        object.__setattr__(self, "engine", EngineConfig(thresholds, retention))
+
+    @property
+    def broker_url(self) -> str:
+        return ";".join(f"kafka://{server.strip()}" for server in self.bootstrap_servers.split(","))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> StreamSettings:
+        env = os.environ if env is None else env
+        fields: dict[str, object] = {}
+        for name, variable, kind in _VARIABLES:
+            raw = env.get(variable)
+            if raw is None or raw == "":
+                continue
+            try:
+                fields[name] = kind(raw)
+            except ValueError:
+                raise SettingsError(f"{variable}={raw!r} is not a valid {kind.__name__}") from None
+        return cls(**fields)  # type: ignore[arg-type]
+
+
+_VARIABLES: list[tuple[str, str, type]] = [
+    ("bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS", str),
+    ("topic_prefix", "MARGINSTREAM_TOPIC_PREFIX", str),
+    ("app_id", "MARGINSTREAM_APP_ID", str),
+    ("partitions", "MARGINSTREAM_PARTITIONS", int),
+    ("market_partitions", "MARGINSTREAM_MARKET_PARTITIONS", int),
+    ("replication_factor", "MARGINSTREAM_REPLICATION_FACTOR", int),
+    ("standby_replicas", "MARGINSTREAM_STANDBY_REPLICAS", int),
+    ("commit_interval", "MARGINSTREAM_COMMIT_INTERVAL", float),
+    ("margin_call", "MARGINSTREAM_MARGIN_CALL", float),
+    ("liquidation", "MARGINSTREAM_LIQUIDATION", float),
+    ("duplicate_retention_days", "MARGINSTREAM_DUPLICATE_RETENTION_DAYS", float),
+    ("web_port", "MARGINSTREAM_WEB_PORT", int),
+    ("web_host", "MARGINSTREAM_WEB_HOST", str),
+]

@@ -1,0 +1,143 @@
+"""The Faust application: topics, the state table, the two agents, signals, web views.
+
+    faust -A marginstream.app worker -l info
+
+fan-out: every market record (prices, instruments) is copied, with its origin in
+headers, to every partition of the internal market topic, so that the engine of
+each account partition sees every market move in the same order.
+risk: one agent, concurrency 1, over orders, transfers and the market topic,
+which are co-partitioned: partition p of all three feeds the engine of p.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from marginstream.stream import web
+from marginstream.stream.faults import FAULTS
+from marginstream.stream.partitions import (
+    ORIGIN_OFFSET,
+    ORIGIN_PARTITION,
+    ORIGIN_TOPIC,
+    Shell,
+)
+from marginstream.stream.settings import StreamSettings
+from marginstream.stream.store import StateTable, VersionedStore
+from marginstream.stream.topics import (
+    ACCOUNT_INPUTS,
+    MARKET_FANOUT,
+    MARKET_INPUTS,
+    OUTPUTS,
+    TopicError,
+    TopicNames,
+    ensure_topics,
+)
+
+log = logging.getLogger(__name__)
+RAW: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+
+
+class RiskApp(faust.App):
+    """faust.App that creates and checks its topics before anything consumes them."""
+
+    settings: StreamSettings
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        try:
+            counts = await ensure_topics(self.settings)
+        except TopicError as error:
+            log.error("marginstream cannot start: %s", error)
+            print(f"marginstream: error: {error}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        log.info("topics ready: %s", ", ".join(f"{t}[{n}]" for t, n in sorted(counts.items())))
+
+
+class StateAccess:
+    """The Shell's view of the state table."""
+
+    def __init__(self, table: StateTable) -> None:
+        self.table = table
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.table[key] = value
+
+    def partition_items(self, partition: int) -> Any:
+        store = self.table.data
+        assert isinstance(store, VersionedStore)
+        return store.partition_items(partition)
+
+
+def create_app(settings: StreamSettings | None = None) -> RiskApp:
+    settings = settings or StreamSettings.from_env()
+    names = TopicNames(settings.topic_prefix)
+    partitions = settings.partitions
+    app = RiskApp(
+        settings.app_id,
+        broker=settings.broker_url,
+        store="rocksdb://",
+        topic_partitions=partitions,
+        topic_replication_factor=settings.replication_factor,
+        table_standby_replicas=settings.standby_replicas,
+        broker_commit_interval=settings.commit_interval,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        processing_guarantee="at_least_once",
+        stream_wait_empty=True,
+        web_port=settings.web_port,
+        **({"web_host": settings.web_host} if settings.web_host else {}),
+        **RAW,
+    )
+    app.settings = settings
+
+    account_inputs = app.topic(
+        *(names.full(n) for n in (*ACCOUNT_INPUTS, MARKET_FANOUT)), partitions=partitions, **RAW
+    )
+    market_inputs = app.topic(*(names.full(n) for n in MARKET_INPUTS), **RAW)
+    fanout = app.topic(names.full(MARKET_FANOUT), partitions=partitions, **RAW)
+    outputs = {names.full(n): app.topic(names.full(n), **RAW) for n in OUTPUTS}
+    table = StateTable(app, name="state", partitions=partitions, beacon=app.tables.beacon)
+    app.tables.add(table)
+
+    def send(topic: str, key: bytes | None, value: bytes) -> None:
+        outputs[topic].send_soon(key=key, value=value)
+
+    shell = Shell(settings.engine, names, StateAccess(table), send)
+    app.shell = shell  # type: ignore[attr-defined]
+    account_topics = {names.full(n) for n in (*ACCOUNT_INPUTS, MARKET_FANOUT)}
+
+    @app.agent(market_inputs, name="fanout", concurrency=1)
+    async def fan_out(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            message = event.message
+            headers = [
+                (ORIGIN_TOPIC, names.spec(message.topic).encode()),
+                (ORIGIN_PARTITION, str(message.partition).encode()),
+                (ORIGIN_OFFSET, str(message.offset).encode()),
+            ]
+            for partition in range(partitions):
+                fanout.send_soon(
+                    key=message.key, value=message.value, partition=partition, headers=headers
+                )
+
+    @app.agent(account_inputs, name="risk", concurrency=1)
+    async def risk(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            shell.process(event.message)
+            if FAULTS.armed("after-flush"):
+                await app.producer.flush()
+                FAULTS.hit("after-flush")
+
+    @app.on_partitions_assigned.connect
+    async def keep_only_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        del sender, kwargs
+        mine = {tp.partition for tp in assigned if tp.topic in account_topics}
+        shell.drop([p for p in list(shell.engines) if p not in mine])
+
+    web.register(app, shell, names, account_inputs)
+    return app

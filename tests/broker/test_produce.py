@@ -1,0 +1,79 @@
+"""`marginstream produce` sends every line of a file to Kafka, or nothing when a line is bad."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+
+
+def produce(path: Path, bootstrap: str, prefix: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "marginstream", "produce", str(path),
+         "--bootstrap-servers", bootstrap, "--prefix", prefix],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+async def _consume(bootstrap: str, topics: list[str], expected: int) -> list[tuple]:
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    received = []
+    try:
+        async with asyncio.timeout(60):
+            while len(received) < expected:
+                for tp, messages in (await consumer.getmany(timeout_ms=500)).items():
+                    received += [(tp.topic, m.key, m.value) for m in messages]
+    finally:
+        await consumer.stop()
+    return received
+
+
+async def _topics(bootstrap: str) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+def test_every_line_reaches_its_topic(kafka_bootstrap: str, tmp_path: Path):
+    prefix = f"produce-{uuid.uuid4().hex[:6]}-"
+    feed = tmp_path / "feed.jsonl"
+    subprocess.run(
+        [sys.executable, "-m", "marginstream", "feed", "--accounts", "30", "--out", str(feed)],
+        check=True,
+    )
+    lines = [orjson.loads(line) for line in feed.read_bytes().splitlines()]
+    result = produce(feed, kafka_bootstrap, prefix)
+    assert result.returncode == 0, result.stderr
+    assert f"sent {len(lines):,} records" in result.stdout
+
+    topics = sorted({prefix + line["topic"] for line in lines})
+    received = asyncio.run(_consume(kafka_bootstrap, topics, len(lines)))
+    sent = sorted(
+        (prefix + line["topic"], line["key"].encode(), orjson.dumps(line["value"]))
+        for line in lines
+    )
+    assert sorted(received) == sent
+
+
+def test_a_bad_line_is_reported_and_nothing_is_sent(kafka_bootstrap: str, tmp_path: Path):
+    prefix = f"bad-{uuid.uuid4().hex[:6]}-"
+    feed = tmp_path / "bad.jsonl"
+    feed.write_text(
+        '{"topic": "orders", "key": "a", "value": {"type": "cancel"}}\n'
+        '{"topic": "orders", "key": "a", "value": {"type": "cancel"}}\n'
+        '{"topic": "orders", "key": "a", "value": {"type": \n'
+    )
+    result = produce(feed, kafka_bootstrap, prefix)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"marginstream: error: {feed}:3: not JSON")
+    assert not any(t.startswith(prefix) for t in asyncio.run(_topics(kafka_bootstrap)))
