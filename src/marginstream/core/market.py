@@ -36,6 +36,7 @@ class Quote:
     iv_ts: int = 0
     funding: Decimal = ZERO  # perpetuals: cumulative sum of mark x rate
     settlement: Decimal | None = None
+    seq: int = 0  # the market sequence number of the last record that changed this part
     # "topic:partition" -> offset of the last record that changed this part: a part
     # carries its own position, so parts saved at different moments stay idempotent.
     applied: dict[str, int] = field(default_factory=dict)
@@ -49,6 +50,7 @@ class Quote:
             "iv_ts": self.iv_ts,
             "funding": decimal_text(self.funding),
             "settlement": None if self.settlement is None else decimal_text(self.settlement),
+            "seq": self.seq,
             "applied": self.applied,
         }
 
@@ -59,7 +61,7 @@ class Quote:
 
         return cls(
             number("mark"), data["mark_seq"], number("iv"), data["iv_seq"], data["iv_ts"],
-            Decimal(data["funding"]), number("settlement"), dict(data["applied"]),
+            Decimal(data["funding"]), number("settlement"), data["seq"], dict(data["applied"]),
         )  # fmt: skip
 
 
@@ -202,9 +204,11 @@ class Market:
         return -1 if quote is None else quote.applied.get(source, -1)
 
     def mark_applied(self, key: StateKey, source: str, offset: int) -> None:
+        """Stamp the part a record changed with the record's position and sequence number."""
         kind, name = key
-        applied = self.index[name].applied if kind == "index" else self.quotes[name].applied
-        applied[source] = offset
+        part = self.index[name] if kind == "index" else self.quotes[name]
+        part.applied[source] = offset
+        part.seq = self.seq
         self.dirty.add(key)
 
     def take_dirty(self) -> set[StateKey]:
@@ -239,7 +243,7 @@ class Market:
             if kind == "instrument":
                 market._define(parse_instrument(data["instrument"]))
                 quote = market.quotes[name] = Quote.from_dict(data["quote"])
-                market.seq = max(market.seq, quote.mark_seq, quote.iv_seq)
+                market.seq = max(market.seq, quote.seq)
             else:
                 index = IndexPrice(
                     Decimal(data["price"]), data["ts"], data["seq"], dict(data["applied"])
