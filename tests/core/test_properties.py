@@ -26,15 +26,19 @@ PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 
 
 def value_at(account: Account, venue: Venue, symbol: str, price: D) -> D:
-    """The account's cash plus what its position in symbol is worth at price, exactly."""
-    instrument = venue.engine.market.instruments[symbol]
+    """Cash (with funding accrued, not yet settled) plus the position in symbol at price."""
+    market = venue.engine.market
+    instrument = market.instruments[symbol]
+    cash = account.cash
+    if instrument.kind is Kind.PERPETUAL:  # a fill settles accrued funding into cash
+        cash = LEDGER_CONTEXT.add(cash, account.accrued_funding(instrument, market.funding(symbol)))
     position = account.positions.get(symbol)
     if position is None:
-        return account.cash
-    worth = position.qty * instrument.contract_size * price
+        return cash
+    worth = LEDGER_CONTEXT.multiply(position.qty * instrument.contract_size, price)
     if instrument.kind is not Kind.OPTION:
         worth -= position.cost
-    return LEDGER_CONTEXT.add(account.cash, worth)
+    return LEDGER_CONTEXT.add(cash, worth)
 
 
 @PROPERTY

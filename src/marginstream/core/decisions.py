@@ -36,7 +36,10 @@ def reduce_only_rejection(account: Account, order: OrderRecord) -> str | None:
     held = position.qty if position is not None else 0
     reducing_side = "sell" if held > 0 else "buy"
     if held == 0 or order.side != reducing_side:
-        return f"reduce-only {order.side} would not reduce the position in {order.symbol} ({held})"
+        return (
+            f"reduce-only {order.side} would not reduce the position in {order.symbol} "
+            f"({decimal_text(held)})"
+        )
     pending = sum(
         (
             o.qty

@@ -180,7 +180,14 @@ class RiskEngine:
             self.market.mark_applied(target, source, envelope.offset)
         changed = self.market.take_dirty() | {target}
         trigger = self._trigger(envelope)
-        if isinstance(record, SettlementRecord):
+        touched: set[str] = set()
+        fresh: list[Output] = []
+        if replayed and self.market.ahead_of(target, source, envelope.offset):
+            # Saved parts are a prefix of the writes, so only the last market record can
+            # have reached its market part and not its accounts: for an earlier one there
+            # is nothing to redo, and re-margining on a later market would misattribute.
+            pass
+        elif isinstance(record, SettlementRecord):
             touched, fresh = self._settle_holders(record.symbol, trigger, record.ts)
         else:
             touched, fresh = self._remargin(moved, trigger, record.ts)

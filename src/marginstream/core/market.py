@@ -203,6 +203,15 @@ class Market:
         quote = self.quotes.get(name)
         return -1 if quote is None else quote.applied.get(source, -1)
 
+    def ahead_of(self, key: StateKey, source: str, offset: int) -> bool:
+        """Has the market applied records after this (already applied) one?
+
+        Either the record's own part was changed again later, or some other part was.
+        """
+        kind, name = key
+        part = self.index[name] if kind == "index" else self.quotes[name]
+        return part.applied.get(source, -1) > offset or self.seq > part.seq
+
     def mark_applied(self, key: StateKey, source: str, offset: int) -> None:
         """Stamp the part a record changed with the record's position and sequence number."""
         kind, name = key
