@@ -20,7 +20,7 @@ from marginstream.core.records import (
     OrderRecord,
     TransferRecord,
 )
-from marginstream.core.risk import assess
+from marginstream.core.risk import assess, cash_with_funding, figures
 from marginstream.core.riskview import RiskView
 
 
@@ -57,24 +57,25 @@ class Desk:
         self, account: Account, trigger: dict[str, Any], ts: int | None
     ) -> list[Output]:
         """The alert due if the account's figures put it at a new level."""
-        risk = assess(account, self.market)
-        alert = raise_alert(account, risk, self.thresholds, trigger, ts)
-        if alert is None:
+        if self.thresholds.level(figures(account, self.market).margin_ratio) == account.level:
             return []
+        risk = assess(account, self.market)  # the same sums, with positions for the alert
+        alert = raise_alert(account, risk, self.thresholds, trigger, ts)
+        assert alert is not None
         self.view.set_level(account.account_id, account.level)
         return [Output(LIQUIDATIONS, account.account_id, alert)]
 
     # -- requests -------------------------------------------------------------------
 
     def order(self, account: Account, order: OrderRecord) -> list[Output]:
-        before = assess(account, self.market)
+        before = figures(account, self.market)
         after = before
         reason = order_rejection(account, order, self.market)
         if reason is None and not order.reduce_only:
             pending = OpenOrder(
                 order.order_id, order.symbol, order.side, order.qty, order.price, False, order.ts
             )
-            after = assess(account, self.market, extra_order=pending)
+            after = figures(account, self.market, extra_order=pending)
             if after.available < 0:
                 reason = (
                     f"insufficient margin: available {risk_text(before.available)}, "
@@ -91,14 +92,14 @@ class Desk:
         return [Output(DECISIONS, account.account_id, decision)]
 
     def cancel(self, account: Account, cancel: CancelRecord) -> list[Output]:
-        before = assess(account, self.market)
+        before = figures(account, self.market)
         order = account.orders.get(cancel.order_id)
         reason = None if order is not None else f"unknown order {cancel.order_id}"
         available_after = before.available
         if order is not None:
             del account.orders[cancel.order_id]
             self.view.sync(account, [order.symbol], self.market)
-            available_after = assess(account, self.market).available
+            available_after = figures(account, self.market).available
         decision = decision_value(
             account, "cancel", cancel.order_id, reason, before.available, available_after, cancel.ts
         )
@@ -130,11 +131,12 @@ class Desk:
         self, account: Account, withdrawal: TransferRecord, trigger: dict[str, Any]
     ) -> list[Output]:
         self._check_new_transfer(account, withdrawal)
-        before = assess(account, self.market)
+        before = figures(account, self.market)
+        cash = cash_with_funding(account, self.market)
         amount = withdrawal.amount
         reason = None
-        if before.cash < amount:
-            reason = f"insufficient cash: {decimal_text(before.cash)} < {decimal_text(amount)}"
+        if cash < amount:
+            reason = f"insufficient cash: {decimal_text(cash)} < {decimal_text(amount)}"
         elif before.available - float(amount) < 0:
             available = risk_text(before.available)
             reason = f"insufficient margin: available {available} < {decimal_text(amount)}"
@@ -145,7 +147,7 @@ class Desk:
         if reason is None:
             account.withdraw(amount)
             self.view.sync(account, [], self.market)
-            available_after = assess(account, self.market).available
+            available_after = figures(account, self.market).available
         decision = decision_value(
             account, "withdrawal", withdrawal.transfer_id, reason,
             before.available, available_after, withdrawal.ts,

@@ -9,6 +9,7 @@ formula both apply, so the two can only differ in the order of the final sums.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -67,6 +68,23 @@ class PositionRisk:
 
 
 @dataclass(frozen=True, slots=True)
+class MarginFigures:
+    """What a decision or a level check needs: equity, initial and maintenance margin."""
+
+    equity: float
+    initial_margin: float
+    maintenance_margin: float
+
+    @property
+    def available(self) -> float:
+        return self.equity - self.initial_margin
+
+    @property
+    def margin_ratio(self) -> float:
+        return margin_ratio(self.maintenance_margin, self.equity)
+
+
+@dataclass(frozen=True, slots=True)
 class AccountRisk:
     cash: Decimal  # exact: settled cash plus funding accrued but not yet settled
     equity: float
@@ -86,12 +104,32 @@ def margin_ratio(maintenance: float, equity: float) -> float:
     return math.inf if equity <= 0.0 else maintenance / equity
 
 
-@exact
 def row_inputs(
     position: Position | None, orders: list[OpenOrder], instrument: Instrument
 ) -> RowInputs:
     qty = position.qty if position is not None else ZERO
     cost = position.cost if position is not None else ZERO
+    buy = sell = premium = 0.0
+    fallback = 0.0
+    if orders:
+        buy, sell, premium, average = _order_totals(orders, instrument)
+        fallback = average
+    if qty != 0:
+        fallback = float(cost) / (float(qty) * float(instrument.contract_size))
+    return RowInputs(
+        qty=float(qty),
+        cost=float(cost),
+        funding_index=float(position.funding_index) if position is not None else 0.0,
+        buy=buy,
+        sell=sell,
+        premium=premium if instrument.is_option else 0.0,
+        fallback_price=fallback,
+    )
+
+
+@exact
+def _order_totals(orders: list[OpenOrder], instrument: Instrument) -> tuple[float, ...]:
+    """(buy qty, sell qty, buy premium, average price) of the orders that reserve margin."""
     buy = sell = premium = notional = ZERO
     for order in orders:
         if order.reduce_only:
@@ -102,21 +140,8 @@ def row_inputs(
             premium += order.qty * order.price * instrument.contract_size
         else:
             sell += order.qty
-    if qty != 0:
-        fallback = float(cost) / (float(qty) * float(instrument.contract_size))
-    elif buy + sell:
-        fallback = float(notional) / float(buy + sell)
-    else:
-        fallback = 0.0
-    return RowInputs(
-        qty=float(qty),
-        cost=float(cost),
-        funding_index=float(position.funding_index) if position is not None else 0.0,
-        buy=float(buy),
-        sell=float(sell),
-        premium=float(premium) if instrument.is_option else 0.0,
-        fallback_price=fallback,
-    )
+    average = float(notional) / float(buy + sell) if buy + sell else 0.0
+    return float(buy), float(sell), float(premium), average
 
 
 def row_risk(row: RowInputs, instrument: Instrument, market: Market) -> RowRisk:
@@ -185,34 +210,62 @@ def risk_symbols(account: Account, orders: dict[str, list[OpenOrder]]) -> list[s
     return sorted(held | orders.keys())
 
 
-def assess(account: Account, market: Market, extra_order: OpenOrder | None = None) -> AccountRisk:
-    """Risk figures of the account (optionally as if extra_order were also open)."""
+def _rows(
+    account: Account, market: Market, extra_order: OpenOrder | None
+) -> Iterator[tuple[Instrument, Position | None, RowInputs, RowRisk]]:
+    """Each risk-carrying row of the account, in symbol order (so sums are reproducible)."""
     orders = orders_by_symbol(account, extra_order)
+    for symbol in risk_symbols(account, orders):
+        instrument = market.instruments[symbol]
+        position = account.positions.get(symbol)
+        row = row_inputs(position, orders.get(symbol, []), instrument)
+        yield instrument, position, row, row_risk(row, instrument, market)
+
+
+def figures(
+    account: Account, market: Market, extra_order: OpenOrder | None = None
+) -> MarginFigures:
+    """Equity and margins (optionally as if extra_order were also open), and nothing else."""
+    equity = float(account.cash)
+    initial = maintenance = 0.0
+    for _, _, _, risk in _rows(account, market, extra_order):
+        equity += risk.value
+        initial += risk.initial
+        maintenance += risk.maintenance
+    return MarginFigures(equity, initial, maintenance)
+
+
+@exact
+def cash_with_funding(account: Account, market: Market) -> Decimal:
+    """Cash plus the funding accrued on perpetuals but not yet settled, exactly."""
     cash = account.cash
+    for symbol, position in account.positions.items():
+        instrument = market.instruments[symbol]
+        if instrument.kind is Kind.PERPETUAL and position.qty != 0:
+            cash += account.accrued_funding(instrument, market.funding(symbol))
+    return cash
+
+
+def assess(account: Account, market: Market, extra_order: OpenOrder | None = None) -> AccountRisk:
+    """Every risk figure of the account: those of `figures`, plus positions and Greeks."""
     equity = float(account.cash)
     initial = maintenance = 0.0
     greeks = Greeks()
     by_underlying: dict[str, Greeks] = {}
     positions: list[PositionRisk] = []
-    for symbol in risk_symbols(account, orders):
-        instrument = market.instruments[symbol]
-        position = account.positions.get(symbol)
-        row = row_inputs(position, orders.get(symbol, []), instrument)
-        risk = row_risk(row, instrument, market)
+    for instrument, position, row, risk in _rows(account, market, extra_order):
         equity += risk.value
         initial += risk.initial
         maintenance += risk.maintenance
-        if instrument.kind is Kind.PERPETUAL:
-            cash += account.accrued_funding(instrument, market.funding(symbol))
         if position is not None and position.qty != 0:
             sensitivity = row_greeks(row, instrument, market)
             greeks += sensitivity
             underlying = instrument.underlying
             by_underlying[underlying] = by_underlying.get(underlying, Greeks()) + sensitivity
             entry = position.entry_price(instrument.contract_size)
-            positions.append(PositionRisk(symbol, position, entry, risk))
+            positions.append(PositionRisk(instrument.symbol, position, entry, risk))
     return AccountRisk(
-        cash=cash,
+        cash=cash_with_funding(account, market),
         equity=equity,
         initial_margin=initial,
         maintenance_margin=maintenance,
