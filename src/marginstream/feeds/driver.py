@@ -49,8 +49,16 @@ async def lag(admin: AIOKafkaAdminClient, bootstrap: str, group: str, topics: li
     )
 
 
+class GaveUp(RuntimeError):
+    """The caller's give_up() said the group will not catch up (its worker is gone)."""
+
+
 async def wait_applied(
-    bootstrap: str, group: str, topics: list[str], timeout: float = 120.0
+    bootstrap: str,
+    group: str,
+    topics: list[str],
+    timeout: float = 120.0,
+    give_up: Callable[[], bool] | None = None,
 ) -> float:
     """Wait until the group has applied everything produced to topics; returns seconds."""
     began = time.monotonic()
@@ -62,6 +70,8 @@ async def wait_applied(
                 return time.monotonic() - began
             if time.monotonic() - began > timeout:
                 raise TimeoutError(f"group {group} still behind after {timeout:.0f}s")
+            if give_up is not None and give_up():
+                raise GaveUp(f"group {group} is behind and will not catch up")
             await asyncio.sleep(0.2)
     finally:
         await admin.close()

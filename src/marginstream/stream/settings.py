@@ -24,6 +24,8 @@ class StreamSettings:
     replication_factor: int = 1
     standby_replicas: int = 1
     commit_interval: float = 1.0
+    # How long a dead worker keeps its partitions before the group gives them away.
+    session_timeout: float = 10.0
     margin_call: float = 0.8
     liquidation: float = 1.0
     duplicate_retention_days: float = 7.0
@@ -69,6 +71,7 @@ _VARIABLES: list[tuple[str, str, type]] = [
     ("replication_factor", "MARGINSTREAM_REPLICATION_FACTOR", int),
     ("standby_replicas", "MARGINSTREAM_STANDBY_REPLICAS", int),
     ("commit_interval", "MARGINSTREAM_COMMIT_INTERVAL", float),
+    ("session_timeout", "MARGINSTREAM_SESSION_TIMEOUT", float),
     ("margin_call", "MARGINSTREAM_MARGIN_CALL", float),
     ("liquidation", "MARGINSTREAM_LIQUIDATION", float),
     ("duplicate_retention_days", "MARGINSTREAM_DUPLICATE_RETENTION_DAYS", float),

@@ -44,6 +44,7 @@ class VersionedStore(RocksDBStore):
             message = event.message
             offsets[message.tp] = max(message.offset, offsets.get(message.tp, -1))
             self.changelog_records_read += 1
+            FAULTS.hit("during-recovery", self.changelog_records_read)
             key, value = message.key, message.value
             partition = message.partition
             if value is None:  # state parts are never deleted; honour a deletion anyway
@@ -62,7 +63,6 @@ class VersionedStore(RocksDBStore):
             self._db_for_partition(partition).write(write)
         for tp, offset in offsets.items():
             self.set_persisted_offset(tp, offset)
-        FAULTS.hit("during-recovery", self.changelog_records_read)
 
     def partition_items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         """Every key and value stored for one partition (faust's offset key included)."""
@@ -75,7 +75,13 @@ class VersionedStore(RocksDBStore):
 
 
 class StateTable(Table):
-    """A faust Table whose store is a VersionedStore."""
+    """A faust Table of raw bytes (keys and versioned values) stored in a VersionedStore."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # faust gives tables JSON serializers unless a model says otherwise; the parts are
+        # encoded by marginstream.stream.codec and must pass through untouched.
+        self.key_serializer = self.value_serializer = "raw"
 
     def _new_store_by_url(self, url: Any) -> StoreT:
         return VersionedStore(

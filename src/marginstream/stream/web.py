@@ -27,7 +27,7 @@ def recovering(app: faust.App) -> bool:
     return bool(app.in_recovery or app.rebalancing or not recovery.completed.is_set())
 
 
-def register(app: faust.App, shell: Shell, names: TopicNames, routed_by: Any) -> None:
+def register(app: faust.App, shell: Shell, names: TopicNames) -> None:
     orders = app.topic(names.full("orders"), key_serializer="raw", value_serializer="raw")
 
     @app.page("/accounts/{account}/")
@@ -64,8 +64,6 @@ def register(app: faust.App, shell: Shell, names: TopicNames, routed_by: Any) ->
                     "changelog_records_applied": getattr(store, "changelog_records_applied", None),
                 }
             )
-
-    del routed_by
 
 
 def shell_store(shell: Shell) -> Any:

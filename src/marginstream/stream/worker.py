@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from marginstream.stream import web
@@ -40,6 +41,18 @@ from marginstream.stream.topics import (
 
 log = logging.getLogger(__name__)
 RAW: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+
+
+class OrderedProducer(faust_aiokafka.Producer):
+    """faust's producer with Kafka's idempotence on, in at-least-once mode too.
+
+    The state changelog must be a prefix of the writes, in order: an idempotent
+    producer cannot leave a gap in a partition (a lost batch followed by a delivered
+    one), which retries without idempotence could.
+    """
+
+    def _settings_extra(self) -> dict[str, Any]:
+        return {"acks": "all", "enable_idempotence": True}
 
 
 class RiskApp(faust.App):
@@ -75,6 +88,7 @@ class StateAccess:
 
 def create_app(settings: StreamSettings | None = None) -> RiskApp:
     settings = settings or StreamSettings.from_env()
+    faust_aiokafka.Transport.Producer = OrderedProducer
     names = TopicNames(settings.topic_prefix)
     partitions = settings.partitions
     app = RiskApp(
@@ -85,6 +99,8 @@ def create_app(settings: StreamSettings | None = None) -> RiskApp:
         topic_replication_factor=settings.replication_factor,
         table_standby_replicas=settings.standby_replicas,
         broker_commit_interval=settings.commit_interval,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         processing_guarantee="at_least_once",
@@ -139,5 +155,5 @@ def create_app(settings: StreamSettings | None = None) -> RiskApp:
         mine = {tp.partition for tp in assigned if tp.topic in account_topics}
         shell.drop([p for p in list(shell.engines) if p not in mine])
 
-    web.register(app, shell, names, account_inputs)
+    web.register(app, shell, names)
     return app

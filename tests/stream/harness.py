@@ -1,0 +1,274 @@
+"""Workers as real processes on the real broker, and the replay they are checked against."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from marginstream.cli.replay import replay_lines, state_lines
+from marginstream.core import RiskEngine
+from marginstream.feeds.driver import group_topics, lag, produce_runs, wait_applied
+from marginstream.localbroker import free_port
+
+OUTPUT_TOPICS = ("liquidations", "decisions", "dead-letters")
+ACCOUNT_TOPICS = ("orders", "transfers")
+
+
+class Worker:
+    """`faust -A marginstream.app worker` in its own process group, data dir and web port."""
+
+    def __init__(self, deployment: Deployment, name: str) -> None:
+        self.deployment = deployment
+        self.name = name
+        self.port = free_port()
+        self.data_dir = deployment.root / name / "data"
+        self.log_path = deployment.root / name / "worker.log"
+        self.process: subprocess.Popen | None = None
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, fault: str | None = None) -> Worker:
+        env = {**os.environ, **self.deployment.env()}
+        env.pop("MARGINSTREAM_FAULT", None)
+        if fault:
+            env["MARGINSTREAM_FAULT"] = fault
+        log = self.log_path.open("ab")
+        log.write(f"\n===== start {time.strftime('%X')} fault={fault} =====\n".encode())
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "faust", "-A", "marginstream.app", "--datadir",
+             str(self.data_dir), "worker", "-l", "info", "--web-host", "127.0.0.1",
+             "--web-port", str(self.port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self) -> None:
+        if not self.alive():
+            return
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(30)
+
+    def wait_exit(self, timeout: float = 120.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def health(self) -> dict[str, Any] | None:
+        try:
+            status, body = self.get("/health/", timeout=2.0)
+        except (OSError, ValueError):
+            return None
+        return body if status == 200 else None
+
+    def wait_ready(self, timeout: float = 120.0, partitions: int | None = None) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise AssertionError(f"{self.name} exited:\n{self.log_tail()}")
+            health = self.health()
+            ready = health is not None and health["status"] == "ok"
+            if ready and (partitions is None or len(health["partitions"]) == partitions):
+                return health
+            time.sleep(0.2)
+        raise AssertionError(f"{self.name} not ready after {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class Deployment:
+    """One isolated engine on the shared broker: its own topic prefix and app id."""
+
+    bootstrap: str
+    root: Path
+    partitions: int = 4
+    extra_env: dict[str, str] = field(default_factory=dict)
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def prefix(self) -> str:
+        return f"t{self.tag}-"
+
+    @property
+    def app_id(self) -> str:
+        return f"ms-{self.tag}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "MARGINSTREAM_TOPIC_PREFIX": self.prefix,
+            "MARGINSTREAM_APP_ID": self.app_id,
+            "MARGINSTREAM_PARTITIONS": str(self.partitions),
+            "MARGINSTREAM_COMMIT_INTERVAL": "0.2",
+            "MARGINSTREAM_SESSION_TIMEOUT": "6",
+            **self.extra_env,
+        }
+
+    def worker(self, name: str) -> Worker:
+        worker = Worker(self, name)
+        self.workers.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def produce(self, records: list[dict[str, Any]], wait: bool = True) -> None:
+        group = self.app_id if wait else None
+        asyncio.run(produce_runs(records, self.bootstrap, self.prefix, group, timeout=300))
+
+    def wait_applied(self, timeout: float = 300.0) -> float:
+        """Wait until everything produced is applied; GaveUp if no worker is left alive."""
+
+        def nobody_left() -> bool:
+            return bool(self.workers) and not any(w.alive() for w in self.workers)
+
+        topics = group_topics(self.prefix)
+        return asyncio.run(wait_applied(self.bootstrap, self.app_id, topics, timeout, nobody_left))
+
+    def lag(self) -> int:
+        """Records produced to the engine's inputs and not yet applied (committed)."""
+
+        async def measure() -> int:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await admin.start()
+            try:
+                return await lag(admin, self.bootstrap, self.app_id, group_topics(self.prefix))
+            finally:
+                await admin.close()
+
+        return asyncio.run(measure())
+
+    def outputs(self) -> list[tuple[str, dict[str, Any]]]:
+        """Everything published to the output topics so far, as (SPEC topic, value)."""
+        return asyncio.run(_consume_all(self.bootstrap, [self.prefix + t for t in OUTPUT_TOPICS],
+                                        self.prefix))  # fmt: skip
+
+
+async def _consume_all(bootstrap: str, topics: list[str], prefix: str) -> list[tuple]:
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        await consumer.seek_to_beginning()
+        partitions = consumer.assignment()
+        ends = await consumer.end_offsets(list(partitions))
+        received = []
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            for tp, messages in (await consumer.getmany(timeout_ms=500)).items():
+                topic = tp.topic[len(prefix) :]
+                received += [(topic, orjson.loads(m.value)) for m in messages]
+        return received
+    finally:
+        await consumer.stop()
+
+
+@dataclass
+class Reference:
+    """What `marginstream replay` says of the same records."""
+
+    outputs: list[tuple[str, dict[str, Any]]]
+    states: dict[str, dict[str, Any]]
+
+    @classmethod
+    def of(cls, records: Iterable[dict[str, Any]], engine: RiskEngine | None = None) -> Reference:
+        engine = engine or RiskEngine()
+        lines = [orjson.dumps(r).decode() for r in records]
+        outputs = [(o.topic, o.value) for o in replay_lines(engine, lines)]
+        states = {s["key"]: s["value"] for s in state_lines(engine)}
+        return cls(outputs, states)
+
+
+def comparable(topic: str, value: dict[str, Any]) -> tuple[Any, Any]:
+    """(identity, content) of an output, blind to where account records sat in Kafka.
+
+    A replay puts every record on partition 0 at its ordinal; live records of orders and
+    transfers sit wherever the partitioner put them. Market records keep their positions
+    (single-partition topics, produced in file order), so their triggers must match.
+    """
+    value = dict(value)
+    if topic == "dead-letters":
+        if value["topic"] in ACCOUNT_TOPICS:
+            value["partition"] = value["offset"] = None
+        return ("dead-letter", value["topic"], value["partition"], value["offset"],
+                value["value"]), value  # fmt: skip
+    trigger = value.get("trigger")
+    if trigger and trigger["topic"] in ACCOUNT_TOPICS:
+        value["trigger"] = {"topic": trigger["topic"]}
+    return value.get("decision_id") or value["alert_id"], value
+
+
+def compare_outputs(
+    live: list[tuple[str, dict[str, Any]]], reference: list[tuple[str, dict[str, Any]]]
+) -> dict[str, Any]:
+    """Missing, extra and differing outputs of live against the reference (empty: equal)."""
+    expected: dict[Any, Any] = {}
+    for topic, value in reference:
+        ident, content = comparable(topic, value)
+        expected.setdefault(ident, []).append(content)
+    seen: dict[Any, Any] = {}
+    for topic, value in live:
+        ident, content = comparable(topic, value)
+        seen.setdefault(ident, []).append(content)
+    missing = [i for i in expected if i not in seen]
+    extra = [i for i in seen if i not in expected]
+    differing = [
+        i for i in expected
+        if i in seen and any(content not in expected[i] for content in seen[i])
+    ]  # fmt: skip
+    return {"missing": missing, "extra": extra, "differing": differing}
+
+
+def live_states(worker: Worker, accounts: Iterable[str]) -> dict[str, Any]:
+    states = {}
+    for account in accounts:
+        status, body = worker.get(f"/accounts/{account}/")
+        assert status == 200, (account, status, body)
+        body.pop("partition")
+        states[account] = body
+    return states
