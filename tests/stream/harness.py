@@ -106,7 +106,7 @@ class Worker:
                 raise AssertionError(f"{self.name} exited:\n{self.log_tail()}")
             health = self.health()
             ready = health is not None and health["status"] == "ok"
-            if ready and (partitions is None or len(health["partitions"]) == partitions):
+            if ready and (partitions is None or len(health["assigned"]) == partitions):
                 return health
             time.sleep(0.2)
         raise AssertionError(f"{self.name} not ready after {timeout}s:\n{self.log_tail()}")

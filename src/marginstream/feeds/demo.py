@@ -186,10 +186,11 @@ def demo_events(market: DemoMarket | None = None) -> Iterator[dict[str, Any]]:
     """The scripted market as {topic, key, value} records, in processing order."""
     market = market or DemoMarket()
     script = _Script(market)
+    poisoner = random.Random(market.seed + 1)  # its own draws: the good records stay the same
     for good, item in enumerate(_demo_records(script), start=1):
         yield item
         if market.poison_every and good % market.poison_every == 0:
-            yield poison(script.rng, good)
+            yield poison(poisoner, good)
 
 
 def _demo_records(script: _Script) -> Iterator[dict[str, Any]]:

@@ -28,6 +28,7 @@ class LoadFeed:
 
 def load_events(feed: LoadFeed) -> Iterator[dict[str, Any]]:
     rng = random.Random(feed.seed)
+    poisoner = random.Random(feed.seed + 1)  # its own draws: the good records stay the same
     script = _Script(DemoMarket(accounts=feed.accounts, seed=feed.seed))
     names = [f"acct-{n:05d}" for n in range(1, feed.accounts + 1)]
     count = 0
@@ -37,7 +38,7 @@ def load_events(feed: LoadFeed) -> Iterator[dict[str, Any]]:
         yield item
         count += 1
         if feed.poison_every and count % feed.poison_every == 0:
-            yield poison(rng, count)
+            yield poison(poisoner, count)
 
     yield from script.instruments()
     yield from script.prices(Decimal(60000), with_vols=True)

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from faust import web as faust_web
+from faust.exceptions import SameNode
+from faust.web.exceptions import ServiceUnavailable
 
 from marginstream.core.reports import account_state
 from marginstream.core.risk import assess
@@ -32,8 +35,16 @@ def register(app: faust.App, shell: Shell, names: TopicNames) -> None:
 
     @app.page("/accounts/{account}/")
     class AccountView(faust_web.View):
-        @app.topic_route(topic=orders, match_info="account")
         async def get(self, request: faust_web.Request, account: str) -> faust_web.Response:
+            try:  # to the worker that owns the account's partition of the orders topic
+                return await app.router.route_topic_req(orders, account, self.web, request)
+            except SameNode:
+                return self.local(account)
+            except (ServiceUnavailable, aiohttp.ClientError, OSError, TimeoutError):
+                # The owner is gone and the group has not yet moved its partitions.
+                return self.json({"error": "recovering", "owner": "unavailable"}, status=503)
+
+        def local(self, account: str) -> faust_web.Response:
             if recovering(app):
                 return self.json({"error": "recovering"}, status=503)
             partition = app.producer.key_partition(orders.get_topic_name(), account.encode())
@@ -53,10 +64,15 @@ def register(app: faust.App, shell: Shell, names: TopicNames) -> None:
     class HealthView(faust_web.View):
         async def get(self, request: faust_web.Request) -> faust_web.Response:
             store = shell_store(shell)
+            orders_topic = orders.get_topic_name()
+            assigned = sorted(
+                tp.partition for tp in app.assignor.assigned_actives() if tp.topic == orders_topic
+            )
             return self.json(
                 {
                     "status": "recovering" if recovering(app) else "ok",
-                    "partitions": sorted(shell.engines),
+                    "assigned": assigned,  # partitions this worker owns
+                    "partitions": sorted(shell.engines),  # ... and has loaded an engine for
                     "accounts": sum(len(p.engine.accounts) for p in shell.engines.values()),
                     "records": sum(p.records for p in shell.engines.values()),
                     "engine_loads": shell.loads,
