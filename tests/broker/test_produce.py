@@ -13,10 +13,10 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 
-def produce(path: Path, bootstrap: str, prefix: str) -> subprocess.CompletedProcess:
+def produce(path: Path, bootstrap: str, prefix: str, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "marginstream", "produce", str(path),
-         "--bootstrap-servers", bootstrap, "--prefix", prefix],
+         "--bootstrap-servers", bootstrap, "--prefix", prefix, *extra],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
 
@@ -52,7 +52,10 @@ def test_every_line_reaches_its_topic(kafka_bootstrap: str, tmp_path: Path):
         check=True,
     )
     lines = [orjson.loads(line) for line in feed.read_bytes().splitlines()]
-    result = produce(feed, kafka_bootstrap, prefix)
+    refused = produce(feed, kafka_bootstrap, prefix)
+    assert refused.returncode == 1
+    assert f"no such topics on {kafka_bootstrap}: {prefix}instruments" in refused.stderr
+    result = produce(feed, kafka_bootstrap, prefix, "--create-topics", "3")
     assert result.returncode == 0, result.stderr
     assert f"sent {len(lines):,} records" in result.stdout
 

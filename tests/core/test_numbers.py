@@ -95,3 +95,17 @@ def test_the_ledger_context_refuses_to_round_silently():
         scaled = product.scaleb(24)
     assert scaled == Decimal(123456789012345123456789012 * 987654321098765987654321098)
     assert len(product.as_tuple().digits) > 28
+
+
+def test_rounding_leaves_no_trace_for_the_next_operation():
+    """An earlier rounding must not make a later exact division look inexact.
+
+    Found by the crash test: a shared context kept the Inexact flag of a rejected
+    13-place quantity, and from then on every exact entry price was rounded.
+    """
+    with pytest.raises(RecordError):
+        parse_decimal("0.0000000000001", "qty")  # rounds while checking its places
+    decimal_text(Decimal("1") / Decimal("3"))  # normalises a 28-digit value
+    assert divide_rounded(Decimal("272.548571428571428571"), Decimal("0.16")) == Decimal(
+        "1703.42857142857142856875"
+    )  # exact: 20 places kept, not rounded to 18

@@ -261,7 +261,19 @@ def compare_outputs(
         i for i in expected
         if i in seen and any(content not in expected[i] for content in seen[i])
     ]  # fmt: skip
-    return {"missing": missing, "extra": extra, "differing": differing}
+    result: dict[str, Any] = {"missing": missing, "extra": extra, "differing": differing}
+    if differing:  # show one, field by field, to make a failure readable
+        ident = differing[0]
+        want, got = expected[ident][0], next(c for c in seen[ident] if c not in expected[ident])
+        result["first_difference"] = {
+            "id": ident,
+            **{
+                k: {"replay": want.get(k), "live": got.get(k)}
+                for k in want
+                if want.get(k) != got.get(k)
+            },
+        }
+    return result
 
 
 def live_states(worker: Worker, accounts: Iterable[str]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ applied twice (which would show as a state or output difference).
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import shutil
 import time
@@ -27,7 +28,11 @@ def _produce(deployment: Deployment, run: list[dict]) -> None:
 
 
 def _check(deployment: Deployment, worker, reference: Reference) -> None:
-    assert compare_outputs(deployment.outputs(), reference.outputs) == NOTHING_WRONG
+    comparison = compare_outputs(deployment.outputs(), reference.outputs)
+    if comparison != NOTHING_WRONG:
+        (deployment.root / "comparison.json").write_text(json.dumps(comparison, indent=1))
+        print(json.dumps(comparison.get("first_difference"), indent=1))
+    assert comparison == NOTHING_WRONG
     assert live_states(worker, reference.states) == reference.states
 
 

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from marginstream import __version__
-from marginstream.cli import feed, kafka, produce, replay
+from marginstream.cli import demo, feed, kafka, produce, replay
 from marginstream.cli.errors import CommandError
 from marginstream.localbroker import BrokerError
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.register(commands)
     feed.register(commands)
     produce.register(commands)
+    demo.register(commands)
     return parser
 
 

@@ -47,6 +47,26 @@ def read_records(path: Path, prefix: str) -> list[Record]:
     return records
 
 
+async def check_topics(records: list[Record], bootstrap: str, create: int | None) -> None:
+    """Every topic must exist (a worker creates its topics when it starts), or be created."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: PLC0415
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        missing = sorted({topic for topic, _, _ in records} - set(await admin.list_topics()))
+        if missing and create is None:
+            raise CommandError(
+                f"no such topic{'s' if len(missing) > 1 else ''} on {bootstrap}: "
+                f"{', '.join(missing)} (start a worker, which creates its topics, "
+                "or pass --create-topics PARTITIONS)"
+            )
+        if missing:
+            await admin.create_topics([NewTopic(t, create or 1, 1) for t in missing])
+    finally:
+        await admin.close()
+
+
 async def send_all(records: list[Record], bootstrap: str, rate: float | None) -> float:
     from aiokafka import AIOKafkaProducer  # noqa: PLC0415 (keeps `marginstream --help` fast)
 
@@ -77,6 +97,7 @@ async def send_all(records: list[Record], bootstrap: str, rate: float | None) ->
 
 def run(args: argparse.Namespace) -> int:
     records = read_records(args.events, args.prefix)
+    asyncio.run(check_topics(records, args.bootstrap_servers, args.create_topics))
     seconds = asyncio.run(send_all(records, args.bootstrap_servers, args.rate))
     print(f"sent {len(records):,} records in {seconds:.1f}s to {args.bootstrap_servers}")
     return 0
@@ -96,4 +117,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="prepended to every topic name (default: $MARGINSTREAM_TOPIC_PREFIX)",
     )
     parser.add_argument("--rate", type=float, help="at most this many records per second")
+    parser.add_argument(
+        "--create-topics",
+        type=int,
+        metavar="PARTITIONS",
+        help="create missing topics with this many partitions (default: refuse)",
+    )
     parser.set_defaults(run=run)

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from marginstream.core.instruments import Instrument, Kind
-from marginstream.core.numbers import ZERO, decimal_text, divide_rounded, exact
+from marginstream.core.numbers import LEDGER_CONTEXT, ZERO, decimal_text, divide_rounded, exact
 from marginstream.core.records import FillRecord, OrderRecord
 
 HEALTHY = "healthy"
@@ -37,7 +37,7 @@ class Position:
     def entry_price(self, contract_size: Decimal) -> Decimal | None:
         if self.qty == 0:
             return None
-        return divide_rounded(self.cost, self.qty * contract_size)
+        return divide_rounded(self.cost, LEDGER_CONTEXT.multiply(self.qty, contract_size))
 
     def to_list(self) -> list[str]:
         return [decimal_text(v) for v in (self.qty, self.cost, self.realized, self.funding_index)]

@@ -29,7 +29,7 @@ LEDGER_CONTEXT = Context(
     rounding=ROUND_HALF_EVEN,
     traps=[InvalidOperation, DivisionByZero, Overflow, Inexact],
 )
-_ROUNDING_CONTEXT = Context(prec=200, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, Overflow])
+_ROUNDING = Context(prec=200, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, Overflow])
 # Where a division must round, it rounds half-even to this quantum (1e-18 of a currency unit).
 ROUNDING_QUANTUM = Decimal("1e-18")
 # Input bounds: anything beyond is an absurd record, not a trade.
@@ -56,9 +56,14 @@ def exact(function: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def _rounding() -> Context:
+    """A fresh rounding context: its flags say what *this* operation did, nothing earlier."""
+    return _ROUNDING.copy()
+
+
 def divide_rounded(numerator: Decimal, denominator: Decimal) -> Decimal:
     """numerator / denominator: exact when it can be, else half-even at ROUNDING_QUANTUM."""
-    context = _ROUNDING_CONTEXT.copy()
+    context = _rounding()
     quotient = context.divide(numerator, denominator)
     if context.flags[Inexact]:
         quotient = quotient.quantize(ROUNDING_QUANTUM, context=context)
@@ -95,7 +100,7 @@ def parse_decimal(raw: object, field: str) -> Decimal:
     if (
         isinstance(exponent, int)
         and exponent < -MAX_PLACES
-        and value != value.quantize(Decimal(1).scaleb(-MAX_PLACES), context=_ROUNDING_CONTEXT)
+        and value != value.quantize(Decimal(1).scaleb(-MAX_PLACES), context=_rounding())
     ):
         raise RecordError(f"{field} has more than {MAX_PLACES} decimal places: {_show(raw)}")
     return value + ZERO if value == 0 else value  # -0 becomes 0
@@ -117,7 +122,7 @@ def decimal_text(value: Decimal) -> str:
     """A ledger figure as SPEC's decimal string: no exponent, no trailing zeros, no '-0'."""
     if value == 0:
         return "0"
-    return format(value.normalize(_ROUNDING_CONTEXT), "f")
+    return format(value.normalize(_rounding()), "f")
 
 
 def risk_text(value: float) -> str:

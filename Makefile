@@ -1,0 +1,48 @@
+# Two commands on a fresh clone: `make demo` (the main job) and `make test`.
+# Every target sets up what it needs: the virtual environment, the dependencies,
+# and the Kafka jars from Maven Central (cached in ~/.cache/marginstream).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+KAFKA_PORT ?= 9092
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint kafka-up kafka-down bench bench-full jars venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+jars: $(STAMP)
+	$(BIN)/marginstream kafka fetch
+
+demo: jars
+	$(BIN)/marginstream demo
+
+test: jars
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+kafka-up: jars
+	$(BIN)/marginstream kafka up --port $(KAFKA_PORT)
+
+kafka-down: $(STAMP)
+	$(BIN)/marginstream kafka down --port $(KAFKA_PORT)
+
+bench: jars
+	$(BIN)/python -m bench.run --quick
+
+bench-full: jars
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache .ci-out

@@ -1,0 +1,193 @@
+"""`marginstream demo`: a local broker, a worker and the scripted market, alerts shown live.
+
+Everything it starts (broker, worker) it stops again, on success, failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from marginstream.cli.errors import CommandError
+from marginstream.feeds.demo import DemoMarket, demo_events
+from marginstream.localbroker import LocalBroker, free_port
+
+PREFIX = "demo-"
+APP_ID = "marginstream-demo"
+COLOURS = {"margin_call": "\033[33m", "liquidation": "\033[31m", "recovered": "\033[32m"}
+RESET = "\033[0m"
+
+
+class Worker:
+    def __init__(self, root: Path, bootstrap: str) -> None:
+        self.port = free_port()
+        self.log = root / "worker.log"
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "MARGINSTREAM_TOPIC_PREFIX": PREFIX,
+            "MARGINSTREAM_APP_ID": APP_ID,
+            "MARGINSTREAM_COMMIT_INTERVAL": "0.2",
+        }
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "faust", "-A", "marginstream.app", "--datadir",
+                 str(root / "worker-data"), "worker", "-l", "info", "--web-host", "127.0.0.1",
+                 "--web-port", str(self.port)],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as reply:
+            return json.loads(reply.read())
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
+                raise CommandError(f"the worker exited ({self.process.returncode}):\n{tail}")
+            try:
+                if self.get("/health/")["status"] == "ok":
+                    return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise CommandError(f"the worker was not ready after {timeout:.0f}s (log: {self.log})")
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+
+def _money(text: str) -> str:
+    value = float(text)
+    return "inf" if value == float("inf") else f"{value:,.2f}"
+
+
+def alert_line(alert: dict[str, Any]) -> str:
+    kind = alert["type"]
+    positions = ", ".join(
+        f"{p['symbol']} {p['qty']} @ {_money(p['entry_price'])} mark {_money(p['mark'])}"
+        for p in alert["positions"]
+    )
+    ratio = alert["margin_ratio"]
+    ratio = ratio if ratio == "inf" else f"{float(ratio):.2f}"
+    return (
+        f"{COLOURS.get(kind, '')}{kind.upper():<12}{RESET} {alert['account']:<11} "
+        f"ratio {ratio:>5}  equity {_money(alert['equity']):>12}  "
+        f"MM {_money(alert['maintenance_margin']):>11}  {positions}"
+    )
+
+
+async def watch(bootstrap: str, counts: Counter) -> None:
+    from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
+
+    consumer = AIOKafkaConsumer(
+        *(PREFIX + t for t in ("liquidations", "decisions", "dead-letters")),
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        while True:
+            for tp, messages in (await consumer.getmany(timeout_ms=200)).items():
+                for message in messages:
+                    value = orjson.loads(message.value)
+                    topic = tp.topic[len(PREFIX) :]
+                    if topic == "liquidations":
+                        counts[value["type"]] += 1
+                        print(alert_line(value), flush=True)
+                    elif topic == "decisions":
+                        counts["accepted" if value["accepted"] else "refused"] += 1
+                    else:
+                        counts["dead letters"] += 1
+    finally:
+        await consumer.stop()
+
+
+def describe_run(run: list[dict[str, Any]]) -> str | None:
+    first = run[0]
+    value = first["value"]
+    if first["topic"] == "prices" and value["type"] == "index":
+        return f"--- index {value['underlying']} -> {float(value['price']):,.2f}"
+    if first["topic"] == "prices" and value["type"] == "funding":
+        return f"--- funding {value['symbol']} rate {value['rate']}"
+    if len(run) > 1:
+        return f"--- {len(run)} {first['topic']} records"
+    return None
+
+
+async def feed(bootstrap: str, records: list[dict[str, Any]], counts: Counter) -> None:
+    from marginstream.feeds.driver import produce_runs  # noqa: PLC0415
+
+    watcher = asyncio.create_task(watch(bootstrap, counts))
+
+    def announce(_: int, run: list[dict[str, Any]]) -> None:
+        line = describe_run(run)
+        if line:
+            print(line, flush=True)
+
+    try:
+        await produce_runs(records, bootstrap, PREFIX, APP_ID, on_run=announce)
+        await asyncio.sleep(1.0)  # the last alerts
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    records = list(demo_events(DemoMarket(accounts=args.accounts)))
+    with tempfile.TemporaryDirectory(prefix="marginstream-demo-") as directory:
+        root = Path(directory)
+        broker = LocalBroker(port=args.port or free_port(), data_dir=root / "kafka")
+        print(f"starting Kafka on {broker.bootstrap} ...", flush=True)
+        broker.start()
+        worker = None
+        try:
+            worker = Worker(root, broker.bootstrap)
+            print(f"starting a worker (web view on http://127.0.0.1:{worker.port}) ...")
+            worker.wait_ready()
+            print(
+                f"feeding {len(records)} records: {args.accounts} accounts open leveraged "
+                "perpetuals and short puts; the index falls 25% in steps and recovers"
+            )
+            counts: Counter = Counter()
+            asyncio.run(feed(broker.bootstrap, records, counts))
+            print("--- done:", ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+            account = worker.get("/accounts/acct-00001/")
+            print("GET /accounts/acct-00001/ ->", json.dumps(account)[:400], "...")
+        finally:
+            if worker is not None:
+                worker.stop()
+            broker.stop()
+            print("stopped the worker and Kafka", flush=True)
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "demo", help="run a local broker, a worker and the demo market, showing alerts live"
+    )
+    parser.add_argument("--accounts", type=int, default=300, help="trading accounts")
+    parser.add_argument("--port", type=int, help="broker port (default: a free one)")
+    parser.set_defaults(run=run)
