@@ -3,14 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,97 +16,19 @@ from aiokafka.admin import AIOKafkaAdminClient
 from marginstream.cli.replay import replay_lines, state_lines
 from marginstream.core import RiskEngine
 from marginstream.feeds.driver import group_topics, lag, produce_runs, wait_applied
-from marginstream.localbroker import free_port
+from marginstream.localworker import LocalWorker
 
 OUTPUT_TOPICS = ("liquidations", "decisions", "dead-letters")
 ACCOUNT_TOPICS = ("orders", "transfers")
 
 
-class Worker:
-    """`faust -A marginstream.app worker` in its own process group, data dir and web port."""
+class Worker(LocalWorker):
+    """A LocalWorker of a deployment: its env, and a directory named after it."""
 
     def __init__(self, deployment: Deployment, name: str) -> None:
-        self.deployment = deployment
+        root = deployment.root / name
+        super().__init__(root / "data", root / "worker.log", deployment.env())
         self.name = name
-        self.port = free_port()
-        self.data_dir = deployment.root / name / "data"
-        self.log_path = deployment.root / name / "worker.log"
-        self.process: subprocess.Popen | None = None
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, fault: str | None = None) -> Worker:
-        env = {**os.environ, **self.deployment.env()}
-        env.pop("MARGINSTREAM_FAULT", None)
-        if fault:
-            env["MARGINSTREAM_FAULT"] = fault
-        log = self.log_path.open("ab")
-        log.write(f"\n===== start {time.strftime('%X')} fault={fault} =====\n".encode())
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "faust", "-A", "marginstream.app", "--datadir",
-             str(self.data_dir), "worker", "-l", "info", "--web-host", "127.0.0.1",
-             "--web-port", str(self.port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        log.close()
-        return self
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill9(self) -> None:
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(30)
-
-    def stop(self) -> None:
-        if not self.alive():
-            return
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(30)
-
-    def wait_exit(self, timeout: float = 120.0) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout)
-
-    def get(self, path: str, timeout: float = 10.0) -> tuple[int, Any]:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"null")
-
-    def health(self) -> dict[str, Any] | None:
-        try:
-            status, body = self.get("/health/", timeout=2.0)
-        except (OSError, ValueError):
-            return None
-        return body if status == 200 else None
-
-    def wait_ready(self, timeout: float = 120.0, partitions: int | None = None) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise AssertionError(f"{self.name} exited:\n{self.log_tail()}")
-            health = self.health()
-            ready = health is not None and health["status"] == "ok"
-            if ready and (partitions is None or len(health["assigned"]) == partitions):
-                return health
-            time.sleep(0.2)
-        raise AssertionError(f"{self.name} not ready after {timeout}s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        if not self.log_path.exists():
-            return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 @dataclass

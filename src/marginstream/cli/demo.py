@@ -8,13 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,59 +18,12 @@ import orjson
 from marginstream.cli.errors import CommandError
 from marginstream.feeds.demo import DemoMarket, demo_events
 from marginstream.localbroker import LocalBroker, free_port
+from marginstream.localworker import LocalWorker, WorkerError
 
 PREFIX = "demo-"
 APP_ID = "marginstream-demo"
 COLOURS = {"margin_call": "\033[33m", "liquidation": "\033[31m", "recovered": "\033[32m"}
 RESET = "\033[0m"
-
-
-class Worker:
-    def __init__(self, root: Path, bootstrap: str) -> None:
-        self.port = free_port()
-        self.log = root / "worker.log"
-        env = {
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "MARGINSTREAM_TOPIC_PREFIX": PREFIX,
-            "MARGINSTREAM_APP_ID": APP_ID,
-            "MARGINSTREAM_COMMIT_INTERVAL": "0.2",
-        }
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "faust", "-A", "marginstream.app", "--datadir",
-                 str(root / "worker-data"), "worker", "-l", "info", "--web-host", "127.0.0.1",
-                 "--web-port", str(self.port)],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as reply:
-            return json.loads(reply.read())
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
-                raise CommandError(f"the worker exited ({self.process.returncode}):\n{tail}")
-            try:
-                if self.get("/health/")["status"] == "ok":
-                    return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise CommandError(f"the worker was not ready after {timeout:.0f}s (log: {self.log})")
-
-    def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
 
 
 def _money(text: str) -> str:
@@ -162,11 +109,23 @@ def run(args: argparse.Namespace) -> int:
         broker = LocalBroker(port=args.port or free_port(), data_dir=root / "kafka")
         print(f"starting Kafka on {broker.bootstrap} ...", flush=True)
         broker.start()
-        worker = None
+        worker = LocalWorker(
+            root / "worker-data",
+            root / "worker.log",
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+                "MARGINSTREAM_TOPIC_PREFIX": PREFIX,
+                "MARGINSTREAM_APP_ID": APP_ID,
+                "MARGINSTREAM_COMMIT_INTERVAL": "0.2",
+            },
+        )
         try:
-            worker = Worker(root, broker.bootstrap)
-            print(f"starting a worker (web view on http://127.0.0.1:{worker.port}) ...")
-            worker.wait_ready()
+            print(f"starting a worker (web view on {worker.url}) ...")
+            worker.start()
+            try:
+                worker.wait_ready()
+            except WorkerError as error:
+                raise CommandError(str(error)) from None
             print(
                 f"feeding {len(records)} records: {args.accounts} accounts open leveraged "
                 "perpetuals and short puts; the index falls 25% in steps and recovers"
@@ -174,11 +133,10 @@ def run(args: argparse.Namespace) -> int:
             counts: Counter = Counter()
             asyncio.run(feed(broker.bootstrap, records, counts))
             print("--- done:", ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
-            account = worker.get("/accounts/acct-00001/")
+            _, account = worker.get("/accounts/acct-00001/")
             print("GET /accounts/acct-00001/ ->", json.dumps(account)[:400], "...")
         finally:
-            if worker is not None:
-                worker.stop()
+            worker.stop()
             broker.stop()
             print("stopped the worker and Kafka", flush=True)
     return 0

@@ -1,0 +1,129 @@
+"""Order and fill records per second through one worker, beside two references, in one run:
+
+- ours: one marginstream worker, RocksDB state and changelogs (8 partitions);
+- ceiling: a bare aiokafka consume -> decode -> encode -> produce loop on the same records;
+- peer: the same perpetual-only margin logic as a Quix Streams application (bench/quix_peer).
+
+    python -m bench.throughput --accounts 100000 --instruments 20 --records 150000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from bench.cluster import Engine, broker, create_topics, new_consumer, produce
+from bench.common import write_result
+from bench.streams import deposits, market, trading
+from marginstream.feeds.driver import produce_runs
+
+
+def ours(bootstrap: str, root: Path, setup: list[dict], measured: list[dict]) -> dict[str, Any]:
+    engine = Engine(bootstrap, root / "ours")
+    worker = engine.worker("w1").start()
+    try:
+        worker.wait_ready()
+        asyncio.run(produce_runs(setup, bootstrap, engine.prefix, engine.app_id, timeout=3600))
+        began = time.perf_counter()
+        asyncio.run(produce(bootstrap, measured, engine.prefix))
+        engine.wait_applied()
+        seconds = time.perf_counter() - began
+    finally:
+        engine.stop()
+    return {
+        "records": len(measured),
+        "seconds": seconds,
+        "records_per_second": len(measured) / seconds,
+    }
+
+
+async def bare_loop(bootstrap: str, measured: list[dict]) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:6]
+    source, sink = f"bare-{tag}-in", f"bare-{tag}-out"
+    await create_topics(bootstrap, [source, sink], 8)
+    await produce(bootstrap, [{**r, "topic": source} for r in measured])
+    consumer = new_consumer(bootstrap, source, group_id=f"bare-{tag}", enable_auto_commit=True)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                enable_idempotence=True, max_batch_size=256 * 1024)  # fmt: skip
+    await consumer.start()
+    await producer.start()
+    try:
+        count, began = 0, None
+        while count < len(measured):
+            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for messages in batches.values():
+                if began is None and messages:
+                    began = time.perf_counter()
+                for message in messages:
+                    value = orjson.loads(message.value)
+                    await producer.send(sink, orjson.dumps(value), key=message.key)
+                    count += 1
+        await producer.flush()
+        seconds = time.perf_counter() - (began or time.perf_counter())
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return {"records": count, "seconds": seconds, "records_per_second": count / seconds}
+
+
+def quix_peer(bootstrap: str, root: Path, setup: list[dict], measured: list[dict]) -> dict:
+    tag = uuid.uuid4().hex[:6]
+    source, sink = f"quix-{tag}-in", f"quix-{tag}-out"
+    accounts_only = [r for r in setup if r["topic"] == "transfers"]
+    asyncio.run(create_topics(bootstrap, [source, sink], 8))
+    asyncio.run(produce(bootstrap, [{**r, "topic": source} for r in accounts_only + measured]))
+    result = root / "quix.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.quix_peer", bootstrap, source, sink, f"quix-{tag}",
+         str(root / "quix-state"), str(len(measured)), str(result)],
+        capture_output=True, text=True, timeout=7200, check=False,
+    )  # fmt: skip
+    if completed.returncode != 0:
+        raise RuntimeError(f"the Quix peer failed:\n{completed.stderr[-3000:]}")
+    return json.loads(result.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, default=100_000)
+    parser.add_argument("--instruments", type=int, default=20)
+    parser.add_argument("--records", type=int, default=150_000)
+    parser.add_argument("--skip-peer", action="store_true", help="leave Quix Streams out")
+    args = parser.parse_args()
+
+    setup = market(args.instruments) + deposits(args.accounts)
+    measured = list(trading(args.accounts, args.instruments, args.records))
+    figures: dict[str, Any] = {
+        "accounts": args.accounts, "instruments": args.instruments, "records": len(measured),
+    }  # fmt: skip
+    with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="bench-") as directory:
+        root = Path(directory)
+        figures["ceiling"] = asyncio.run(bare_loop(bootstrap, measured))
+        print(f"bare aiokafka loop: {figures['ceiling']['records_per_second']:,.0f} records/s")
+        figures["ours"] = ours(bootstrap, root, setup, measured)
+        print(f"marginstream:       {figures['ours']['records_per_second']:,.0f} records/s")
+        if not args.skip_peer:
+            figures["peer"] = quix_peer(bootstrap, root, setup, measured)
+            print(f"Quix Streams peer:  {figures['peer']['records_per_second']:,.0f} records/s")
+    ours_rate = figures["ours"]["records_per_second"]
+    figures["ours_over_ceiling"] = ours_rate / figures["ceiling"]["records_per_second"]
+    print(f"ours / ceiling: {figures['ours_over_ceiling']:.2f} (goal >= 0.5)")
+    if "peer" in figures:
+        figures["ours_over_peer"] = ours_rate / figures["peer"]["records_per_second"]
+        print(f"ours / peer:    {figures['ours_over_peer']:.2f} (goal >= 1)")
+    print(f"written to {write_result('throughput', figures)}")
+
+
+if __name__ == "__main__":
+    main()

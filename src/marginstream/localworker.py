@@ -1,0 +1,116 @@
+"""A worker (`faust -A marginstream.app worker`) run as a local process, for the demo,
+the tests and the benchmarks: start, wait until ready, read its web views, stop or kill -9.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from marginstream.localbroker import free_port
+
+
+class WorkerError(RuntimeError):
+    """The worker exited or did not become ready; the message ends with its log tail."""
+
+
+class LocalWorker:
+    def __init__(
+        self,
+        data_dir: Path,
+        log_path: Path,
+        env: dict[str, str],
+        port: int | None = None,
+        log_level: str = "info",
+    ) -> None:
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.env = env
+        self.port = port or free_port()
+        self.log_level = log_level
+        self.process: subprocess.Popen[bytes] | None = None
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, fault: str | None = None) -> LocalWorker:
+        env = {**os.environ, **self.env}
+        env.pop("MARGINSTREAM_FAULT", None)
+        if fault:
+            env["MARGINSTREAM_FAULT"] = fault
+        with self.log_path.open("ab") as log:
+            log.write(f"\n===== start {time.strftime('%X')} fault={fault} =====\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "faust", "-A", "marginstream.app", "--datadir",
+                 str(self.data_dir), "worker", "-l", self.log_level, "--web-host",
+                 "127.0.0.1", "--web-port", str(self.port)],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM (a clean faust shutdown), SIGKILL if it takes longer than timeout."""
+        if not self.alive():
+            return
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(30)
+
+    def wait_exit(self, timeout: float = 120.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def health(self) -> dict[str, Any] | None:
+        try:
+            status, body = self.get("/health/", timeout=2.0)
+        except (OSError, ValueError):
+            return None
+        return body if status == 200 else None
+
+    def wait_ready(self, timeout: float = 120.0, partitions: int | None = None) -> dict[str, Any]:
+        """Wait for /health/ to say ok (and, if given, for that many assigned partitions)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise WorkerError(f"the worker exited:\n{self.log_tail()}")
+            health = self.health()
+            ready = health is not None and health["status"] == "ok"
+            if ready and (partitions is None or len(health["assigned"]) == partitions):
+                return health
+            time.sleep(0.2)
+        raise WorkerError(f"the worker was not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
