@@ -32,7 +32,7 @@ def _identity(output) -> bytes:
     return orjson.dumps([output.topic, ident])
 
 
-def _run(history, cut: float, commit_back: float):
+def _run(history, cut: float, commit_back: float, notify_commits: bool = False):
     setup = opened_venue()
     base_parts = copy.deepcopy(setup.engine.parts())
     records = envelopes(history, setup)
@@ -59,6 +59,16 @@ def _run(history, cut: float, commit_back: float):
         first_incomplete = min(first_incomplete, index)
     committed = int(commit_back * first_incomplete)  # anywhere at or before it
 
+    if notify_commits:  # the shell told the engine of each commit up to that point
+        live = RiskEngine.from_parts(copy.deepcopy(base_parts))
+        log = []
+        for index, envelope in enumerate(records):
+            for source, offset in _next_offsets(records[: min(index, committed)]).items():
+                live.forget_committed(source, offset)
+            for key in live.apply(envelope).parts_in_write_order():
+                log.append((index, key, copy.deepcopy(live.part(key))))
+        prefix = log[:kept]
+
     state = copy.deepcopy(base_parts)
     for _, key, value in prefix:
         state[key] = copy.deepcopy(value)
@@ -71,6 +81,26 @@ def _run(history, cut: float, commit_back: float):
         for output in recovered.apply(envelope).outputs:
             published.setdefault(_identity(output), output)
     return reference, recovered, expected, published
+
+
+def _next_offsets(records) -> dict[str, int]:
+    """Per source, the first offset after these records (what a commit of them records)."""
+    return {f"{e.topic}:{e.partition}": e.offset + 1 for e in records}
+
+
+def _without_memory(parts: dict) -> dict:
+    return {k: {**v, "recent": None} if k[0] == "account" else v for k, v in parts.items()}
+
+
+@RECOVERY
+@given(histories, st.floats(0, 1), st.floats(0, 1))
+def test_forgetting_committed_outputs_loses_nothing_needed(history, cut, commit_back):
+    """The same, with the engine told of commits and forgetting outputs below them."""
+    reference, recovered, expected, published = _run(history, cut, commit_back, True)
+    assert _without_memory(recovered.parts()) == _without_memory(reference.parts())
+    assert published.keys() == expected.keys()
+    for ident, output in expected.items():
+        assert published[ident] == output, ident
 
 
 @RECOVERY
@@ -106,3 +136,15 @@ def test_a_crash_between_the_market_part_and_the_accounts_it_alerted():
     assert again.replayed
     assert again.outputs == [alert]
     assert recovered.parts() == venue.engine.parts()
+
+
+def test_an_account_forgets_the_outputs_of_committed_records_when_next_written():
+    venue = Venue()
+    for n in range(10):
+        venue.deposit("alice", "1", transfer_id=f"t{n}")
+    recent = venue.engine.accounts["alice"].recent
+    assert [offset for _, offset, _ in recent] == list(range(10))
+    venue.engine.forget_committed("transfers:0", 8)  # offsets 0..7 will not be read again
+    assert len(venue.engine.accounts["alice"].recent) == 10  # nothing written yet
+    venue.deposit("alice", "1", transfer_id="t10")
+    assert [offset for _, offset, _ in venue.engine.accounts["alice"].recent] == [8, 9, 10]

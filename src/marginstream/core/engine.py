@@ -54,8 +54,8 @@ Position = tuple[str, int]  # ("topic:partition", offset)
 class EngineConfig:
     thresholds: Thresholds = field(default_factory=Thresholds)
     duplicate_retention_ms: int = 7 * DAY_MS
-    # Per account: outputs kept for re-publishing, to cover the records read again
-    # after a crash (those after the last committed offset).
+    # Per account: outputs kept for re-publishing, to cover the records read again after
+    # a crash (those after the last committed offset, see forget_committed), at most.
     remembered_records: int = 256
     remembered_dead_letters: int = 1024  # per source partition
 
@@ -93,6 +93,8 @@ class RiskEngine:
         )
         # Which accounts remember outputs for a (market) record: derived from accounts.
         self._touched_by: dict[Position, set[str]] = defaultdict(set)
+        # Per source, the first offset that may still be read again (set by the shell).
+        self._committed: dict[str, int] = {}
         for symbol in sorted(self.market.instruments):
             self.view.define(symbol, self.market)
         for account in self.accounts.values():
@@ -267,6 +269,15 @@ class RiskEngine:
 
     # -- remembering outputs ---------------------------------------------------------
 
+    def forget_committed(self, source: str, offset: int) -> None:
+        """Nothing below offset will be read from source again: its outputs need no memory.
+
+        Accounts drop such entries the next time they are written, which keeps a busy
+        account's state (and each changelog record of it) small.
+        """
+        if offset > self._committed.get(source, -1):
+            self._committed[source] = offset
+
     @staticmethod
     def _trigger(envelope: Envelope) -> dict[str, Any]:
         return {"topic": envelope.topic, "partition": envelope.partition, "offset": envelope.offset}
@@ -274,15 +285,20 @@ class RiskEngine:
     def _remember(self, account: Account, source: str, offset: int, outputs: list[Output]) -> None:
         account.recent.append([source, offset, [list(o) for o in outputs]])
         self._touched_by[(source, offset)].add(account.account_id)
-        excess = len(account.recent) - self.config.remembered_records
-        if excess > 0:
-            for old_source, old_offset, _ in account.recent[:excess]:
-                holders = self._touched_by.get((old_source, old_offset))
-                if holders is not None:
-                    holders.discard(account.account_id)
-                    if not holders:
-                        del self._touched_by[(old_source, old_offset)]
-            del account.recent[:excess]
+        committed = self._committed
+        keep_from = len(account.recent) - self.config.remembered_records
+        kept = []
+        for number, entry in enumerate(account.recent):
+            entry_source, entry_offset, _ = entry
+            if number >= keep_from and entry_offset >= committed.get(entry_source, -1):
+                kept.append(entry)
+                continue
+            holders = self._touched_by.get((entry_source, entry_offset))
+            if holders is not None:
+                holders.discard(account.account_id)
+                if not holders:
+                    del self._touched_by[(entry_source, entry_offset)]
+        account.recent = kept
 
     @staticmethod
     def _remembered(account: Account, source: str, offset: int) -> list[Output]:

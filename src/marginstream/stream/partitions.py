@@ -11,6 +11,7 @@ engine's idempotence turns those re-reads into re-publications and re-writes.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,6 +26,8 @@ from marginstream.stream.faults import FAULTS
 from marginstream.stream.topics import MARKET_FANOUT, TopicNames
 
 log = logging.getLogger(__name__)
+
+ACCOUNT_SOURCES = frozenset({"orders", "transfers", MARKET_FANOUT})  # what the risk agent reads
 
 # Headers a market record carries through the fan-out topic: where it was first read.
 ORIGIN_TOPIC, ORIGIN_PARTITION, ORIGIN_OFFSET = "ms-topic", "ms-partition", "ms-offset"
@@ -56,6 +59,19 @@ class PartitionEngine:
     engine: RiskEngine
     version: int  # the last version written to the state table for this partition
     records: int = 0
+    # Market records read from the fan-out topic and not yet committed there:
+    # (fan-out offset, origin source, origin offset), oldest first.
+    market_window: deque[tuple[int, str, int]] = field(default_factory=deque)
+
+    def committed(self, source: str, offset: int, from_market: bool) -> None:
+        """The input below offset is committed: tell the engine, in its own sources."""
+        if not from_market:
+            self.engine.forget_committed(source, offset)
+            return
+        window = self.market_window
+        while window and window[0][0] < offset:
+            _, origin, origin_offset = window.popleft()
+            self.engine.forget_committed(origin, origin_offset + 1)
 
 
 @dataclass
@@ -74,6 +90,14 @@ class Shell:
         if loaded is None:
             loaded = self.engines[partition] = self._load(partition)
         return loaded
+
+    def committed(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Input offsets faust has committed, as {(full topic name, partition): offset}."""
+        for (topic, partition), offset in offsets.items():
+            spec = self.names.spec(topic)
+            loaded = self.engines.get(partition)
+            if loaded is not None and spec in ACCOUNT_SOURCES:
+                loaded.committed(f"{spec}:{partition}", offset, spec == MARKET_FANOUT)
 
     def drop(self, partitions: Iterable[int]) -> None:
         """Forget partitions this worker no longer owns: if they return, reload them."""
@@ -104,6 +128,9 @@ class Shell:
         """Apply one record of partition message.partition; returns what was published."""
         loaded = self.engine_for(message.partition)
         envelope, from_market = self.envelope(message)
+        if from_market:
+            origin = f"{envelope.topic}:{envelope.partition}"
+            loaded.market_window.append((message.offset, origin, envelope.offset))
         outcome = loaded.engine.apply(envelope)
         for key in outcome.parts_in_write_order():
             loaded.version += 1

@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 import faust
+from faust.tables import TableManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
@@ -53,6 +54,17 @@ class OrderedProducer(faust_aiokafka.Producer):
 
     def _settings_extra(self) -> dict[str, Any]:
         return {"acks": "all", "enable_idempotence": True}
+
+
+class CommitAwareTables(TableManager):
+    """faust's table manager, also telling the shell which input offsets were committed."""
+
+    on_committed: Any = None
+
+    def on_commit(self, offsets: Any) -> None:
+        super().on_commit(offsets)
+        if self.on_committed is not None:
+            self.on_committed({(tp.topic, tp.partition): offset for tp, offset in offsets.items()})
 
 
 class RiskApp(faust.App):
@@ -105,6 +117,7 @@ def create_app(settings: StreamSettings | None = None) -> RiskApp:
         producer_acks=-1,
         processing_guarantee="at_least_once",
         stream_wait_empty=True,
+        TableManager=CommitAwareTables,
         web_port=settings.web_port,
         **({"web_host": settings.web_host} if settings.web_host else {}),
         **RAW,
@@ -125,6 +138,7 @@ def create_app(settings: StreamSettings | None = None) -> RiskApp:
 
     shell = Shell(settings.engine, names, StateAccess(table), send)
     app.shell = shell  # type: ignore[attr-defined]
+    app.tables.on_committed = shell.committed  # type: ignore[attr-defined]
     account_topics = {names.full(n) for n in (*ACCOUNT_INPUTS, MARKET_FANOUT)}
 
     @app.agent(market_inputs, name="fanout", concurrency=1)
