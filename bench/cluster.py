@@ -72,7 +72,7 @@ class Engine:
             self.root / name / "data",
             self.root / name / "worker.log",
             self.env(),
-            log_level="warning",
+            log_level="warn",
         )
         self.workers.append(worker)
         return worker

@@ -1,0 +1,42 @@
+"""Every benchmark, quick (`make bench`, a few minutes) or full (`make bench-full`).
+
+Each script prints its figures and writes bench/results/<name>.json; BENCHMARKS.md
+tabulates them with the machine, versions and date of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+QUICK = [
+    ["bench.remargin", "--accounts", "20000", "--moves", "10", "--naive-moves", "2"],
+    ["bench.throughput", "--accounts", "10000", "--records", "15000"],
+]
+FULL = [
+    ["bench.remargin", "--accounts", "100000", "--strikes", "50", "--moves", "20"],
+    ["bench.throughput", "--accounts", "100000", "--instruments", "20", "--records", "150000"],
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes")
+    args = parser.parse_args()
+    failed = []
+    for module, *options in QUICK if args.quick else FULL:
+        print(f"=== {module} {' '.join(options)}", flush=True)
+        began = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", module, *options], check=False)
+        print(f"=== {module}: {time.monotonic() - began:.0f}s", flush=True)
+        if result.returncode:
+            failed.append(module)
+    if failed:
+        print("failed:", ", ".join(failed), file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
