@@ -103,9 +103,12 @@ async def produce(
 ) -> float:
     """Send records as fast as the producer goes (or at rate per second); returns seconds."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
         max_batch_size=256 * 1024,
-    )  # fmt: skip
+    )
     await producer.start()
     began = time.perf_counter()
     try:

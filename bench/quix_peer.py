@@ -113,14 +113,23 @@ def apply_order(value: dict, state: Any) -> list[dict]:
     cash = Decimal(state.get("cash", "0"))
     positions, orders = state.get("positions", {}), state.get("orders", {})
     before = figures(cash, positions, orders)
-    proposed = {**orders, value["order_id"]: [value["symbol"], value["side"], value["qty"],
-                                               value["price"]]}  # fmt: skip
+    proposed = {
+        **orders,
+        value["order_id"]: [value["symbol"], value["side"], value["qty"], value["price"]],
+    }
     after = figures(cash, positions, proposed)
     accepted = after[0] - after[1] >= 0
     if accepted:
         state.set("orders", proposed)
-    return [{"type": "decision", "request_id": value["order_id"], "account": value["account"],
-             "accepted": accepted, "available_before": before[0] - before[1]}]  # fmt: skip
+    return [
+        {
+            "type": "decision",
+            "request_id": value["order_id"],
+            "account": value["account"],
+            "accepted": accepted,
+            "available_before": before[0] - before[1],
+        }
+    ]
 
 
 def main() -> None:
@@ -162,8 +171,14 @@ def main() -> None:
     app.run()
     seconds = clock["last"] - clock["first"]
     with open(result, "w") as out:
-        json.dump({"records": measured_count, "seconds": seconds,
-                   "records_per_second": measured_count / seconds}, out)  # fmt: skip
+        json.dump(
+            {
+                "records": measured_count,
+                "seconds": seconds,
+                "records_per_second": measured_count / seconds,
+            },
+            out,
+        )
 
 
 if __name__ == "__main__":

@@ -30,17 +30,24 @@ def market(instruments: int) -> list[dict[str, Any]]:
                 "topic": "instruments",
                 "key": symbol,
                 "value": {
-                    "type": "instrument", "symbol": symbol, "kind": "perpetual",
-                    "underlying": symbol.replace("PERP", "U"), "contract_size": "1",
-                    "status": "active", "margin": {"tiers": TIERS},
+                    "type": "instrument",
+                    "symbol": symbol,
+                    "kind": "perpetual",
+                    "underlying": symbol.replace("PERP", "U"),
+                    "contract_size": "1",
+                    "status": "active",
+                    "margin": {"tiers": TIERS},
                 },
             }
-        )  # fmt: skip
+        )
     records += [
-        {"topic": "prices", "key": s, "value": {"type": "mark", "symbol": s,
-                                               "price": str(mark_of(s)), "ts": T0}}
+        {
+            "topic": "prices",
+            "key": s,
+            "value": {"type": "mark", "symbol": s, "price": str(mark_of(s)), "ts": T0},
+        }
         for s in symbols(instruments)
-    ]  # fmt: skip
+    ]
     return records
 
 
@@ -84,13 +91,40 @@ def trading(accounts: int, instruments: int, records: int, seed: int = 3) -> Ite
         ts += 1
         order_id = f"o{trade}"
         values = [
-            {"type": "order", "order_id": order_id, "account": buyer, "symbol": symbol,
-             "side": "buy", "qty": qty, "price": price, "ts": ts},
-            {"type": "fill", "fill_id": f"f{trade}b", "order_id": order_id, "account": buyer,
-             "symbol": symbol, "side": "buy", "qty": qty, "price": price, "fee": "0.1", "ts": ts},
-            {"type": "fill", "fill_id": f"f{trade}s", "account": seller, "symbol": symbol,
-             "side": "sell", "qty": qty, "price": price, "fee": "0.1", "ts": ts},
-        ]  # fmt: skip
+            {
+                "type": "order",
+                "order_id": order_id,
+                "account": buyer,
+                "symbol": symbol,
+                "side": "buy",
+                "qty": qty,
+                "price": price,
+                "ts": ts,
+            },
+            {
+                "type": "fill",
+                "fill_id": f"f{trade}b",
+                "order_id": order_id,
+                "account": buyer,
+                "symbol": symbol,
+                "side": "buy",
+                "qty": qty,
+                "price": price,
+                "fee": "0.1",
+                "ts": ts,
+            },
+            {
+                "type": "fill",
+                "fill_id": f"f{trade}s",
+                "account": seller,
+                "symbol": symbol,
+                "side": "sell",
+                "qty": qty,
+                "price": price,
+                "fee": "0.1",
+                "ts": ts,
+            },
+        ]
         for value in values:
             value["bench_seq"] = seq
             seq += 1

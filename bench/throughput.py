@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from aiokafka import AIOKafkaProducer
 from bench.cluster import Engine, broker, create_topics, new_consumer, produce
 from bench.common import write_result
 from bench.streams import deposits, market, trading
-from marginstream.feeds.driver import produce_runs
+from marginstream.feeds.driver import produce_runs, wait_applied
 
 
 def ours(bootstrap: str, root: Path, setup: list[dict], measured: list[dict]) -> dict[str, Any]:
@@ -54,8 +55,13 @@ async def bare_loop(bootstrap: str, measured: list[dict]) -> dict[str, Any]:
     await create_topics(bootstrap, [source, sink], 8)
     await produce(bootstrap, [{**r, "topic": source} for r in measured])
     consumer = new_consumer(bootstrap, source, group_id=f"bare-{tag}", enable_auto_commit=True)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                                enable_idempotence=True, max_batch_size=256 * 1024)  # fmt: skip
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=5,
+        enable_idempotence=True,
+        max_batch_size=256 * 1024,
+    )
     await consumer.start()
     await producer.start()
     try:
@@ -77,6 +83,40 @@ async def bare_loop(bootstrap: str, measured: list[dict]) -> dict[str, Any]:
     return {"records": count, "seconds": seconds, "records_per_second": count / seconds}
 
 
+def faust_floor(bootstrap: str, root: Path, measured: list[dict]) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:6]
+    source, sink, group = f"floor-{tag}-in", f"floor-{tag}-out", f"floor-{tag}"
+    asyncio.run(create_topics(bootstrap, [source, sink], 8))
+    env = {
+        "FLOOR_BOOTSTRAP": bootstrap,
+        "FLOOR_INPUT": source,
+        "FLOOR_OUTPUT": sink,
+        "FLOOR_GROUP": group,
+    }
+    log = (root / "floor.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "faust", "-A", "bench.faust_floor", "worker", "-l", "warn"],
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        time.sleep(8)  # the agent joins its group
+        began = time.perf_counter()
+        asyncio.run(produce(bootstrap, [{**r, "topic": source} for r in measured]))
+        asyncio.run(wait_applied(bootstrap, group, [source], timeout=3600))
+        seconds = time.perf_counter() - began
+    finally:
+        process.terminate()
+        process.wait(60)
+        log.close()
+    return {
+        "records": len(measured),
+        "seconds": seconds,
+        "records_per_second": len(measured) / seconds,
+    }
+
+
 def quix_peer(bootstrap: str, root: Path, setup: list[dict], measured: list[dict]) -> dict:
     tag = uuid.uuid4().hex[:6]
     source, sink = f"quix-{tag}-in", f"quix-{tag}-out"
@@ -85,10 +125,23 @@ def quix_peer(bootstrap: str, root: Path, setup: list[dict], measured: list[dict
     asyncio.run(produce(bootstrap, [{**r, "topic": source} for r in accounts_only + measured]))
     result = root / "quix.json"
     completed = subprocess.run(
-        [sys.executable, "-m", "bench.quix_peer", bootstrap, source, sink, f"quix-{tag}",
-         str(root / "quix-state"), str(len(measured)), str(result)],
-        capture_output=True, text=True, timeout=7200, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "bench.quix_peer",
+            bootstrap,
+            source,
+            sink,
+            f"quix-{tag}",
+            str(root / "quix-state"),
+            str(len(measured)),
+            str(result),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=7200,
+        check=False,
+    )
     if completed.returncode != 0:
         raise RuntimeError(f"the Quix peer failed:\n{completed.stderr[-3000:]}")
     return json.loads(result.read_text())
@@ -105,12 +158,16 @@ def main() -> None:
     setup = market(args.instruments) + deposits(args.accounts)
     measured = list(trading(args.accounts, args.instruments, args.records))
     figures: dict[str, Any] = {
-        "accounts": args.accounts, "instruments": args.instruments, "records": len(measured),
-    }  # fmt: skip
+        "accounts": args.accounts,
+        "instruments": args.instruments,
+        "records": len(measured),
+    }
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="bench-") as directory:
         root = Path(directory)
         figures["ceiling"] = asyncio.run(bare_loop(bootstrap, measured))
         print(f"bare aiokafka loop: {figures['ceiling']['records_per_second']:,.0f} records/s")
+        figures["faust_floor"] = faust_floor(bootstrap, root, measured)
+        print(f"faust floor:        {figures['faust_floor']['records_per_second']:,.0f} records/s")
         figures["ours"] = ours(bootstrap, root, setup, measured)
         print(f"marginstream:       {figures['ours']['records_per_second']:,.0f} records/s")
         if not args.skip_peer:

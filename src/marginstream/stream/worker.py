@@ -190,5 +190,14 @@ def create_app(settings: StreamSettings | None = None) -> RiskApp:
         mine = {tp.partition for tp in assigned if tp.topic in account_topics}
         shell.drop([p for p in list(shell.engines) if p not in mine])
 
+    @app.on_rebalance_complete.connect
+    async def load_assigned(sender: Any, **kwargs: Any) -> None:
+        """Build each owned partition's engine as soon as its state is restored."""
+        del sender, kwargs
+        orders = names.full(ACCOUNT_INPUTS[0])
+        for tp in sorted(app.assignor.assigned_actives()):
+            if tp.topic == orders:
+                shell.engine_for(tp.partition)
+
     web.register(app, shell, names)
     return app

@@ -1,0 +1,183 @@
+"""Latency through one worker, measured from producing a record to consuming its outputs:
+
+- re-margining: an index move re-prices an option chain and re-margins every holder
+  (N accounts); latency to the *last* alert it causes, p50 and p99 over the moves;
+- decisions: orders offered at fixed rates; latency from each order to its decision.
+
+The worker starts from a state changelog written the way workers write it (N accounts
+built by the core offline), so the set-up does not dominate the run.
+
+    python -m bench.latency --accounts 100000 --moves 20 --rates 1000 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from bench.cluster import Engine, broker, new_consumer, percentile
+from bench.common import write_result
+from bench.recovery import write_parts
+from bench.remargin import T0, build
+from marginstream.core import Envelope, RiskEngine
+from marginstream.core.market import StateKey
+
+
+def index_value(price: float, ts: int) -> dict[str, Any]:
+    return {"type": "index", "underlying": "BTC", "price": f"{price:.2f}", "ts": ts}
+
+
+def expected_alerts(parts: dict[StateKey, Any], moves: list[dict[str, Any]]) -> list[int]:
+    """How many alerts each move raises (the core offline, from the same state)."""
+    engine = RiskEngine.from_parts(parts)
+    counts = []
+    for offset, value in enumerate(moves):
+        outcome = engine.apply(Envelope("prices", 0, 10_000_000 + offset, "BTC", value))
+        counts.append(sum(1 for o in outcome.outputs if o.topic == "liquidations"))
+    return counts
+
+
+async def remargin_latency(engine: Engine, moves: list[dict], expected: list[int]) -> list[float]:
+    consumer = new_consumer(engine.bootstrap, engine.prefix + "liquidations")
+    producer = AIOKafkaProducer(bootstrap_servers=engine.bootstrap, acks="all")
+    await consumer.start()
+    await producer.start()
+    latencies = []
+    try:
+        await consumer.seek_to_end()
+        for value, count in zip(moves, expected, strict=True):
+            sent = time.perf_counter()
+            await producer.send_and_wait(engine.prefix + "prices", orjson.dumps(value), key=b"BTC")
+            received, last = 0, sent
+            while received < count:
+                for messages in (await consumer.getmany(timeout_ms=100)).values():
+                    received += len(messages)
+                    last = time.perf_counter()
+            latencies.append(last - sent)
+            await asyncio.sleep(0.5)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return latencies
+
+
+async def decision_latency(engine: Engine, accounts: list[str], rate: int, seconds: float) -> dict:
+    consumer = new_consumer(engine.bootstrap, engine.prefix + "decisions")
+    producer = AIOKafkaProducer(bootstrap_servers=engine.bootstrap, acks="all", linger_ms=1)
+    await consumer.start()
+    await producer.start()
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    try:
+        await consumer.seek_to_end()
+
+        async def offer() -> None:
+            began = time.perf_counter()
+            total = int(rate * seconds)
+            for n in range(total):
+                account = accounts[n % len(accounts)]
+                order_id = f"lat-{rate}-{n}"
+                value = {
+                    "type": "order",
+                    "order_id": order_id,
+                    "account": account,
+                    "symbol": "BTC-PERP",
+                    "side": "buy",
+                    "qty": "0.001",
+                    "price": "60000",
+                    "ts": T0 + 50_000_000 + n,
+                }
+                sent_at[order_id] = time.perf_counter()
+                await producer.send(
+                    engine.prefix + "orders", orjson.dumps(value), key=account.encode()
+                )
+                ahead = (n + 1) / rate - (time.perf_counter() - began)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            await producer.flush()
+
+        offering = asyncio.create_task(offer())
+        wanted = int(rate * seconds)
+        deadline = time.perf_counter() + seconds + 600
+        while len(latencies) < wanted and time.perf_counter() < deadline:
+            for messages in (await consumer.getmany(timeout_ms=100)).values():
+                now = time.perf_counter()
+                for message in messages:
+                    request = orjson.loads(message.value)["request_id"]
+                    if request in sent_at:
+                        latencies.append(now - sent_at[request])
+        await offering
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return {
+        "offered_per_second": rate,
+        "orders": int(rate * seconds),
+        "decided": len(latencies),
+        "p50_seconds": percentile(latencies, 0.5),
+        "p99_seconds": percentile(latencies, 0.99),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, default=100_000)
+    parser.add_argument("--strikes", type=int, default=50)
+    parser.add_argument("--moves", type=int, default=20)
+    parser.add_argument("--rates", type=int, nargs="+", default=[1000, 10_000])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+
+    book, _ = build(args.accounts, args.strikes)
+    parts = book.engine.parts()
+    accounts = sorted(book.engine.accounts)
+    moves = [
+        index_value(60_000 * (0.8 if k % 2 == 0 else 1.0), T0 + 20_000_000 + k * 1000)
+        for k in range(args.moves)
+    ]
+    expected = expected_alerts(parts, moves)
+    figures: dict[str, Any] = {"accounts": args.accounts, "alerts_per_move": expected}
+    with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="bench-") as directory:
+        engine = Engine(bootstrap, Path(directory))
+        asyncio.run(write_parts(engine, parts.items()))
+        worker = engine.worker("w1").start()
+        try:
+            worker.wait_ready(timeout=3600, partitions=engine.partitions)
+            remargin = asyncio.run(remargin_latency(engine, moves, expected))
+            figures["remargin"] = {
+                "moves": len(remargin),
+                "p50_seconds": percentile(remargin, 0.5),
+                "p99_seconds": percentile(remargin, 0.99),
+                "seconds": remargin,
+            }
+            print(
+                f"index move -> last alert, {args.accounts:,} accounts: "
+                f"p50 {figures['remargin']['p50_seconds'] * 1000:.0f} ms, "
+                f"p99 {figures['remargin']['p99_seconds'] * 1000:.0f} ms "
+                f"({sum(expected) / len(expected):,.0f} alerts per move)"
+            )
+            figures["decisions"] = defaultdict(dict)
+            for rate in args.rates:
+                result = asyncio.run(decision_latency(engine, accounts, rate, args.seconds))
+                figures["decisions"][str(rate)] = result
+                print(
+                    f"order -> decision at {rate:,}/s offered: "
+                    f"p50 {result['p50_seconds'] * 1000:.0f} ms, "
+                    f"p99 {result['p99_seconds'] * 1000:.0f} ms "
+                    f"({result['decided']:,}/{result['orders']:,} decided)"
+                )
+        finally:
+            engine.stop()
+    print(f"written to {write_result('latency', figures)}")
+
+
+if __name__ == "__main__":
+    main()
