@@ -38,10 +38,16 @@ kafka-up: jars
 kafka-down: $(STAMP)
 	$(BIN)/marginstream kafka down --port $(KAFKA_PORT)
 
-bench: jars
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: jars $(BENCH_STAMP)
 	$(BIN)/python -m bench.run --quick
 
-bench-full: jars
+bench-full: jars $(BENCH_STAMP)
 	$(BIN)/python -m bench.run
 
 clean:

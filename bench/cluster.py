@@ -135,12 +135,20 @@ async def produce(
     return time.perf_counter() - began
 
 
-async def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:
+async def create_topics(
+    bootstrap: str, names: Sequence[str], partitions: int, config: dict[str, str] | None = None
+) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        await admin.create_topics([NewTopic(n, partitions, 1) for n in names if n not in existing])
+        await admin.create_topics(
+            [
+                NewTopic(n, partitions, 1, topic_configs=config or {})
+                for n in names
+                if n not in existing
+            ]
+        )
     finally:
         await admin.close()
 

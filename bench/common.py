@@ -16,7 +16,15 @@ RESULTS = Path(__file__).parent / "results"
 
 def environment() -> dict[str, Any]:
     versions = {}
-    for package in ("marginstream", "numpy", "faust-streaming", "aiokafka", "rocksdict", "orjson"):
+    for package in (
+        "marginstream",
+        "numpy",
+        "faust-streaming",
+        "aiokafka",
+        "rocksdict",
+        "orjson",
+        "quixstreams",
+    ):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

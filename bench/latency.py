@@ -58,6 +58,8 @@ async def remargin_latency(engine: Engine, moves: list[dict], expected: list[int
             await producer.send_and_wait(engine.prefix + "prices", orjson.dumps(value), key=b"BTC")
             received, last = 0, sent
             while received < count:
+                if time.perf_counter() - sent > 600:
+                    raise TimeoutError(f"{received} of {count} alerts after 600 s")
                 for messages in (await consumer.getmany(timeout_ms=100)).values():
                     received += len(messages)
                     last = time.perf_counter()

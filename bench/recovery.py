@@ -101,7 +101,7 @@ async def write_parts(
     """Write state parts to the deployment's changelog as its workers would: market parts
     to every partition, an account to the partition its orders go to."""
     topic = f"{engine.app_id}-state-changelog"
-    await create_topics(engine.bootstrap, [topic], engine.partitions)
+    await create_topics(engine.bootstrap, [topic], engine.partitions, {"cleanup.policy": "compact"})
     partitioner = DefaultPartitioner()
     everyone = list(range(engine.partitions))
     producer = AIOKafkaProducer(

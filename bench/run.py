@@ -14,10 +14,26 @@ import time
 QUICK = [
     ["bench.remargin", "--accounts", "20000", "--moves", "10", "--naive-moves", "2"],
     ["bench.throughput", "--accounts", "10000", "--records", "15000"],
+    [
+        "bench.latency",
+        "--accounts",
+        "10000",
+        "--moves",
+        "6",
+        "--rates",
+        "500",
+        "2000",
+        "--seconds",
+        "5",
+    ],
+    ["bench.recovery", "--accounts", "50000", "--takeover-accounts", "20000"],
 ]
 FULL = [
     ["bench.remargin", "--accounts", "100000", "--strikes", "50", "--moves", "20"],
     ["bench.throughput", "--accounts", "100000", "--instruments", "20", "--records", "150000"],
+    ["bench.latency", "--accounts", "100000", "--moves", "20", "--rates", "1000", "10000"],
+    ["bench.recovery", "--accounts", "100000", "--takeover-accounts", "100000"],
+    ["bench.recovery", "--accounts", "1000000", "--takeover-accounts", "100000"],
 ]
 
 

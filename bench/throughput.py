@@ -95,7 +95,18 @@ def faust_floor(bootstrap: str, root: Path, measured: list[dict]) -> dict[str, A
     }
     log = (root / "floor.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "faust", "-A", "bench.faust_floor", "worker", "-l", "warn"],
+        [
+            sys.executable,
+            "-m",
+            "faust",
+            "-A",
+            "bench.faust_floor",
+            "--datadir",
+            str(root / "floor-data"),
+            "worker",
+            "-l",
+            "warn",
+        ],
         env={**os.environ, **env},
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -38,7 +38,6 @@ class RowRisk:
     value: float  # futures: unrealised PnL + accrued funding; options: qty x size x mark
     unrealized: float
     initial: float  # the position's and its orders' initial margin (worse side)
-    position_initial: float  # the position's own initial margin
     maintenance: float
     mark: float
 
@@ -157,15 +156,16 @@ def row_risk(row: RowInputs, instrument: Instrument, market: Market) -> RowRisk:
         accrual = 0.0
         if instrument.kind is Kind.PERPETUAL:
             accrual = -q * size * (float(market.funding(instrument.symbol)) - row.funding_index)
-        position_initial = tiers.initial_margin(abs(q) * size * price)
-        initial = max(
-            tiers.initial_margin(abs(q + row.buy) * size * price),
-            tiers.initial_margin(abs(q - row.sell) * size * price),
-        )
-        maintenance = tiers.maintenance_margin(abs(q) * size * price)
-        return RowRisk(
-            unrealized + accrual, unrealized, initial, position_initial, maintenance, price
-        )
+        notional = abs(q) * size * price
+        if row.buy or row.sell:  # the worse side of the open orders
+            initial = max(
+                tiers.initial_margin(abs(q + row.buy) * size * price),
+                tiers.initial_margin(abs(q - row.sell) * size * price),
+            )
+        else:  # the same figure, computed once
+            initial = tiers.initial_margin(notional)
+        maintenance = tiers.maintenance_margin(notional)
+        return RowRisk(unrealized + accrual, unrealized, initial, maintenance, price)
     assert instrument.strike is not None
     strike = float(instrument.strike)
     index = market.risk_index(instrument.underlying)
@@ -180,7 +180,7 @@ def row_risk(row: RowInputs, instrument: Instrument, market: Market) -> RowRisk:
     sell_reservation = (new_short - short) * size * per_initial
     initial = position_initial + max(row.premium, sell_reservation)
     value = q * size * price
-    return RowRisk(value, value - row.cost, initial, position_initial, maintenance, price)
+    return RowRisk(value, value - row.cost, initial, maintenance, price)
 
 
 def row_greeks(row: RowInputs, instrument: Instrument, market: Market) -> Greeks:

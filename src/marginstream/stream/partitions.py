@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from marginstream.core import DEAD_LETTERS, EngineConfig, Envelope, Output, RiskEngine
+from marginstream.core import DEAD_LETTERS, EngineConfig, Envelope, RiskEngine
 from marginstream.core.envelope import NotJson
 from marginstream.core.market import StateKey
 from marginstream.stream.codec import decode_part, encode_part, part_key, state_key
@@ -49,8 +49,17 @@ class PartStore(Protocol):
     def partition_items(self, partition: int) -> Iterable[tuple[bytes, bytes]]: ...
 
 
-class Sender(Protocol):
-    def __call__(self, topic: str, key: bytes | None, value: bytes) -> None: ...
+Publication = tuple[str, bytes | None, bytes]  # (full topic name, key, value)
+
+
+@dataclass
+class Applied:
+    """What one record left to send: its state parts (already in the local store) for the
+    changelog, then its outputs."""
+
+    partition: int
+    parts: list[tuple[bytes, bytes]]
+    publications: list[Publication]
 
 
 @dataclass
@@ -79,7 +88,6 @@ class Shell:
     config: EngineConfig
     names: TopicNames
     store: PartStore
-    send: Sender
     engines: dict[int, PartitionEngine] = field(default_factory=dict)
     loads: int = 0  # how many times a partition's engine was (re)built from the store
 
@@ -124,28 +132,31 @@ class Shell:
 
     # -- records ------------------------------------------------------------------
 
-    def process(self, message: Message) -> list[Output]:
-        """Apply one record of partition message.partition; returns what was published."""
+    def process(self, message: Message) -> Applied:
+        """Apply one record of partition message.partition, write its parts to the local
+        store, and return what must still go to Kafka (changelog, then outputs)."""
         loaded = self.engine_for(message.partition)
         envelope, from_market = self.envelope(message)
         if from_market:
             origin = f"{envelope.topic}:{envelope.partition}"
             loaded.market_window.append((message.offset, origin, envelope.offset))
         outcome = loaded.engine.apply(envelope)
+        parts = []
         for key in outcome.parts_in_write_order():
             loaded.version += 1
-            self.store[part_key(key)] = encode_part(loaded.version, loaded.engine.part(key))
+            stored = (part_key(key), encode_part(loaded.version, loaded.engine.part(key)))
+            self.store[stored[0]] = stored[1]
+            parts.append(stored)
         loaded.records += 1
         FAULTS.hit("after-local-write")
-        published = []
+        publications = []
         for output in outcome.outputs:
             # Every partition sees each market record; one dead letter for it is enough.
             if from_market and output.topic == DEAD_LETTERS and message.partition != 0:
                 continue
             key = None if output.key is None else output.key.encode()
-            self.send(self.names.full(output.topic), key, orjson.dumps(output.value))
-            published.append(output)
-        return published
+            publications.append((self.names.full(output.topic), key, orjson.dumps(output.value)))
+        return Applied(message.partition, parts, publications)
 
     def envelope(self, message: Message) -> tuple[Envelope, bool]:
         key = None if message.key is None else message.key.decode(errors="replace")
