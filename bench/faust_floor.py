@@ -15,6 +15,8 @@ import os
 import faust
 import orjson
 
+from marginstream.stream.worker import quiet_debug_logging
+
 app = faust.App(
     os.environ.get("FLOOR_GROUP", "faust-floor"),
     broker="kafka://" + os.environ.get("FLOOR_BOOTSTRAP", "127.0.0.1:9092"),
@@ -29,7 +31,14 @@ source = app.topic(os.environ.get("FLOOR_INPUT", "floor-in"))
 sink = app.topic(os.environ.get("FLOOR_OUTPUT", "floor-out"))
 
 
+@app.task
+async def quiet() -> None:
+    quiet_debug_logging()  # the same two fixes our worker has: no debug records built,
+
+
 @app.agent(source, concurrency=1)
 async def copy(stream: faust.StreamT) -> None:
-    async for event in stream.events():
-        sink.send_soon(key=event.message.key, value=orjson.dumps(orjson.loads(event.value)))
+    producer, topic = app.producer, sink.get_topic_name()
+    async for event in stream.events():  # and outputs sent straight to the producer
+        value = orjson.dumps(orjson.loads(event.value))
+        await producer.send(topic, event.message.key, value, None, None, None)

@@ -29,6 +29,11 @@ TIERS = [
 ]
 
 
+# The book's history is applied as if read from this partition of each topic, which live
+# topics never have: a worker started from the book's state takes live records as new.
+HISTORY_PARTITION = 1_000_000
+
+
 class Book:
     def __init__(self) -> None:
         self.engine = RiskEngine()
@@ -37,7 +42,7 @@ class Book:
     def send(self, topic: str, key: str, value: dict) -> None:
         offset = self.offsets.get(topic, 0)
         self.offsets[topic] = offset + 1
-        self.engine.apply(Envelope(topic, 0, offset, key, value))
+        self.engine.apply(Envelope(topic, HISTORY_PARTITION, offset, key, value))
 
 
 def build(accounts: int, strikes: int, seed: int = 1) -> tuple[Book, list[str]]:
@@ -177,7 +182,9 @@ def engine_move(book: Book, index: float, ts: int) -> int:
     ):
         offset = book.offsets[topic]
         book.offsets[topic] = offset + 1
-        outputs += len(book.engine.apply(Envelope(topic, 0, offset, key, value)).outputs)
+        outputs += len(
+            book.engine.apply(Envelope(topic, HISTORY_PARTITION, offset, key, value)).outputs
+        )
     return outputs
 
 

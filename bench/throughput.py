@@ -187,6 +187,11 @@ def main() -> None:
     ours_rate = figures["ours"]["records_per_second"]
     figures["ours_over_ceiling"] = ours_rate / figures["ceiling"]["records_per_second"]
     print(f"ours / ceiling: {figures['ours_over_ceiling']:.2f} (goal >= 0.5)")
+    figures["ours_over_faust_floor"] = ours_rate / figures["faust_floor"]["records_per_second"]
+    print(f"ours / faust floor: {figures['ours_over_faust_floor']:.2f}")
+    floor_rate = figures["faust_floor"]["records_per_second"]
+    figures["faust_floor_over_ceiling"] = floor_rate / figures["ceiling"]["records_per_second"]
+    print(f"faust floor / ceiling: {figures['faust_floor_over_ceiling']:.2f}")
     if "peer" in figures:
         figures["ours_over_peer"] = ours_rate / figures["peer"]["records_per_second"]
         print(f"ours / peer:    {figures['ours_over_peer']:.2f} (goal >= 1)")
