@@ -7,9 +7,7 @@ import contextlib
 import os
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +15,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from marginstream.feeds.driver import group_topics, lag, wait_applied
 from marginstream.localbroker import LocalBroker, free_port
-from marginstream.localworker import LocalWorker
+from marginstream.localworker import LocalDeployment
 
 
 @contextlib.contextmanager
@@ -38,64 +35,9 @@ def broker() -> Iterator[str]:
             local.stop()
 
 
-@dataclass
-class Engine:
-    """One isolated marginstream deployment (own topic prefix and app id)."""
-
-    bootstrap: str
-    root: Path
-    partitions: int = 8
-    extra_env: dict[str, str] = field(default_factory=dict)
-    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    workers: list[LocalWorker] = field(default_factory=list)
-
-    @property
-    def prefix(self) -> str:
-        return f"b{self.tag}-"
-
-    @property
-    def app_id(self) -> str:
-        return f"bench-{self.tag}"
-
-    def env(self) -> dict[str, str]:
-        return {
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "MARGINSTREAM_TOPIC_PREFIX": self.prefix,
-            "MARGINSTREAM_APP_ID": self.app_id,
-            "MARGINSTREAM_PARTITIONS": str(self.partitions),
-            "MARGINSTREAM_SESSION_TIMEOUT": "6",
-            **self.extra_env,
-        }
-
-    def worker(self, name: str) -> LocalWorker:
-        worker = LocalWorker(
-            self.root / name / "data",
-            self.root / name / "worker.log",
-            self.env(),
-            log_level="warn",
-        )
-        self.workers.append(worker)
-        return worker
-
-    def stop(self) -> None:
-        for worker in self.workers:
-            worker.stop()
-
-    def wait_applied(self, timeout: float = 3600.0) -> float:
-        return asyncio.run(
-            wait_applied(self.bootstrap, self.app_id, group_topics(self.prefix), timeout)
-        )
-
-    def lag(self) -> int:
-        async def measure() -> int:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-            await admin.start()
-            try:
-                return await lag(admin, self.bootstrap, self.app_id, group_topics(self.prefix))
-            finally:
-                await admin.close()
-
-        return asyncio.run(measure())
+def bench_deployment(bootstrap: str, root: Path, **settings: Any) -> LocalDeployment:
+    """An isolated marginstream deployment whose workers log warnings only."""
+    return LocalDeployment(bootstrap, root, label="b", log_level="warn", **settings)
 
 
 async def produce(

@@ -23,12 +23,13 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench.cluster import Engine, broker, new_consumer, percentile
+from bench.cluster import bench_deployment, broker, new_consumer, percentile
 from bench.common import write_result
 from bench.recovery import write_parts
 from bench.remargin import T0, build
 from marginstream.core import Envelope, RiskEngine
 from marginstream.core.market import StateKey
+from marginstream.localworker import LocalDeployment
 
 
 def index_value(price: float, ts: int) -> dict[str, Any]:
@@ -45,9 +46,11 @@ def expected_alerts(parts: dict[StateKey, Any], moves: list[dict[str, Any]]) -> 
     return counts
 
 
-async def remargin_latency(engine: Engine, moves: list[dict], expected: list[int]) -> list[float]:
-    consumer = new_consumer(engine.bootstrap, engine.prefix + "liquidations")
-    producer = AIOKafkaProducer(bootstrap_servers=engine.bootstrap, acks="all")
+async def remargin_latency(
+    deployment: LocalDeployment, moves: list[dict], expected: list[int]
+) -> list[float]:
+    consumer = new_consumer(deployment.bootstrap, deployment.prefix + "liquidations")
+    producer = AIOKafkaProducer(bootstrap_servers=deployment.bootstrap, acks="all")
     await consumer.start()
     await producer.start()
     latencies = []
@@ -55,7 +58,9 @@ async def remargin_latency(engine: Engine, moves: list[dict], expected: list[int
         await consumer.seek_to_end()
         for value, count in zip(moves, expected, strict=True):
             sent = time.perf_counter()
-            await producer.send_and_wait(engine.prefix + "prices", orjson.dumps(value), key=b"BTC")
+            await producer.send_and_wait(
+                deployment.prefix + "prices", orjson.dumps(value), key=b"BTC"
+            )
             received, last = 0, sent
             while received < count:
                 if time.perf_counter() - sent > 600:
@@ -71,9 +76,11 @@ async def remargin_latency(engine: Engine, moves: list[dict], expected: list[int
     return latencies
 
 
-async def decision_latency(engine: Engine, accounts: list[str], rate: int, seconds: float) -> dict:
-    consumer = new_consumer(engine.bootstrap, engine.prefix + "decisions")
-    producer = AIOKafkaProducer(bootstrap_servers=engine.bootstrap, acks="all", linger_ms=1)
+async def decision_latency(
+    deployment: LocalDeployment, accounts: list[str], rate: int, seconds: float
+) -> dict:
+    consumer = new_consumer(deployment.bootstrap, deployment.prefix + "decisions")
+    producer = AIOKafkaProducer(bootstrap_servers=deployment.bootstrap, acks="all", linger_ms=1)
     await consumer.start()
     await producer.start()
     sent_at: dict[str, float] = {}
@@ -99,7 +106,7 @@ async def decision_latency(engine: Engine, accounts: list[str], rate: int, secon
                 }
                 sent_at[order_id] = time.perf_counter()
                 await producer.send(
-                    engine.prefix + "orders", orjson.dumps(value), key=account.encode()
+                    deployment.prefix + "orders", orjson.dumps(value), key=account.encode()
                 )
                 ahead = (n + 1) / rate - (time.perf_counter() - began)
                 if ahead > 0:
@@ -148,12 +155,12 @@ def main() -> None:
     expected = expected_alerts(parts, moves)
     figures: dict[str, Any] = {"accounts": args.accounts, "alerts_per_move": expected}
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="bench-") as directory:
-        engine = Engine(bootstrap, Path(directory))
-        asyncio.run(write_parts(engine, parts.items()))
-        worker = engine.worker("w1").start()
+        deployment = bench_deployment(bootstrap, Path(directory))
+        asyncio.run(write_parts(deployment, parts.items()))
+        worker = deployment.worker("w1").start()
         try:
-            worker.wait_ready(timeout=3600, partitions=engine.partitions)
-            remargin = asyncio.run(remargin_latency(engine, moves, expected))
+            worker.wait_ready(timeout=3600, partitions=deployment.partitions)
+            remargin = asyncio.run(remargin_latency(deployment, moves, expected))
             figures["remargin"] = {
                 "moves": len(remargin),
                 "p50_seconds": percentile(remargin, 0.5),
@@ -168,7 +175,7 @@ def main() -> None:
             )
             figures["decisions"] = defaultdict(dict)
             for rate in args.rates:
-                result = asyncio.run(decision_latency(engine, accounts, rate, args.seconds))
+                result = asyncio.run(decision_latency(deployment, accounts, rate, args.seconds))
                 figures["decisions"][str(rate)] = result
                 print(
                     f"order -> decision at {rate:,}/s offered: "
@@ -177,7 +184,7 @@ def main() -> None:
                     f"({result['decided']:,}/{result['orders']:,} decided)"
                 )
         finally:
-            engine.stop()
+            deployment.stop_all()
     print(f"written to {write_result('latency', figures)}")
 
 

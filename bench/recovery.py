@@ -22,14 +22,14 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from bench.cluster import Engine, broker, create_topics
+from bench.cluster import bench_deployment, broker, create_topics
 from bench.common import write_result
 from bench.streams import TIERS, mark_of, symbols
 from marginstream.core.instruments import parse_instrument
 from marginstream.core.ledger import Account
 from marginstream.core.market import Market
 from marginstream.core.records import FillRecord, MarkRecord
-from marginstream.localworker import LocalWorker
+from marginstream.localworker import LocalDeployment, LocalWorker
 from marginstream.stream.codec import encode_part, part_key
 
 PARTITIONS = 8
@@ -82,7 +82,7 @@ def account_part(number: int, books: list[str]) -> tuple[str, dict[str, Any]]:
     return name, account.to_dict()
 
 
-async def write_changelog(engine: Engine, accounts: int, instruments: int) -> float:
+async def write_changelog(deployment: LocalDeployment, accounts: int, instruments: int) -> float:
     """The state changelog of a deployment holding `accounts` accounts; returns seconds."""
     books = symbols(instruments)
 
@@ -92,20 +92,22 @@ async def write_changelog(engine: Engine, accounts: int, instruments: int) -> fl
             name, part = account_part(number, books)
             yield ("account", name), part
 
-    return await write_parts(engine, parts())
+    return await write_parts(deployment, parts())
 
 
 async def write_parts(
-    engine: Engine, parts: Iterable[tuple[tuple[str, str], dict[str, Any] | None]]
+    deployment: LocalDeployment, parts: Iterable[tuple[tuple[str, str], dict[str, Any] | None]]
 ) -> float:
     """Write state parts to the deployment's changelog as its workers would: market parts
     to every partition, an account to the partition its orders go to."""
-    topic = f"{engine.app_id}-state-changelog"
-    await create_topics(engine.bootstrap, [topic], engine.partitions, {"cleanup.policy": "compact"})
+    topic = f"{deployment.app_id}-state-changelog"
+    await create_topics(
+        deployment.bootstrap, [topic], deployment.partitions, {"cleanup.policy": "compact"}
+    )
     partitioner = DefaultPartitioner()
-    everyone = list(range(engine.partitions))
+    everyone = list(range(deployment.partitions))
     producer = AIOKafkaProducer(
-        bootstrap_servers=engine.bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024
+        bootstrap_servers=deployment.bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024
     )
     await producer.start()
     began = time.perf_counter()
@@ -155,14 +157,14 @@ def serving(worker: LocalWorker, timeout: float = 3600.0) -> float:
 
 
 def takeover(root: Path, bootstrap: str, accounts: int, instruments: int, standby: int) -> float:
-    engine = Engine(
+    deployment = bench_deployment(
         bootstrap,
         root / f"takeover-{standby}",
         partitions=PARTITIONS,
         extra_env={"MARGINSTREAM_STANDBY_REPLICAS": str(standby)},
     )
-    asyncio.run(write_changelog(engine, accounts, instruments))
-    first, second = engine.worker("w1").start(), engine.worker("w2").start()
+    asyncio.run(write_changelog(deployment, accounts, instruments))
+    first, second = deployment.worker("w1").start(), deployment.worker("w2").start()
     try:
         first.wait_ready(timeout=3600)
         second.wait_ready(timeout=3600)
@@ -178,7 +180,7 @@ def takeover(root: Path, bootstrap: str, accounts: int, instruments: int, standb
         serving(second)
         return time.perf_counter() - killed
     finally:
-        engine.stop()
+        deployment.stop_all()
 
 
 def main() -> None:
@@ -190,11 +192,11 @@ def main() -> None:
     figures: dict[str, Any] = {"accounts": args.accounts, "partitions": PARTITIONS}
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="bench-") as directory:
         root = Path(directory)
-        engine = Engine(bootstrap, root / "restore", partitions=PARTITIONS)
+        deployment = bench_deployment(bootstrap, root / "restore", partitions=PARTITIONS)
         figures["changelog_write_seconds"] = asyncio.run(
-            write_changelog(engine, args.accounts, args.instruments)
+            write_changelog(deployment, args.accounts, args.instruments)
         )
-        worker = engine.worker("w1")
+        worker = deployment.worker("w1")
         began = time.perf_counter()
         worker.start()
         figures["restore_seconds"] = serving(worker)
@@ -217,7 +219,7 @@ def main() -> None:
             f"restart with the local store intact: {figures['restart_intact_seconds']:.1f}s, "
             f"{figures['restart_changelog_records_read']} changelog records read"
         )
-        engine.stop()
+        deployment.stop_all()
         for standby in (0, 1):
             seconds = takeover(root, bootstrap, args.takeover_accounts, args.instruments, standby)
             figures[f"takeover_seconds_standby_{standby}"] = seconds

@@ -24,24 +24,26 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench.cluster import Engine, broker, create_topics, new_consumer, produce
+from bench.cluster import bench_deployment, broker, create_topics, new_consumer, produce
 from bench.common import write_result
 from bench.streams import deposits, market, trading
 from marginstream.feeds.driver import produce_runs, wait_applied
 
 
 def ours(bootstrap: str, root: Path, setup: list[dict], measured: list[dict]) -> dict[str, Any]:
-    engine = Engine(bootstrap, root / "ours")
-    worker = engine.worker("w1").start()
+    deployment = bench_deployment(bootstrap, root / "ours")
+    worker = deployment.worker("w1").start()
     try:
         worker.wait_ready()
-        asyncio.run(produce_runs(setup, bootstrap, engine.prefix, engine.app_id, timeout=3600))
+        asyncio.run(
+            produce_runs(setup, bootstrap, deployment.prefix, deployment.app_id, timeout=3600)
+        )
         began = time.perf_counter()
-        asyncio.run(produce(bootstrap, measured, engine.prefix))
-        engine.wait_applied()
+        asyncio.run(produce(bootstrap, measured, deployment.prefix))
+        deployment.wait_applied(3600)
         seconds = time.perf_counter() - began
     finally:
-        engine.stop()
+        deployment.stop_all()
     return {
         "records": len(measured),
         "seconds": seconds,

@@ -1,9 +1,11 @@
 """A worker (`faust -A marginstream.app worker`) run as a local process, for the demo,
-the tests and the benchmarks: start, wait until ready, read its web views, stop or kill -9.
+the tests and the benchmarks: start, wait until ready, read its web views, stop or kill -9;
+and a deployment of such workers isolated on a shared broker by its own topic prefix.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -12,9 +14,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient
+
+from marginstream.feeds.driver import group_topics, lag, wait_applied
 from marginstream.localbroker import free_port
 
 
@@ -114,3 +121,70 @@ class LocalWorker:
         if not self.log_path.exists():
             return "(no log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class LocalDeployment:
+    """One isolated engine on a shared broker: its own topic prefix, app id (consumer
+    group) and worker directories, so that tests and benchmarks never see each other."""
+
+    bootstrap: str
+    root: Path
+    partitions: int = 8
+    extra_env: dict[str, str] = field(default_factory=dict)
+    label: str = "d"  # starts the prefix and app id: which suite made the topics
+    log_level: str = "info"
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    workers: list[LocalWorker] = field(default_factory=list)
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.label}{self.tag}-"
+
+    @property
+    def app_id(self) -> str:
+        return f"ms-{self.label}{self.tag}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "MARGINSTREAM_TOPIC_PREFIX": self.prefix,
+            "MARGINSTREAM_APP_ID": self.app_id,
+            "MARGINSTREAM_PARTITIONS": str(self.partitions),
+            "MARGINSTREAM_SESSION_TIMEOUT": "6",
+            **self.extra_env,
+        }
+
+    def worker(self, name: str) -> LocalWorker:
+        directory = self.root / name
+        worker = LocalWorker(
+            directory / "data", directory / "worker.log", self.env(), log_level=self.log_level
+        )
+        self.workers.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def wait_applied(self, timeout: float = 300.0) -> float:
+        """Wait until everything produced is applied; GaveUp if no worker is left alive."""
+
+        def nobody_left() -> bool:
+            return bool(self.workers) and not any(w.alive() for w in self.workers)
+
+        topics = group_topics(self.prefix)
+        return asyncio.run(wait_applied(self.bootstrap, self.app_id, topics, timeout, nobody_left))
+
+    def lag(self) -> int:
+        """Records produced to the engine's inputs and not yet applied (committed)."""
+
+        async def measure() -> int:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await admin.start()
+            try:
+                return await lag(admin, self.bootstrap, self.app_id, group_topics(self.prefix))
+            finally:
+                await admin.close()
+
+        return asyncio.run(measure())

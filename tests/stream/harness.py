@@ -3,98 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from marginstream.cli.replay import replay_lines, state_lines
 from marginstream.core import RiskEngine
-from marginstream.feeds.driver import group_topics, lag, produce_runs, wait_applied
-from marginstream.localworker import LocalWorker
+from marginstream.feeds.driver import produce_runs
+from marginstream.localworker import LocalDeployment, LocalWorker
 
 OUTPUT_TOPICS = ("liquidations", "decisions", "dead-letters")
 ACCOUNT_TOPICS = ("orders", "transfers")
 
 
-class Worker(LocalWorker):
-    """A LocalWorker of a deployment: its env, and a directory named after it."""
-
-    def __init__(self, deployment: Deployment, name: str) -> None:
-        root = deployment.root / name
-        super().__init__(root / "data", root / "worker.log", deployment.env())
-        self.name = name
-
-
 @dataclass
-class Deployment:
-    """One isolated engine on the shared broker: its own topic prefix and app id."""
+class Deployment(LocalDeployment):
+    """A deployment of the stream tests: 4 partitions, commits every 0.2 s."""
 
-    bootstrap: str
-    root: Path
     partitions: int = 4
-    extra_env: dict[str, str] = field(default_factory=dict)
-    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    workers: list[Worker] = field(default_factory=list)
-
-    @property
-    def prefix(self) -> str:
-        return f"t{self.tag}-"
-
-    @property
-    def app_id(self) -> str:
-        return f"ms-{self.tag}"
+    label: str = "t"
 
     def env(self) -> dict[str, str]:
-        return {
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "MARGINSTREAM_TOPIC_PREFIX": self.prefix,
-            "MARGINSTREAM_APP_ID": self.app_id,
-            "MARGINSTREAM_PARTITIONS": str(self.partitions),
-            "MARGINSTREAM_COMMIT_INTERVAL": "0.2",
-            "MARGINSTREAM_SESSION_TIMEOUT": "6",
-            **self.extra_env,
-        }
-
-    def worker(self, name: str) -> Worker:
-        worker = Worker(self, name)
-        self.workers.append(worker)
-        return worker
-
-    def stop_all(self) -> None:
-        for worker in self.workers:
-            worker.stop()
+        return {"MARGINSTREAM_COMMIT_INTERVAL": "0.2", **super().env()}
 
     def produce(self, records: list[dict[str, Any]], wait: bool = True) -> None:
         group = self.app_id if wait else None
         asyncio.run(produce_runs(records, self.bootstrap, self.prefix, group, timeout=300))
-
-    def wait_applied(self, timeout: float = 300.0) -> float:
-        """Wait until everything produced is applied; GaveUp if no worker is left alive."""
-
-        def nobody_left() -> bool:
-            return bool(self.workers) and not any(w.alive() for w in self.workers)
-
-        topics = group_topics(self.prefix)
-        return asyncio.run(wait_applied(self.bootstrap, self.app_id, topics, timeout, nobody_left))
-
-    def lag(self) -> int:
-        """Records produced to the engine's inputs and not yet applied (committed)."""
-
-        async def measure() -> int:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-            await admin.start()
-            try:
-                return await lag(admin, self.bootstrap, self.app_id, group_topics(self.prefix))
-            finally:
-                await admin.close()
-
-        return asyncio.run(measure())
 
     def outputs(self) -> list[tuple[str, dict[str, Any]]]:
         """Everything published to the output topics so far, as (SPEC topic, value)."""
@@ -190,7 +127,7 @@ def compare_outputs(
     return result
 
 
-def live_states(worker: Worker, accounts: Iterable[str]) -> dict[str, Any]:
+def live_states(worker: LocalWorker, accounts: Iterable[str]) -> dict[str, Any]:
     states = {}
     for account in accounts:
         status, body = worker.get(f"/accounts/{account}/")
