@@ -11,6 +11,7 @@ which are co-partitioned: partition p of all three feeds the engine of p.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from typing import Any
@@ -44,16 +45,53 @@ log = logging.getLogger(__name__)
 RAW: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
 
 
+class DeliveryFailed(RuntimeError):
+    """A record the worker sent was not stored by Kafka: no input offset may be committed."""
+
+
 class OrderedProducer(faust_aiokafka.Producer):
-    """faust's producer with Kafka's idempotence on, in at-least-once mode too.
+    """faust's producer with Kafka's idempotence on, in at-least-once mode too, and a
+    flush that fails once any send has failed.
 
     The state changelog must be a prefix of the writes, in order: an idempotent
     producer cannot leave a gap in a partition (a lost batch followed by a delivered
     one), which retries without idempotence could.
+
+    Sends are not awaited one by one; faust flushes the producer, then commits input
+    offsets. A send that fails after it was queued (a rejected or expired batch) only
+    sets its future's exception, which faust's flush does not look at: the offset of the
+    record that produced it would be committed, and the record never read again. So the
+    first failure is kept, and every later flush raises it, which stops the commit and
+    crashes the worker; its successor re-reads from the last good commit.
     """
+
+    delivery_error: BaseException | None = None
 
     def _settings_extra(self) -> dict[str, Any]:
         return {"acks": "all", "enable_idempotence": True}
+
+    async def send(self, *args: Any, **kwargs: Any) -> Any:
+        future = await super().send(*args, **kwargs)
+        future.add_done_callback(self._delivered)
+        return future
+
+    def _delivered(self, future: Any) -> None:
+        if self.delivery_error is not None:
+            return
+        if future.cancelled():
+            self.delivery_error = asyncio.CancelledError("a send was cancelled")
+        elif future.exception() is not None:
+            self.delivery_error = future.exception()
+        else:
+            return
+        log.error(
+            "a record was not delivered: %r; no offset will be committed", self.delivery_error
+        )
+
+    async def flush(self) -> None:
+        await super().flush()
+        if self.delivery_error is not None:
+            raise DeliveryFailed(f"a record was not delivered: {self.delivery_error!r}")
 
 
 class CommitAwareTables(TableManager):
@@ -129,7 +167,7 @@ class StateAccess:
 
     def on_sent(self, future: Any) -> None:
         if future.cancelled() or future.exception() is not None:
-            return  # the producer fails the worker; the offset is simply not advanced
+            return  # OrderedProducer refuses every later commit; nothing to save
         metadata = future.result()
         tp = TP(metadata.topic, metadata.partition)
         if metadata.offset > self.acknowledged.get(tp, -1):
