@@ -58,10 +58,6 @@ class OpenOrder:
     reduce_only: bool
     ts: int
 
-    @property
-    def signed_qty(self) -> Decimal:
-        return self.qty if self.side == "buy" else -self.qty
-
     def to_list(self) -> list[Any]:
         return [
             self.symbol,

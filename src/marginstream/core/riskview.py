@@ -219,9 +219,6 @@ class RiskView:
         equity, initial, maintenance = self.totals(np.array([self._account(account_id)]))
         return float(equity[0]), float(initial[0]), float(maintenance[0])
 
-    def account_numbers(self) -> np.ndarray:
-        return np.arange(self._accounts.size)
-
     # -- internals ------------------------------------------------------------------
 
     def _account(self, account_id: str) -> int:
