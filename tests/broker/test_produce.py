@@ -10,7 +10,8 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
+
+from tests.kafka_admin import topic_names
 
 
 def produce(path: Path, bootstrap: str, prefix: str, *extra: str) -> subprocess.CompletedProcess:
@@ -33,15 +34,6 @@ async def _consume(bootstrap: str, topics: list[str], expected: int) -> list[tup
     finally:
         await consumer.stop()
     return received
-
-
-async def _topics(bootstrap: str) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return set(await admin.list_topics())
-    finally:
-        await admin.close()
 
 
 def test_every_line_reaches_its_topic(kafka_bootstrap: str, tmp_path: Path):
@@ -79,4 +71,4 @@ def test_a_bad_line_is_reported_and_nothing_is_sent(kafka_bootstrap: str, tmp_pa
     result = produce(feed, kafka_bootstrap, prefix)
     assert result.returncode == 1
     assert result.stderr.startswith(f"marginstream: error: {feed}:3: not JSON")
-    assert not any(t.startswith(prefix) for t in asyncio.run(_topics(kafka_bootstrap)))
+    assert not any(t.startswith(prefix) for t in topic_names(kafka_bootstrap))

@@ -13,6 +13,7 @@ import pytest
 
 from marginstream.localbroker import KAFKA_VERSION, LocalBroker, free_port, metadata_ok
 from marginstream.localbroker.jars import pom_kafka_version, pom_text
+from tests.kafka_admin import topic_names
 
 
 def marginstream(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -83,7 +84,7 @@ def test_restart_reuses_the_formatted_storage_and_keeps_topics(tmp_path: Path):
     broker.start()
     try:
         assert (broker.kraft_dir / "meta.properties").read_text() == meta  # not re-formatted
-        assert "kept-across-restarts" in _topics(broker.bootstrap)
+        assert "kept-across-restarts" in topic_names(broker.bootstrap)
     finally:
         broker.stop()
     assert kafka_processes_on(broker.data_dir) == []
@@ -103,22 +104,6 @@ def _create_topic(bootstrap: str, name: str) -> None:
             await admin.close()
 
     asyncio.run(create())
-
-
-def _topics(bootstrap: str) -> set[str]:
-    import asyncio
-
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    async def listing() -> set[str]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            return set(await admin.list_topics())
-        finally:
-            await admin.close()
-
-    return asyncio.run(listing())
 
 
 def test_port_taken_is_one_clear_line(tmp_path: Path):
