@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import Decimal, Inexact, localcontext
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from marginstream.core.numbers import (
     LEDGER_CONTEXT,
@@ -63,6 +65,13 @@ def test_decimal_text_never_uses_an_exponent_or_minus_zero():
     assert decimal_text(Decimal("65000.500")) == "65000.5"
     assert decimal_text(Decimal("-0.00")) == "0"
     assert decimal_text(Decimal("1E-18")) == "0.000000000000000001"
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False))
+def test_decimal_text_is_the_normalised_fixed_point_text(value):
+    # decimal_text skips normalize() where str() is already plain; the text must not change.
+    normalised = value.normalize(LEDGER_CONTEXT.copy())
+    assert decimal_text(value) == ("0" if value == 0 else format(normalised, "f"))
 
 
 def test_risk_text_keeps_fifteen_significant_digits():

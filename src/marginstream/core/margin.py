@@ -48,10 +48,20 @@ def _sliced(
     width: tuple[float, ...],
     rates: tuple[float, ...],
 ) -> float:
-    """Each slice of notional pays its own tier's rate, so the total is continuous."""
+    """Each slice of notional pays its own tier's rate, so the total is continuous.
+
+    Tiers above the notional add rate * 0.0 = 0.0, which changes no sum: the loop stops
+    at the first, and riskview, which adds them all, gets the same bits. Most notionals
+    fit in the first slice (from 0): 0.0 + rate * notional is rate * notional.
+    """
+    if 0.0 < notional <= width[0]:
+        return rates[0] * notional
     total = 0.0
     for low, span, rate in zip(lower, width, rates, strict=True):
-        total += rate * min(max(notional - low, 0.0), span)
+        above = notional - low
+        if above <= 0.0:
+            break
+        total += rate * min(above, span)
     return total
 
 

@@ -86,6 +86,8 @@ class Market:
     options_on: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     dirty: set[StateKey] = field(default_factory=set)
     _models: dict[str, OptionValue | None] = field(default_factory=dict)
+    # symbol -> (seq, risk mark, funding index) as floats, valid while seq is the market's.
+    _floats: dict[str, tuple[int, float | None, float]] = field(default_factory=dict)
 
     # -- reading ----------------------------------------------------------------
 
@@ -97,6 +99,22 @@ class Market:
 
     def risk_mark(self, symbol: str) -> float | None:
         """The price positions are valued at, or None before the instrument's first mark."""
+        return self._risk_floats(symbol)[1]
+
+    def risk_funding(self, symbol: str) -> float:
+        """The cumulative funding index as a float (a risk figure)."""
+        return self._risk_floats(symbol)[2]
+
+    def _risk_floats(self, symbol: str) -> tuple[int, float | None, float]:
+        # Decimal to float costs a string conversion; each record's risk reads these many
+        # times. Every market change ticks seq first, which retires all of them.
+        cached = self._floats.get(symbol)
+        if cached is None or cached[0] != self.seq:
+            funding = float(self.quotes[symbol].funding)
+            cached = self._floats[symbol] = (self.seq, self._mark_float(symbol), funding)
+        return cached
+
+    def _mark_float(self, symbol: str) -> float | None:
         quote = self.quotes[symbol]
         if quote.settlement is not None:
             return float(quote.settlement)
@@ -265,6 +283,7 @@ class Market:
     # -- internals ------------------------------------------------------------------
 
     def _tick(self) -> None:
+        """Called by every change to the market, before the change (nothing reads between)."""
         self.seq += 1
 
     def _define(self, instrument: Instrument) -> None:

@@ -122,7 +122,10 @@ def decimal_text(value: Decimal) -> str:
     """A ledger figure as SPEC's decimal string: no exponent, no trailing zeros, no '-0'."""
     if value == 0:
         return "0"
-    return format(value.normalize(_rounding()), "f")
+    text = str(value)  # plain unless its exponent is large: then normalise and format
+    if "E" in text:
+        return format(value.normalize(_rounding()), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def risk_text(value: float) -> str:

@@ -20,7 +20,15 @@ from marginstream.core.records import (
     OrderRecord,
     TransferRecord,
 )
-from marginstream.core.risk import assess, cash_with_funding, figures
+from marginstream.core.risk import (
+    Rows,
+    assess,
+    cash_with_funding,
+    figures,
+    risk_rows,
+    total,
+    with_order,
+)
 from marginstream.core.riskview import RiskView
 
 
@@ -54,10 +62,11 @@ class Desk:
                 return self.withdrawal(account, record, trigger)
 
     def level_check(
-        self, account: Account, trigger: dict[str, Any], ts: int | None
+        self, account: Account, trigger: dict[str, Any], ts: int | None, rows: Rows | None = None
     ) -> list[Output]:
-        """The alert due if the account's figures put it at a new level."""
-        if self.thresholds.level(figures(account, self.market).margin_ratio) == account.level:
+        """The alert due if the account's figures (from its current rows) put it at a new level."""
+        current = total(account, rows) if rows is not None else figures(account, self.market)
+        if self.thresholds.level(current.margin_ratio) == account.level:
             return []
         risk = assess(account, self.market)  # the same sums, with positions for the alert
         alert = raise_alert(account, risk, self.thresholds, trigger, ts)
@@ -68,22 +77,24 @@ class Desk:
     # -- requests -------------------------------------------------------------------
 
     def order(self, account: Account, order: OrderRecord) -> list[Output]:
-        before = figures(account, self.market)
-        after = before
+        rows = risk_rows(account, self.market)
+        before = after = total(account, rows)
         reason = order_rejection(account, order, self.market)
+        rows_after = None
         if reason is None and not order.reduce_only:
             pending = OpenOrder(
                 order.order_id, order.symbol, order.side, order.qty, order.price, False, order.ts
             )
-            after = figures(account, self.market, extra_order=pending)
+            rows_after = with_order(rows, account, self.market, pending)
+            after = total(account, rows_after)
             if after.available < 0:
                 reason = (
                     f"insufficient margin: available {risk_text(before.available)}, "
                     f"{risk_text(after.available)} after reserving for the order"
                 )
         if reason is None:
-            account.add_order(order)
-            self.view.sync(account, [order.symbol], self.market)
+            account.add_order(order)  # the pending order: rows_after are the account's rows
+            self.view.sync(account, [order.symbol], self.market, rows_after)
         else:
             after = before
         decision = decision_value(
@@ -113,8 +124,9 @@ class Desk:
             raise RecordError(f"instrument {fill.symbol} is settled: no fill can follow")
         account.apply_fill(fill, instrument, self.market.funding(fill.symbol))
         Account.remember_id(account.fills_seen, fill.fill_id, fill.ts, self.retention_ms)
-        self.view.sync(account, [fill.symbol], self.market)
-        return self.level_check(account, trigger, fill.ts)
+        rows = risk_rows(account, self.market)
+        self.view.sync(account, [fill.symbol], self.market, rows)
+        return self.level_check(account, trigger, fill.ts, rows)
 
     def deposit(
         self, account: Account, deposit: TransferRecord, trigger: dict[str, Any]

@@ -9,9 +9,9 @@ formula both apply, so the two can only differ in the order of the final sums.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 from marginstream.core.instruments import Instrument, Kind
 from marginstream.core.ledger import Account, OpenOrder, Position
@@ -20,9 +20,12 @@ from marginstream.core.market import Market
 from marginstream.core.numbers import ZERO, exact
 
 
-@dataclass(frozen=True, slots=True)
-class RowInputs:
-    """One (account, instrument) pair as floats: the position and its open orders."""
+class RowInputs(NamedTuple):
+    """One (account, instrument) pair as floats: the position and its open orders.
+
+    (This and the two row types below are named tuples: built several times per record,
+    where a frozen dataclass's __init__ costs twice as much.)
+    """
 
     qty: float
     cost: float
@@ -33,8 +36,7 @@ class RowInputs:
     fallback_price: float  # valuation before the first mark: entry, else the orders' average price
 
 
-@dataclass(frozen=True, slots=True)
-class RowRisk:
+class RowRisk(NamedTuple):
     value: float  # futures: unrealised PnL + accrued funding; options: qty x size x mark
     unrealized: float
     initial: float  # the position's and its orders' initial margin (worse side)
@@ -155,7 +157,7 @@ def row_risk(row: RowInputs, instrument: Instrument, market: Market) -> RowRisk:
         unrealized = q * size * price - row.cost if marked else 0.0
         accrual = 0.0
         if instrument.kind is Kind.PERPETUAL:
-            accrual = -q * size * (float(market.funding(instrument.symbol)) - row.funding_index)
+            accrual = -q * size * (market.risk_funding(instrument.symbol) - row.funding_index)
         notional = abs(q) * size * price
         if row.buy or row.sell:  # the worse side of the open orders
             initial = max(
@@ -210,29 +212,58 @@ def risk_symbols(account: Account, orders: dict[str, list[OpenOrder]]) -> list[s
     return sorted(held | orders.keys())
 
 
-def _rows(
-    account: Account, market: Market, extra_order: OpenOrder | None
-) -> Iterator[tuple[Instrument, Position | None, RowInputs, RowRisk]]:
-    """Each risk-carrying row of the account, in symbol order (so sums are reproducible)."""
+class RiskRow(NamedTuple):
+    """One risk-carrying (account, instrument) pair: its inputs and its figures."""
+
+    instrument: Instrument
+    position: Position | None
+    inputs: RowInputs
+    risk: RowRisk
+
+
+Rows = dict[str, RiskRow]  # by symbol, in symbol order (so sums are reproducible)
+
+
+def risk_row(account: Account, market: Market, symbol: str, orders: list[OpenOrder]) -> RiskRow:
+    instrument = market.instruments[symbol]
+    position = account.positions.get(symbol)
+    inputs = row_inputs(position, orders, instrument)
+    return RiskRow(instrument, position, inputs, row_risk(inputs, instrument, market))
+
+
+def risk_rows(account: Account, market: Market, extra_order: OpenOrder | None = None) -> Rows:
+    """Each risk-carrying row of the account (optionally as if extra_order were also open)."""
     orders = orders_by_symbol(account, extra_order)
-    for symbol in risk_symbols(account, orders):
-        instrument = market.instruments[symbol]
-        position = account.positions.get(symbol)
-        row = row_inputs(position, orders.get(symbol, []), instrument)
-        yield instrument, position, row, row_risk(row, instrument, market)
+    return {
+        symbol: risk_row(account, market, symbol, orders.get(symbol, []))
+        for symbol in risk_symbols(account, orders)
+    }
+
+
+def with_order(rows: Rows, account: Account, market: Market, order: OpenOrder) -> Rows:
+    """risk_rows(account, market, extra_order=order), from the account's rows: only the
+    order's symbol has a new row."""
+    symbol = order.symbol
+    orders = [o for o in account.orders.values() if o.symbol == symbol] + [order]
+    changed = {**rows, symbol: risk_row(account, market, symbol, orders)}
+    return changed if symbol in rows else dict(sorted(changed.items()))
+
+
+def total(account: Account, rows: Rows) -> MarginFigures:
+    equity = float(account.cash)
+    initial = maintenance = 0.0
+    for row in rows.values():
+        equity += row.risk.value
+        initial += row.risk.initial
+        maintenance += row.risk.maintenance
+    return MarginFigures(equity, initial, maintenance)
 
 
 def figures(
     account: Account, market: Market, extra_order: OpenOrder | None = None
 ) -> MarginFigures:
     """Equity and margins (optionally as if extra_order were also open), and nothing else."""
-    equity = float(account.cash)
-    initial = maintenance = 0.0
-    for _, _, _, risk in _rows(account, market, extra_order):
-        equity += risk.value
-        initial += risk.initial
-        maintenance += risk.maintenance
-    return MarginFigures(equity, initial, maintenance)
+    return total(account, risk_rows(account, market, extra_order))
 
 
 @exact
@@ -253,12 +284,13 @@ def assess(account: Account, market: Market, extra_order: OpenOrder | None = Non
     greeks = Greeks()
     by_underlying: dict[str, Greeks] = {}
     positions: list[PositionRisk] = []
-    for instrument, position, row, risk in _rows(account, market, extra_order):
+    for row in risk_rows(account, market, extra_order).values():
+        instrument, position, risk = row.instrument, row.position, row.risk
         equity += risk.value
         initial += risk.initial
         maintenance += risk.maintenance
         if position is not None and position.qty != 0:
-            sensitivity = row_greeks(row, instrument, market)
+            sensitivity = row_greeks(row.inputs, instrument, market)
             greeks += sensitivity
             underlying = instrument.underlying
             by_underlying[underlying] = by_underlying.get(underlying, Greeks()) + sensitivity

@@ -18,9 +18,9 @@ import numpy as np
 
 from marginstream.core.alerts import LEVELS, Thresholds
 from marginstream.core.instruments import Kind
-from marginstream.core.ledger import Account
+from marginstream.core.ledger import Account, OpenOrder
 from marginstream.core.market import Market
-from marginstream.core.risk import RowInputs, orders_by_symbol, row_inputs, row_risk
+from marginstream.core.risk import RowInputs, Rows, orders_by_symbol, risk_row
 
 _NEAR = 1e-9  # relative distance to a threshold below which the exact path decides
 _ROW_FIELDS = ("qty", "cost", "funding_index", "buy", "sell", "premium", "fallback_price")
@@ -125,7 +125,7 @@ class RiskView:
             instrument = market.instruments[symbol]
             mark = market.risk_mark(symbol)
             columns["mark"][number] = np.nan if mark is None else mark
-            columns["funding"][number] = float(market.funding(symbol))
+            columns["funding"][number] = market.risk_funding(symbol)
             if instrument.is_option:
                 index = market.risk_index(instrument.underlying)
                 columns["spot"][number] = columns["strike"][number] if index is None else index
@@ -133,24 +133,34 @@ class RiskView:
         if rows.size:
             self._compute(rows)
 
-    def sync(self, account: Account, symbols: Iterable[str], market: Market) -> None:
+    def sync(
+        self,
+        account: Account,
+        symbols: Iterable[str],
+        market: Market,
+        known: Rows | None = None,
+    ) -> None:
         """Copy the account's cash and its rows for symbols from the exact ledger.
 
         One account's few rows are computed with the scalar row_risk (the same
         formulas, operation for operation): NumPy's per-call overhead would cost
-        more than the arithmetic.
+        more than the arithmetic. Rows the caller has just computed from the account
+        as it is now (`known`) are taken as they are.
         """
         number = self._account(account.account_id)
         self._accounts["cash"][number] = float(account.cash)
         self._accounts["level"][number] = LEVELS.index(account.level)
-        orders = orders_by_symbol(account)
+        orders: dict[str, list[OpenOrder]] | None = None
         columns = self._rows
         for symbol in symbols:
-            instrument = market.instruments[symbol]
             row = self._row(number, self._instrument_number[symbol])
-            inputs = row_inputs(account.positions.get(symbol), orders.get(symbol, []), instrument)
-            self._write_row(row, inputs)
-            risk = row_risk(inputs, instrument, market)
+            computed = known.get(symbol) if known is not None else None
+            if computed is None:
+                if orders is None:
+                    orders = orders_by_symbol(account)
+                computed = risk_row(account, market, symbol, orders.get(symbol, []))
+            self._write_row(row, computed.inputs)
+            risk = computed.risk
             columns["value"][row] = risk.value
             columns["initial"][row] = risk.initial
             columns["maintenance"][row] = risk.maintenance

@@ -43,9 +43,10 @@ class Message(Protocol):
 
 
 class PartStore(Protocol):
-    """What the shell needs of the state table: item assignment and a partition scan."""
+    """What the shell needs of the state table: one record's parts written together into
+    a partition's store, and a partition scan."""
 
-    def __setitem__(self, key: bytes, value: bytes) -> None: ...
+    def write(self, partition: int, parts: list[tuple[bytes, bytes]]) -> None: ...
     def partition_items(self, partition: int) -> Iterable[tuple[bytes, bytes]]: ...
 
 
@@ -144,9 +145,8 @@ class Shell:
         parts = []
         for key in outcome.parts_in_write_order():
             loaded.version += 1
-            stored = (part_key(key), encode_part(loaded.version, loaded.engine.part(key)))
-            self.store[stored[0]] = stored[1]
-            parts.append(stored)
+            parts.append((part_key(key), encode_part(loaded.version, loaded.engine.part(key))))
+        self.store.write(message.partition, parts)
         loaded.records += 1
         FAULTS.hit("after-local-write")
         publications = []

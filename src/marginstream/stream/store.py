@@ -64,6 +64,15 @@ class VersionedStore(RocksDBStore):
         for tp, offset in offsets.items():
             self.set_persisted_offset(tp, offset)
 
+    def write_parts(self, partition: int, parts: list[tuple[bytes, bytes]]) -> None:
+        """State parts, in write order, written to a partition's local store as one batch."""
+        if not parts:
+            return
+        write = rocksdict.WriteBatch(raw_mode=True)
+        for key, value in parts:
+            write.put(key, value)
+        self._db_for_partition(partition).write(write)
+
     def partition_items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         """Every key and value stored for one partition (faust's offset key included)."""
         db = self._db_for_partition(partition)

@@ -27,6 +27,10 @@ class TopicNames:
         """The SPEC name of a topic (its full name without the prefix)."""
         return full_name[len(self.prefix) :] if full_name.startswith(self.prefix) else full_name
 
+    def risk_inputs(self) -> list[str]:
+        """What the risk handler reads: the account inputs and the market fan-out."""
+        return [self.full(n) for n in (*ACCOUNT_INPUTS, MARKET_FANOUT)]
+
     def partitioned_like_orders(self) -> list[str]:
         return [self.full(n) for n in (*ACCOUNT_INPUTS, MARKET_FANOUT, *OUTPUTS)]
 

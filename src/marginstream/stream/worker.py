@@ -22,6 +22,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from marginstream.stream import web
+from marginstream.stream.consumer import DirectConsumer, DirectHandler
 from marginstream.stream.faults import FAULTS
 from marginstream.stream.partitions import (
     ORIGIN_OFFSET,
@@ -106,9 +107,11 @@ class CommitAwareTables(TableManager):
 
 
 class RiskApp(faust.App):
-    """faust.App that creates and checks its topics before anything consumes them."""
+    """faust.App that creates and checks its topics before anything consumes them, and
+    whose consumer hands some topics' records straight to a handler."""
 
     settings: StreamSettings
+    direct_handlers: dict[str, DirectHandler]
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
@@ -140,18 +143,28 @@ def quiet_debug_logging() -> None:
 
 
 class StateAccess:
-    """The state table as the shell writes it: the local store now, the changelog by the agent.
+    """The state table as the shell writes it: the local store in batches, the changelog by
+    the agent.
 
     faust's own `table[key] = value` queues each changelog record through its producer
     buffer and writes the acknowledged offset to RocksDB per record; both cost more than
-    the record's whole risk computation. Here the agent sends changelog records straight
-    to the producer, and the highest acknowledged offset per partition is saved once per
-    commit (versions make a restore that reads a little more harmless).
+    the record's whole risk computation. Here the risk handler sends changelog records
+    straight to the producer, and the highest acknowledged offset per partition is saved
+    once per commit (versions make a restore that reads a little more harmless).
+
+    Local writes are gathered per partition and written as one RocksDB batch before the
+    acknowledged offsets are saved (and on revocation, and every LOCAL_BATCH records). A
+    kill -9 loses the unwritten ones, but never behind a saved offset: the restore reads
+    the changelog from there, so it brings them back.
     """
+
+    LOCAL_BATCH = 2000  # records
 
     def __init__(self, table: StateTable) -> None:
         self.table = table
         self.acknowledged: dict[TP, int] = {}
+        self.unwritten: dict[int, list[tuple[bytes, bytes]]] = {}
+        self.unwritten_records = 0
 
     @property
     def store(self) -> VersionedStore:
@@ -159,10 +172,20 @@ class StateAccess:
         assert isinstance(store, VersionedStore)
         return store
 
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.store[key] = value  # into the current event's partition
+    def write(self, partition: int, parts: list[tuple[bytes, bytes]]) -> None:
+        self.unwritten.setdefault(partition, []).extend(parts)
+        self.unwritten_records += 1
+        if self.unwritten_records >= self.LOCAL_BATCH:
+            self.write_local()
+
+    def write_local(self) -> None:
+        for partition, parts in self.unwritten.items():
+            self.store.write_parts(partition, parts)
+        self.unwritten.clear()
+        self.unwritten_records = 0
 
     def partition_items(self, partition: int) -> Any:
+        self.write_local()
         return self.store.partition_items(partition)
 
     def on_sent(self, future: Any) -> None:
@@ -174,6 +197,7 @@ class StateAccess:
             self.acknowledged[tp] = metadata.offset
 
     def save_acknowledged(self) -> None:
+        self.write_local()  # the parts first: a saved offset must have them behind it
         for tp, offset in self.acknowledged.items():
             self.store.set_persisted_offset(tp, offset)
         self.acknowledged.clear()
@@ -182,6 +206,7 @@ class StateAccess:
 def create_app(settings: StreamSettings | None = None) -> RiskApp:
     settings = settings or StreamSettings.from_env()
     faust_aiokafka.Transport.Producer = OrderedProducer
+    faust_aiokafka.Transport.Consumer = DirectConsumer
     names = TopicNames(settings.topic_prefix)
     partitions = settings.partitions
     app = RiskApp(
@@ -208,9 +233,7 @@ def create_app(settings: StreamSettings | None = None) -> RiskApp:
     )
     app.settings = settings
 
-    account_inputs = app.topic(
-        *(names.full(n) for n in (*ACCOUNT_INPUTS, MARKET_FANOUT)), partitions=partitions, **RAW
-    )
+    account_inputs = app.topic(*names.risk_inputs(), partitions=partitions, **RAW)
     market_inputs = app.topic(*(names.full(n) for n in MARKET_INPUTS), **RAW)
     fanout = app.topic(names.full(MARKET_FANOUT), partitions=partitions, **RAW)
     for name in OUTPUTS:  # declared, so faust knows them; sent to straight by the producer
@@ -227,7 +250,6 @@ def create_app(settings: StreamSettings | None = None) -> RiskApp:
         shell.committed(offsets)
 
     app.tables.on_committed = committed  # type: ignore[attr-defined]
-    account_topics = {names.full(n) for n in (*ACCOUNT_INPUTS, MARKET_FANOUT)}
 
     @app.agent(market_inputs, name="fanout", concurrency=1)
     async def fan_out(stream: faust.StreamT) -> None:
@@ -243,22 +265,39 @@ def create_app(settings: StreamSettings | None = None) -> RiskApp:
                     key=message.key, value=message.value, partition=partition, headers=headers
                 )
 
-    @app.agent(account_inputs, name="risk", concurrency=1)
-    async def risk(stream: faust.StreamT) -> None:
+    async def risk(message: Any) -> None:
         producer = app.producer
-        changelog = table.changelog_topic.get_topic_name()
-        async for event in stream.events():
-            applied = shell.process(event.message)
-            # Straight to the producer, changelog first: it is flushed before every offset
-            # commit, so a committed offset has its state and outputs in Kafka.
-            for key, value in applied.parts:
-                sent = await producer.send(changelog, key, value, applied.partition, None, None)
-                sent.add_done_callback(state.on_sent)
-            for topic, key, value in applied.publications:
-                await producer.send(topic, key, value, None, None, None)
-            if FAULTS.armed("after-flush"):
-                await app.producer.flush()
-                FAULTS.hit("after-flush")
+        applied = shell.process(message)
+        # Straight to the producer, changelog first: it is flushed before every offset
+        # commit, so a committed offset has its state and outputs in Kafka.
+        for key, value in applied.parts:
+            sent = await producer.send(changelog, key, value, applied.partition, None, None)
+            sent.add_done_callback(state.on_sent)
+        for topic, key, value in applied.publications:
+            await producer.send(topic, key, value, None, None, None)
+        if FAULTS.armed("after-flush"):
+            await producer.flush()
+            FAULTS.hit("after-flush")
+
+    # The account inputs are subscribed to (and acked) through faust's conductor, but their
+    # records go from the fetch loop to `risk`, not through a stream (see stream.consumer).
+    app.topics.add(account_inputs)
+    changelog = table.changelog_topic.get_topic_name()
+    app.direct_handlers = dict.fromkeys(names.risk_inputs(), risk)
+
+    follow_rebalances(app, shell, state, names)
+    web.register(app, shell, names)
+    return app
+
+
+def follow_rebalances(app: RiskApp, shell: Shell, state: StateAccess, names: TopicNames) -> None:
+    """Keep the loaded engines and the local writes in step with the partitions owned."""
+    account_topics = set(names.risk_inputs())
+
+    @app.on_partitions_revoked.connect
+    async def write_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        del sender, revoked, kwargs
+        state.write_local()  # before a later owner's changelog could be restored here
 
     @app.on_partitions_assigned.connect
     async def keep_only_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
@@ -274,6 +313,3 @@ def create_app(settings: StreamSettings | None = None) -> RiskApp:
         for tp in sorted(app.assignor.assigned_actives()):
             if tp.topic == orders:
                 shell.engine_for(tp.partition)
-
-    web.register(app, shell, names)
-    return app
