@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from marginstream.localbroker import LocalBroker, free_port
@@ -99,6 +99,46 @@ def new_consumer(bootstrap: str, *topics: str, **settings: Any) -> AIOKafkaConsu
     return AIOKafkaConsumer(
         *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest", **settings
     )
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    consumer = new_consumer(bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    return {tp.partition: offset for tp, offset in ends.items()}
+
+
+async def write_span(bootstrap: str, topic: str, after: dict[int, int]) -> float:
+    """Seconds between the first and the last record written to topic past the offsets in
+    after (producer timestamps): how long a worker took to process what it was given,
+    measured as the Quix peer measures itself, from first record to last."""
+    ends = await end_offsets(bootstrap, topic)
+    consumer = new_consumer(bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        first, last = float("inf"), float("-inf")
+        for partition, end in ends.items():
+            tp = TopicPartition(topic, partition)
+            consumer.assign([tp])
+            consumer.seek(tp, after.get(partition, 0))
+            while await consumer.position(tp) < end:
+                for message in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                    if message.offset < end:
+                        first = min(first, message.timestamp)
+                        last = max(last, message.timestamp)
+        return (last - first) / 1000
+    finally:
+        await consumer.stop()
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

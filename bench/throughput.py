@@ -5,6 +5,12 @@
 - peer: the same perpetual-only margin logic as a Quix Streams application (bench/quix_peer).
 
     python -m bench.throughput --accounts 100000 --instruments 20 --records 150000
+
+Each is timed from the first measured record it processed to the last: the peer by its
+own clock, ours and the faust floor by the timestamps of what they wrote (state changelog,
+output), the bare loop by its clock. Ours and the floor also report end to end, from the
+first record produced to the last one committed (which adds the produce and up to one
+commit interval).
 """
 
 from __future__ import annotations
@@ -24,7 +30,15 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench.cluster import bench_deployment, broker, create_topics, new_consumer, produce
+from bench.cluster import (
+    bench_deployment,
+    broker,
+    create_topics,
+    end_offsets,
+    new_consumer,
+    produce,
+    write_span,
+)
 from bench.common import write_result
 from bench.streams import deposits, market, trading
 from marginstream.feeds.driver import produce_runs, wait_applied
@@ -38,16 +52,29 @@ def ours(bootstrap: str, root: Path, setup: list[dict], measured: list[dict]) ->
         asyncio.run(
             produce_runs(setup, bootstrap, deployment.prefix, deployment.app_id, timeout=3600)
         )
+        changelog = f"{deployment.app_id}-state-changelog"
+        before = asyncio.run(end_offsets(bootstrap, changelog))
         began = time.perf_counter()
         asyncio.run(produce(bootstrap, measured, deployment.prefix))
         deployment.wait_applied(3600)
         seconds = time.perf_counter() - began
+        # Every record writes its account's part: the changelog's first and last write
+        # after the setup are the first and last measured record processed.
+        span = asyncio.run(write_span(bootstrap, changelog, before))
     finally:
         deployment.stop_all()
+    return rates(len(measured), span, seconds)
+
+
+def rates(records: int, span: float, seconds: float) -> dict[str, Any]:
+    """Records per second first to last record processed (as the peer measures itself),
+    and end to end: from the first record produced to the last one committed."""
     return {
-        "records": len(measured),
-        "seconds": seconds,
-        "records_per_second": len(measured) / seconds,
+        "records": records,
+        "seconds": span,
+        "records_per_second": records / span,
+        "end_to_end_seconds": seconds,
+        "end_to_end_records_per_second": records / seconds,
     }
 
 
@@ -119,15 +146,12 @@ def faust_floor(bootstrap: str, root: Path, measured: list[dict]) -> dict[str, A
         asyncio.run(produce(bootstrap, [{**r, "topic": source} for r in measured]))
         asyncio.run(wait_applied(bootstrap, group, [source], timeout=3600))
         seconds = time.perf_counter() - began
+        span = asyncio.run(write_span(bootstrap, sink, {}))  # one output per record
     finally:
         process.terminate()
         process.wait(60)
         log.close()
-    return {
-        "records": len(measured),
-        "seconds": seconds,
-        "records_per_second": len(measured) / seconds,
-    }
+    return rates(len(measured), span, seconds)
 
 
 def quix_peer(bootstrap: str, root: Path, setup: list[dict], measured: list[dict]) -> dict:
@@ -160,6 +184,13 @@ def quix_peer(bootstrap: str, root: Path, setup: list[dict], measured: list[dict
     return json.loads(result.read_text())
 
 
+def shown(result: dict[str, Any]) -> str:
+    return (
+        f"{result['records_per_second']:,.0f} records/s "
+        f"(end to end {result['end_to_end_records_per_second']:,.0f}/s)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=100_000)
@@ -180,9 +211,9 @@ def main() -> None:
         figures["ceiling"] = asyncio.run(bare_loop(bootstrap, measured))
         print(f"bare aiokafka loop: {figures['ceiling']['records_per_second']:,.0f} records/s")
         figures["faust_floor"] = faust_floor(bootstrap, root, measured)
-        print(f"faust floor:        {figures['faust_floor']['records_per_second']:,.0f} records/s")
+        print(f"faust floor:        {shown(figures['faust_floor'])}")
         figures["ours"] = ours(bootstrap, root, setup, measured)
-        print(f"marginstream:       {figures['ours']['records_per_second']:,.0f} records/s")
+        print(f"marginstream:       {shown(figures['ours'])}")
         if not args.skip_peer:
             figures["peer"] = quix_peer(bootstrap, root, setup, measured)
             print(f"Quix Streams peer:  {figures['peer']['records_per_second']:,.0f} records/s")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, Inexact, localcontext
+from decimal import Decimal, Inexact, getcontext, localcontext
 
 import pytest
 from hypothesis import given
@@ -94,8 +94,22 @@ def test_the_ledger_context_refuses_to_round_silently():
     def third() -> Decimal:
         return Decimal(1) / Decimal(3)
 
-    with pytest.raises(Inexact):
-        third()
+    for _ in range(2):  # the second time, the Inexact flag is already set: still raises
+        with pytest.raises(Inexact):
+            third()
+    assert getcontext().prec == 28  # the caller's context is back
+
+    @exact
+    def product() -> Decimal:
+        return Decimal("123456789012345.123456789012") * Decimal("987654321098765.987654321098")
+
+    @exact
+    def twice() -> Decimal:  # a ledger operation calling another: both under the ledger's
+        return product() + product()
+
+    exact_twice = 2 * 123456789012345123456789012 * 987654321098765987654321098
+    assert twice() == Decimal(exact_twice).scaleb(-24, LEDGER_CONTEXT)
+    assert getcontext().prec == 28
     # A product of bounded inputs is exact under the ledger context; Python's default
     # context (28 digits) would round this one.
     a, b = Decimal("123456789012345.123456789012"), Decimal("987654321098765.987654321098")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -62,10 +62,13 @@ class Instrument:
     strike: Decimal | None = None
     tiers: tuple[Tier, ...] = ()
     option_margin: ShortOptionMargin | None = None
+    # Derived, for the risk figures read several times per record.
+    size: float = field(init=False, repr=False, compare=False)  # contract_size as a float
+    is_option: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def is_option(self) -> bool:
-        return self.kind is Kind.OPTION
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", float(self.contract_size))
+        object.__setattr__(self, "is_option", self.kind is Kind.OPTION)
 
     @property
     def is_put(self) -> bool:

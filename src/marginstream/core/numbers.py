@@ -19,7 +19,8 @@ from decimal import (
     Inexact,
     InvalidOperation,
     Overflow,
-    localcontext,
+    getcontext,
+    setcontext,
 )
 from functools import wraps
 from typing import ParamSpec, TypeVar
@@ -45,13 +46,25 @@ class RecordError(ValueError):
     """A record that cannot be applied; the message is the dead letter's reason."""
 
 
+# The context ledger operations run in. Set as it is, not copied (localcontext would copy
+# it at every call, most of the cost of a small operation): its flags gather and nothing
+# reads them; its traps raise on each operation's own condition, whatever the flags say.
+_LEDGER_RUNNING = LEDGER_CONTEXT.copy()
+
+
 def exact(function: Callable[P, R]) -> Callable[P, R]:
     """Run a ledger operation under LEDGER_CONTEXT (so unasked-for rounding raises)."""
 
     @wraps(function)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with localcontext(LEDGER_CONTEXT):
+        outer = getcontext()
+        if outer is _LEDGER_RUNNING:  # called from another ledger operation
             return function(*args, **kwargs)
+        setcontext(_LEDGER_RUNNING)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            setcontext(outer)
 
     return wrapper
 

@@ -108,23 +108,17 @@ def margin_ratio(maintenance: float, equity: float) -> float:
 def row_inputs(
     position: Position | None, orders: list[OpenOrder], instrument: Instrument
 ) -> RowInputs:
-    qty = position.qty if position is not None else ZERO
-    cost = position.cost if position is not None else ZERO
-    buy = sell = premium = 0.0
-    fallback = 0.0
+    qty = cost = funding_index = 0.0
+    buy = sell = premium = fallback = 0.0
     if orders:
-        buy, sell, premium, average = _order_totals(orders, instrument)
-        fallback = average
-    if qty != 0:
-        fallback = float(cost) / (float(qty) * float(instrument.contract_size))
+        buy, sell, premium, fallback = _order_totals(orders, instrument)
+    if position is not None:
+        qty, cost = float(position.qty), float(position.cost)
+        funding_index = float(position.funding_index)
+        if position.qty != 0:
+            fallback = cost / (qty * instrument.size)
     return RowInputs(
-        qty=float(qty),
-        cost=float(cost),
-        funding_index=float(position.funding_index) if position is not None else 0.0,
-        buy=buy,
-        sell=sell,
-        premium=premium if instrument.is_option else 0.0,
-        fallback_price=fallback,
+        qty, cost, funding_index, buy, sell, premium if instrument.is_option else 0.0, fallback
     )
 
 
@@ -147,7 +141,7 @@ def _order_totals(orders: list[OpenOrder], instrument: Instrument) -> tuple[floa
 
 def row_risk(row: RowInputs, instrument: Instrument, market: Market) -> RowRisk:
     """The formulas of SPEC section 3 for one row; riskview applies them to arrays."""
-    size = float(instrument.contract_size)
+    size = instrument.size
     mark = market.risk_mark(instrument.symbol)
     marked = mark is not None
     price = mark if mark is not None else row.fallback_price

@@ -1,7 +1,8 @@
 """Fault points for crash tests: MARGINSTREAM_FAULT=<point>:<n> kills the worker with
 SIGKILL the n-th time it passes <point>. Off (and free) unless the variable is set.
 
-Points: after-local-write (state parts written to RocksDB, changelog not flushed),
+Points: after-local-write (state parts written to RocksDB, changelog not flushed; while
+this point is armed, every record's parts are written at once, not gathered),
 after-flush (changelog and outputs acknowledged by Kafka, input offset not committed),
 during-recovery (n changelog records restored).
 """

@@ -1,17 +1,18 @@
-"""The Faust application: topics, the state table, the two agents, signals, web views.
+"""The Faust application: topics, the state table, the fan-out agent, the risk handler,
+signals, web views.
 
     faust -A marginstream.app worker -l info
 
 fan-out: every market record (prices, instruments) is copied, with its origin in
 headers, to every partition of the internal market topic, so that the engine of
 each account partition sees every market move in the same order.
-risk: one agent, concurrency 1, over orders, transfers and the market topic,
-which are co-partitioned: partition p of all three feeds the engine of p.
+risk: a handler the consumer's fetch loop awaits for each record of orders, transfers
+and the market topic (stream.consumer), which are co-partitioned: partition p of all
+three feeds the engine of p.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from typing import Any
@@ -30,8 +31,9 @@ from marginstream.stream.partitions import (
     ORIGIN_TOPIC,
     Shell,
 )
+from marginstream.stream.producer import OrderedProducer
 from marginstream.stream.settings import StreamSettings
-from marginstream.stream.store import StateTable, VersionedStore
+from marginstream.stream.store import StateAccess, StateTable
 from marginstream.stream.topics import (
     ACCOUNT_INPUTS,
     MARKET_FANOUT,
@@ -44,55 +46,6 @@ from marginstream.stream.topics import (
 
 log = logging.getLogger(__name__)
 RAW: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
-
-
-class DeliveryFailed(RuntimeError):
-    """A record the worker sent was not stored by Kafka: no input offset may be committed."""
-
-
-class OrderedProducer(faust_aiokafka.Producer):
-    """faust's producer with Kafka's idempotence on, in at-least-once mode too, and a
-    flush that fails once any send has failed.
-
-    The state changelog must be a prefix of the writes, in order: an idempotent
-    producer cannot leave a gap in a partition (a lost batch followed by a delivered
-    one), which retries without idempotence could.
-
-    Sends are not awaited one by one; faust flushes the producer, then commits input
-    offsets. A send that fails after it was queued (a rejected or expired batch) only
-    sets its future's exception, which faust's flush does not look at: the offset of the
-    record that produced it would be committed, and the record never read again. So the
-    first failure is kept, and every later flush raises it, which stops the commit and
-    crashes the worker; its successor re-reads from the last good commit.
-    """
-
-    delivery_error: BaseException | None = None
-
-    def _settings_extra(self) -> dict[str, Any]:
-        return {"acks": "all", "enable_idempotence": True}
-
-    async def send(self, *args: Any, **kwargs: Any) -> Any:
-        future = await super().send(*args, **kwargs)
-        future.add_done_callback(self._delivered)
-        return future
-
-    def _delivered(self, future: Any) -> None:
-        if self.delivery_error is not None:
-            return
-        if future.cancelled():
-            self.delivery_error = asyncio.CancelledError("a send was cancelled")
-        elif future.exception() is not None:
-            self.delivery_error = future.exception()
-        else:
-            return
-        log.error(
-            "a record was not delivered: %r; no offset will be committed", self.delivery_error
-        )
-
-    async def flush(self) -> None:
-        await super().flush()
-        if self.delivery_error is not None:
-            raise DeliveryFailed(f"a record was not delivered: {self.delivery_error!r}")
 
 
 class CommitAwareTables(TableManager):
@@ -140,67 +93,6 @@ def quiet_debug_logging() -> None:
     ]
     if levels and root.level < min(levels):
         root.setLevel(min(levels))
-
-
-class StateAccess:
-    """The state table as the shell writes it: the local store in batches, the changelog by
-    the agent.
-
-    faust's own `table[key] = value` queues each changelog record through its producer
-    buffer and writes the acknowledged offset to RocksDB per record; both cost more than
-    the record's whole risk computation. Here the risk handler sends changelog records
-    straight to the producer, and the highest acknowledged offset per partition is saved
-    once per commit (versions make a restore that reads a little more harmless).
-
-    Local writes are gathered per partition and written as one RocksDB batch before the
-    acknowledged offsets are saved (and on revocation, and every LOCAL_BATCH records). A
-    kill -9 loses the unwritten ones, but never behind a saved offset: the restore reads
-    the changelog from there, so it brings them back.
-    """
-
-    LOCAL_BATCH = 2000  # records
-
-    def __init__(self, table: StateTable) -> None:
-        self.table = table
-        self.acknowledged: dict[TP, int] = {}
-        self.unwritten: dict[int, list[tuple[bytes, bytes]]] = {}
-        self.unwritten_records = 0
-
-    @property
-    def store(self) -> VersionedStore:
-        store = self.table.data
-        assert isinstance(store, VersionedStore)
-        return store
-
-    def write(self, partition: int, parts: list[tuple[bytes, bytes]]) -> None:
-        self.unwritten.setdefault(partition, []).extend(parts)
-        self.unwritten_records += 1
-        if self.unwritten_records >= self.LOCAL_BATCH:
-            self.write_local()
-
-    def write_local(self) -> None:
-        for partition, parts in self.unwritten.items():
-            self.store.write_parts(partition, parts)
-        self.unwritten.clear()
-        self.unwritten_records = 0
-
-    def partition_items(self, partition: int) -> Any:
-        self.write_local()
-        return self.store.partition_items(partition)
-
-    def on_sent(self, future: Any) -> None:
-        if future.cancelled() or future.exception() is not None:
-            return  # OrderedProducer refuses every later commit; nothing to save
-        metadata = future.result()
-        tp = TP(metadata.topic, metadata.partition)
-        if metadata.offset > self.acknowledged.get(tp, -1):
-            self.acknowledged[tp] = metadata.offset
-
-    def save_acknowledged(self) -> None:
-        self.write_local()  # the parts first: a saved offset must have them behind it
-        for tp, offset in self.acknowledged.items():
-            self.store.set_persisted_offset(tp, offset)
-        self.acknowledged.clear()
 
 
 def create_app(settings: StreamSettings | None = None) -> RiskApp:
@@ -271,8 +163,7 @@ def create_app(settings: StreamSettings | None = None) -> RiskApp:
         # Straight to the producer, changelog first: it is flushed before every offset
         # commit, so a committed offset has its state and outputs in Kafka.
         for key, value in applied.parts:
-            sent = await producer.send(changelog, key, value, applied.partition, None, None)
-            sent.add_done_callback(state.on_sent)
+            state.sent(await producer.send(changelog, key, value, applied.partition, None, None))
         for topic, key, value in applied.publications:
             await producer.send(topic, key, value, None, None, None)
         if FAULTS.armed("after-flush"):
