@@ -11,7 +11,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).parent / "results"
+# The quick run (`bench.run --quick`) writes to results/quick/, so that it never replaces
+# the figures of a full run, which BENCHMARKS.md quotes.
+RESULTS = Path(os.environ.get("BENCH_RESULTS") or Path(__file__).parent / "results")
 
 
 def environment() -> dict[str, Any]:
@@ -50,7 +52,7 @@ def _cpu_model() -> str | None:
 
 
 def write_result(name: str, figures: dict[str, Any]) -> Path:
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"benchmark": name, **environment(), **figures}, indent=2) + "\n")
     return path

@@ -1,16 +1,20 @@
 """Every benchmark, quick (`make bench`, a few minutes) or full (`make bench-full`).
 
-Each script prints its figures and writes bench/results/<name>.json; BENCHMARKS.md
-tabulates them with the machine, versions and date of the run.
+Each script prints its figures and writes bench/results/<name>.json (the quick run:
+bench/results/quick/<name>.json); BENCHMARKS.md tabulates them with the machine,
+versions and date of the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+QUICK_RESULTS = Path(__file__).parent / "results" / "quick"
 QUICK = [
     ["bench.remargin", "--accounts", "20000", "--moves", "10", "--naive-moves", "2"],
     ["bench.throughput", "--accounts", "10000", "--records", "15000"],
@@ -45,7 +49,8 @@ def main() -> int:
     for module, *options in QUICK if args.quick else FULL:
         print(f"=== {module} {' '.join(options)}", flush=True)
         began = time.monotonic()
-        result = subprocess.run([sys.executable, "-m", module, *options], check=False)
+        env = {**os.environ, "BENCH_RESULTS": str(QUICK_RESULTS)} if args.quick else None
+        result = subprocess.run([sys.executable, "-m", module, *options], env=env, check=False)
         print(f"=== {module}: {time.monotonic() - began:.0f}s", flush=True)
         if result.returncode:
             failed.append(module)

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from marginstream.core import LIQUIDATIONS
 from marginstream.core.alerts import RECOVERED
 from marginstream.core.instruments import Kind, parse_instrument
-from marginstream.core.ledger import Account
+from marginstream.core.ledger import Account, OpenOrder
 from marginstream.core.margin import TierTable
 from marginstream.core.numbers import LEDGER_CONTEXT
 from marginstream.core.records import FillRecord
-from marginstream.core.risk import assess
+from marginstream.core.risk import assess, figures, risk_rows, total, with_order
 from tests.core.operations import ACCOUNTS, envelopes, histories, opened_venue, play
 from tests.core.venue import Venue
 
@@ -248,3 +248,20 @@ def test_the_vectorised_view_agrees_with_the_exact_ledger(history):
             assert equity == pytest.approx(risk.equity, abs=scale)
             assert initial == pytest.approx(risk.initial_margin, abs=scale)
             assert maintenance == pytest.approx(risk.maintenance_margin, abs=scale)
+
+
+@PROPERTY
+@given(histories, st.sampled_from(["buy", "sell"]), st.sampled_from(["1", "0.5", "40"]))
+def test_an_order_changes_only_its_own_row_of_the_figures(history, side, qty):
+    # Desk.order recomputes only the order's symbol's row; the figures must be those of
+    # every row computed afresh with the order open, to the bit.
+    venue = opened_venue()
+    for outcome in play(venue, history):
+        del outcome
+    market = venue.engine.market
+    for account in venue.engine.accounts.values():
+        rows = risk_rows(account, market)
+        for symbol in market.instruments:
+            order = OpenOrder("probe", symbol, side, D(qty), D("100"), False, 0)
+            reused = total(account, with_order(rows, account, market, order))
+            assert reused == figures(account, market, extra_order=order)

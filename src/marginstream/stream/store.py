@@ -113,7 +113,7 @@ class StateTable(Table):
 
 class StateAccess:
     """The state table as the shell writes it: the local store in batches, the changelog by
-    the agent.
+    the risk handler.
 
     faust's own `table[key] = value` queues each changelog record through its producer
     buffer and writes the acknowledged offset to RocksDB per record; both cost more than
