@@ -1,7 +1,7 @@
 """One core engine per Kafka partition, loaded from the state table and saved part by part.
 
 Per record: decode -> engine.apply -> write the changed parts to the state table
-(local RocksDB now, changelog via the producer) in the core's write order ->
+(local RocksDB in batches, changelog via the producer) in the core's write order ->
 queue the outputs. faust flushes the producer (changelog and outputs) before it
 commits the input offset, so a committed offset always has durable state and
 outputs behind it; everything after it is read again after a crash, and the
