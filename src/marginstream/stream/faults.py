@@ -1,10 +1,12 @@
 """Fault points for crash tests: MARGINSTREAM_FAULT=<point>:<n> kills the worker with
-SIGKILL the n-th time it passes <point>. Off (and free) unless the variable is set.
+SIGKILL the n-th time it passes <point> (or, for engine-error, raises there, as a bug in
+the engine would). Off (and free) unless the variable is set.
 
 Points: after-local-write (state parts written to RocksDB, changelog not flushed; while
 this point is armed, every record's parts are written at once, not gathered),
 after-flush (changelog and outputs acknowledged by Kafka, input offset not committed),
-during-recovery (n changelog records restored).
+during-recovery (n changelog records restored), engine-error (the risk handler raises
+before applying its n-th record).
 """
 
 from __future__ import annotations
@@ -32,6 +34,18 @@ class FaultPoints:
         self.count = self.count + 1 if count is None else count
         if self.count >= self.at:
             os.kill(os.getpid(), signal.SIGKILL)
+
+    def fail(self, point: str) -> None:
+        """Pass point once; raise InjectedFault from the n-th pass on."""
+        if point != self.point:
+            return
+        self.count += 1
+        if self.count >= self.at:
+            raise InjectedFault(f"fault point {point} reached ({self.count})")
+
+
+class InjectedFault(RuntimeError):
+    """Raised at the engine-error fault point."""
 
 
 FAULTS = FaultPoints(os.environ.get("MARGINSTREAM_FAULT"))

@@ -159,6 +159,7 @@ def create_app(settings: StreamSettings | None = None) -> RiskApp:
 
     async def risk(message: Any) -> None:
         producer = app.producer
+        FAULTS.fail("engine-error")
         applied = shell.process(message)
         # Straight to the producer, changelog first: it is flushed before every offset
         # commit, so a committed offset has its state and outputs in Kafka.

@@ -1,0 +1,41 @@
+"""A bug in the engine stops the worker; it never skips the record it failed on.
+
+The risk handler is awaited by the consumer's fetch loop (stream.consumer), which acks a
+record only when the handler returns. An exception there must end the worker with a
+non-zero status, with the record's offset uncommitted, so that a fixed (here: restarted)
+worker applies it and everything after it.
+"""
+
+from __future__ import annotations
+
+from marginstream.feeds.demo import DemoMarket, demo_events
+from tests.stream.harness import Deployment, Reference, compare_outputs, live_states
+
+
+def test_an_engine_error_stops_the_worker_and_holds_back_the_record(deployment: Deployment):
+    records = list(demo_events(DemoMarket(accounts=10, steps=2)))
+    template = next(r for r in records if r["value"].get("type") == "order")
+    late = {
+        **template,
+        "value": {**template["value"], "order_id": "late-1", "ts": 1_900_000_000_000},
+    }
+    reference = Reference.of([*records, late])
+    worker = deployment.worker("w1").start()
+    worker.wait_ready()
+    deployment.produce(records)
+    worker.stop()
+
+    worker.start(fault="engine-error:1")  # the next record it is handed raises
+    worker.wait_ready()
+    deployment.produce([late], wait=False)
+    assert worker.wait_exit(60) != 0
+    assert "fault point engine-error reached" in worker.log_tail(200)
+    assert deployment.lag() == 1, "the record the engine failed on was committed"
+
+    worker.start()
+    worker.wait_ready()
+    deployment.wait_applied()
+    assert compare_outputs(deployment.outputs(), reference.outputs) == {
+        "missing": [], "extra": [], "differing": []
+    }  # fmt: skip
+    assert live_states(worker, reference.states) == reference.states
