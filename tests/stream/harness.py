@@ -135,3 +135,13 @@ def live_states(worker: LocalWorker, accounts: Iterable[str]) -> dict[str, Any]:
         body.pop("partition")
         states[account] = body
     return states
+
+
+def assert_matches_replay(
+    deployment: Deployment, worker: LocalWorker, reference: Reference
+) -> None:
+    """Every output published and every account state served equal the offline replay's."""
+    assert compare_outputs(deployment.outputs(), reference.outputs) == {
+        "missing": [], "extra": [], "differing": []
+    }  # fmt: skip
+    assert live_states(worker, reference.states) == reference.states

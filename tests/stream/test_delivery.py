@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from marginstream.feeds.demo import DemoMarket, demo_events
-from tests.stream.harness import Deployment, Reference, compare_outputs, live_states
+from tests.stream.harness import Deployment, Reference, assert_matches_replay
 
 
 async def _set_topic_config(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
@@ -58,7 +58,4 @@ def test_an_undelivered_decision_holds_back_its_order(deployment: Deployment):
     worker.start()
     worker.wait_ready()
     deployment.wait_applied()
-    assert compare_outputs(deployment.outputs(), reference.outputs) == {
-        "missing": [], "extra": [], "differing": []
-    }  # fmt: skip
-    assert live_states(worker, reference.states) == reference.states
+    assert_matches_replay(deployment, worker, reference)

@@ -9,7 +9,7 @@ worker applies it and everything after it.
 from __future__ import annotations
 
 from marginstream.feeds.demo import DemoMarket, demo_events
-from tests.stream.harness import Deployment, Reference, compare_outputs, live_states
+from tests.stream.harness import Deployment, Reference, assert_matches_replay
 
 
 def test_an_engine_error_stops_the_worker_and_holds_back_the_record(deployment: Deployment):
@@ -35,7 +35,4 @@ def test_an_engine_error_stops_the_worker_and_holds_back_the_record(deployment: 
     worker.start()
     worker.wait_ready()
     deployment.wait_applied()
-    assert compare_outputs(deployment.outputs(), reference.outputs) == {
-        "missing": [], "extra": [], "differing": []
-    }  # fmt: skip
-    assert live_states(worker, reference.states) == reference.states
+    assert_matches_replay(deployment, worker, reference)
