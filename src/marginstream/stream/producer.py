@@ -39,6 +39,8 @@ class OrderedProducer(faust_aiokafka.Producer):
         # Futures of sends not yet seen done. They are looked at in one pass per flush: a
         # done-callback per send cost a scheduled call per record (8% of a worker's time).
         self.unchecked: list[asyncio.Future[Any]] = []
+        # (topic, partition) -> the highest offset Kafka acknowledged among those seen done.
+        self.acknowledged: dict[tuple[str, int], int] = {}
 
     def _settings_extra(self) -> dict[str, Any]:
         return {"acks": "all", "enable_idempotence": True}
@@ -51,8 +53,10 @@ class OrderedProducer(faust_aiokafka.Producer):
         return future
 
     def check_delivered(self) -> None:
-        """Look at every send done since the last look; keep the first failure."""
+        """Look at every send done since the last look: keep the first failure, and the
+        highest acknowledged offset per partition."""
         pending = []
+        acknowledged = self.acknowledged
         for future in self.unchecked:
             if not future.done():
                 pending.append(future)
@@ -62,10 +66,22 @@ class OrderedProducer(faust_aiokafka.Producer):
                 if future.cancelled()
                 else future.exception()
             )
-            if failure is not None and self.delivery_error is None:
+            if failure is None:
+                metadata = future.result()
+                tp = (metadata.topic, metadata.partition)
+                if metadata.offset > acknowledged.get(tp, -1):
+                    acknowledged[tp] = metadata.offset
+            elif self.delivery_error is None:
                 self.delivery_error = failure
                 log.error("a record was not delivered: %r; no offset will be committed", failure)
         self.unchecked = pending
+
+    def take_acknowledged(self, topic: str) -> dict[int, int]:
+        """partition -> highest acknowledged offset of topic, seen since the last take."""
+        taken = {
+            tp[1]: self.acknowledged.pop(tp) for tp in list(self.acknowledged) if tp[0] == topic
+        }
+        return taken
 
     async def flush(self) -> None:
         await super().flush()

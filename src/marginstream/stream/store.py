@@ -13,7 +13,6 @@ saves the changelog offset a restore starts from.
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -131,7 +130,6 @@ class StateAccess:
 
     def __init__(self, table: StateTable) -> None:
         self.table = table
-        self.changelog_sends: list[asyncio.Future[Any]] = []
         self.unwritten: dict[int, list[tuple[bytes, bytes]]] = {}
         self.unwritten_records = 0
 
@@ -158,24 +156,9 @@ class StateAccess:
         self.write_local()
         return self.store.partition_items(partition)
 
-    def sent(self, future: asyncio.Future[Any]) -> None:
-        """A changelog record was sent: its offset is saved once it is acknowledged."""
-        self.changelog_sends.append(future)
-
-    def save_acknowledged(self) -> None:
-        """After a commit (so after a flush): save the highest changelog offset Kafka has
-        acknowledged per partition, the parts first."""
+    def save_acknowledged(self, topic: str, offsets: dict[int, int]) -> None:
+        """After a commit (so after a flush): save the changelog offsets Kafka acknowledged
+        (partition -> highest offset), the parts first."""
         self.write_local()  # the parts first: a saved offset must have them behind it
-        newest: dict[TP, int] = {}
-        pending = []
-        for future in self.changelog_sends:
-            if not future.done():
-                pending.append(future)
-            elif not future.cancelled() and future.exception() is None:
-                metadata = future.result()
-                tp = TP(metadata.topic, metadata.partition)
-                newest[tp] = max(metadata.offset, newest.get(tp, -1))
-            # A failed send: OrderedProducer refuses every later commit; nothing to save.
-        self.changelog_sends = pending
-        for tp, offset in newest.items():
-            self.store.set_persisted_offset(tp, offset)
+        for partition, offset in offsets.items():
+            self.store.set_persisted_offset(TP(topic, partition), offset)

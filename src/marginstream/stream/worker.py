@@ -137,8 +137,12 @@ def create_app(settings: StreamSettings | None = None) -> RiskApp:
     shell = Shell(settings.engine, names, state)
     app.shell = shell  # type: ignore[attr-defined]
 
+    changelog = table.changelog_topic.get_topic_name()
+
     def committed(offsets: dict[tuple[str, int], int]) -> None:
-        state.save_acknowledged()  # everything sent before the commit was flushed
+        # Everything sent before the commit was flushed and its futures looked at.
+        producer: OrderedProducer = app.producer  # type: ignore[assignment]
+        state.save_acknowledged(changelog, producer.take_acknowledged(changelog))
         shell.committed(offsets)
 
     app.tables.on_committed = committed  # type: ignore[attr-defined]
@@ -164,7 +168,7 @@ def create_app(settings: StreamSettings | None = None) -> RiskApp:
         # Straight to the producer, changelog first: it is flushed before every offset
         # commit, so a committed offset has its state and outputs in Kafka.
         for key, value in applied.parts:
-            state.sent(await producer.send(changelog, key, value, applied.partition, None, None))
+            await producer.send(changelog, key, value, applied.partition, None, None)
         for topic, key, value in applied.publications:
             await producer.send(topic, key, value, None, None, None)
         if FAULTS.armed("after-flush"):
@@ -174,7 +178,6 @@ def create_app(settings: StreamSettings | None = None) -> RiskApp:
     # The account inputs are subscribed to (and acked) through faust's conductor, but their
     # records go from the fetch loop to `risk`, not through a stream (see stream.consumer).
     app.topics.add(account_inputs)
-    changelog = table.changelog_topic.get_topic_name()
     app.direct_handlers = dict.fromkeys(names.risk_inputs(), risk)
 
     follow_rebalances(app, shell, state, names)
