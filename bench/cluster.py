@@ -15,6 +15,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from marginstream.feeds import driver
 from marginstream.localbroker import LocalBroker, free_port
 from marginstream.localworker import LocalDeployment
 
@@ -53,11 +54,11 @@ async def produce(
     )
     await producer.start()
     began = time.perf_counter()
+    sends = InFlight(5000)
     try:
-        pending = []
         for n, record in enumerate(records, start=1):
             key = record.get("key")
-            pending.append(
+            await sends.add(
                 await producer.send(
                     prefix + record["topic"],
                     key=None if key is None else str(key).encode(),
@@ -68,13 +69,27 @@ async def produce(
                 ahead = n / rate - (time.perf_counter() - began)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
-            if len(pending) >= 5000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
+        await sends.wait()
     finally:
         await producer.stop()
     return time.perf_counter() - began
+
+
+class InFlight:
+    """Futures of sends, awaited together whenever `limit` are pending, and at the end."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.pending: list[asyncio.Future[Any]] = []
+
+    async def add(self, future: asyncio.Future[Any]) -> None:
+        self.pending.append(future)
+        if len(self.pending) >= self.limit:
+            await self.wait()
+
+    async def wait(self) -> None:
+        await asyncio.gather(*self.pending)
+        self.pending.clear()
 
 
 async def create_topics(
@@ -105,16 +120,9 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        (described,) = await admin.describe_topics([topic])
+        ends = await driver.end_offsets(admin, bootstrap, [topic])
     finally:
         await admin.close()
-    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-    consumer = new_consumer(bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
     return {tp.partition: offset for tp, offset in ends.items()}
 
 

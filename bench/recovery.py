@@ -22,7 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from bench.cluster import bench_deployment, broker, create_topics
+from bench.cluster import InFlight, bench_deployment, broker, create_topics
 from bench.common import write_result
 from bench.streams import TIERS, mark_of, symbols
 from marginstream.core.instruments import parse_instrument
@@ -112,8 +112,8 @@ async def write_parts(
     await producer.start()
     began = time.perf_counter()
     version = 0
+    sends = InFlight(20_000)
     try:
-        pending = []
         for key, part in parts:
             if key[0] == "account":
                 targets = [partitioner(key[1].encode(), everyone, everyone)]
@@ -121,15 +121,12 @@ async def write_parts(
                 targets = everyone
             for partition in targets:
                 version += 1
-                pending.append(
+                await sends.add(
                     await producer.send(
                         topic, encode_part(version, part), key=part_key(key), partition=partition
                     )
                 )
-            if len(pending) >= 20_000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
+        await sends.wait()
     finally:
         await producer.stop()
     return time.perf_counter() - began

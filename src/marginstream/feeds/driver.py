@@ -25,9 +25,10 @@ def group_topics(prefix: str) -> list[str]:
     return [prefix + name for name in (*ACCOUNT_INPUTS, *MARKET_INPUTS, MARKET_FANOUT)]
 
 
-async def lag(admin: AIOKafkaAdminClient, bootstrap: str, group: str, topics: list[str]) -> int:
-    """Records the group has not committed yet, over every partition of topics."""
-    committed = await admin.list_consumer_group_offsets(group)  # read first: see below
+async def end_offsets(
+    admin: AIOKafkaAdminClient, bootstrap: str, topics: list[str]
+) -> dict[TopicPartition, int]:
+    """The end offset of every partition of topics."""
     described = await admin.describe_topics(topics)
     partitions = [
         TopicPartition(entry["topic"], p["partition"])
@@ -39,9 +40,15 @@ async def lag(admin: AIOKafkaAdminClient, bootstrap: str, group: str, topics: li
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        ends = await consumer.end_offsets(partitions)
+        return await consumer.end_offsets(partitions)
     finally:
         await consumer.stop()
+
+
+async def lag(admin: AIOKafkaAdminClient, bootstrap: str, group: str, topics: list[str]) -> int:
+    """Records the group has not committed yet, over every partition of topics."""
+    committed = await admin.list_consumer_group_offsets(group)  # read first: see below
+    ends = await end_offsets(admin, bootstrap, topics)
     # Committed offsets were read before the ends: a fan-out that commits prices only
     # after flushing its copies can never make a stale end look applied.
     return sum(

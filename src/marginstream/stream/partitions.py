@@ -23,11 +23,9 @@ from marginstream.core.envelope import NotJson
 from marginstream.core.market import StateKey
 from marginstream.stream.codec import decode_part, encode_part, part_key, state_key
 from marginstream.stream.faults import FAULTS
-from marginstream.stream.topics import MARKET_FANOUT, TopicNames
+from marginstream.stream.topics import MARKET_FANOUT, RISK_INPUTS, TopicNames
 
 log = logging.getLogger(__name__)
-
-ACCOUNT_SOURCES = frozenset({"orders", "transfers", MARKET_FANOUT})  # what the risk agent reads
 
 # Headers a market record carries through the fan-out topic: where it was first read.
 ORIGIN_TOPIC, ORIGIN_PARTITION, ORIGIN_OFFSET = "ms-topic", "ms-partition", "ms-offset"
@@ -105,7 +103,7 @@ class Shell:
         for (topic, partition), offset in offsets.items():
             spec = self.names.spec(topic)
             loaded = self.engines.get(partition)
-            if loaded is not None and spec in ACCOUNT_SOURCES:
+            if loaded is not None and spec in RISK_INPUTS:
                 loaded.committed(f"{spec}:{partition}", offset, spec == MARKET_FANOUT)
 
     def drop(self, partitions: Iterable[int]) -> None:

@@ -10,6 +10,7 @@ ACCOUNT_INPUTS = ("orders", "transfers")
 MARKET_INPUTS = ("prices", "instruments")
 OUTPUTS = ("liquidations", "decisions", "dead-letters")
 MARKET_FANOUT = "marginstream-market"  # internal: market records, one copy per partition
+RISK_INPUTS = (*ACCOUNT_INPUTS, MARKET_FANOUT)  # what the risk handler reads, co-partitioned
 
 
 class TopicError(RuntimeError):
@@ -29,7 +30,7 @@ class TopicNames:
 
     def risk_inputs(self) -> list[str]:
         """What the risk handler reads: the account inputs and the market fan-out."""
-        return [self.full(n) for n in (*ACCOUNT_INPUTS, MARKET_FANOUT)]
+        return [self.full(n) for n in RISK_INPUTS]
 
     def partitioned_like_orders(self) -> list[str]:
         return [self.full(n) for n in (*ACCOUNT_INPUTS, MARKET_FANOUT, *OUTPUTS)]
