@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from marginstream.core import DEAD_LETTERS, Envelope
+from marginstream.core.delivery.guard import GUARD_KEY
 from tests.core.venue import T0, Venue, only
 
 FILL = {
@@ -127,8 +128,8 @@ def test_bad_input_is_dead_lettered_with_its_reason_and_changes_nothing(
     assert (letter["topic"], letter["key"], letter["partition"]) == (topic, key, 0)
     assert letter["offset"] == venue.offsets[topic] - 1
     assert isinstance(letter["value"], str)  # the original, as text
-    # The only part written is the dead letter itself (so that it sticks, see below).
-    assert outcome.changed == {("deadletter", f"{topic}:0/{letter['offset']}")}
+    # The only part written is the replay guard, which now counts the record as seen.
+    assert outcome.changed == {GUARD_KEY}
     assert ledger_and_market(venue) == before
 
 
@@ -140,7 +141,10 @@ def test_the_original_text_is_kept_when_the_reader_has_it(venue: Venue):
     assert letter["ts"] is None
 
 
-def test_a_rejection_sticks_when_the_record_is_read_again_after_the_state_moved_on():
+def test_a_rejected_record_read_again_after_the_state_moved_on_changes_nothing():
+    """Read again (an operator moved offsets back), a rejected record stays unapplied, even
+    though the state now has what it lacked, and publishes nothing: its dead letter was
+    committed with the state that counts it as seen."""
     venue = Venue()
     venue.perpetual("BTC-PERP")
     venue.mark("BTC-PERP", "60000")
@@ -151,10 +155,10 @@ def test_a_rejection_sticks_when_the_record_is_read_again_after_the_state_moved_
     venue.deposit("bob", "100000")
     venue.perpetual("ETH-PERP")
     state = venue.snapshot()
-    again = venue.engine.apply(early_fill)  # as a worker re-reads it after a crash
-    assert again.outputs == first.outputs and again.replayed
+    again = venue.engine.apply(early_fill)
+    assert again.replayed and again.outputs == [] and again.changed == set()
     assert venue.snapshot() == state  # still not applied: the reference never applied it
 
 
 def ledger_and_market(venue: Venue) -> dict:
-    return {k: v for k, v in venue.snapshot().items() if k[0] != "deadletter"}
+    return {k: v for k, v in venue.snapshot().items() if k != GUARD_KEY}

@@ -1,150 +1,200 @@
-"""A model of the stream shell's failure modes, checked against the core.
+"""A model of the commit protocol's failure modes, run on the real delivery code.
 
-The shell writes each record's changed parts, in write order, to one changelog
-partition, flushes, then commits the input offset. A crash leaves a prefix of
-those writes and a committed offset at or before the first record whose writes
-are incomplete. Recovery rebuilds the engine from the prefix and re-reads input
-from the committed offset. Whatever the crash point, the final state must equal
-the reference (a replay without crash) and every reference output must have been
-published, with the same id and content, and nothing else.
+Kafka is modelled as the protocol relies on it: a changelog partition, the group's
+committed input offsets and the visible outputs change together when a transaction
+commits, and a transactional id's newer producer fences the older one (its commits
+fail). Everything else is the code the workers run: PartitionState.apply and seal, the
+restore rule, the part stores and load (core/delivery).
+
+Whatever the crash point, commit interval, local store (intact, one commit behind, lost)
+and zombie (an owner paused past its session, resumed after another worker took over),
+the final state must equal the reference replay's, the visible outputs must be exactly
+the reference outputs in order, every changelog key's last record must carry its highest
+version, and a store restored from the changelog alone must load the same state.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 
-import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from marginstream.core import RiskEngine
+from marginstream.core import Envelope, Output, RiskEngine
+from marginstream.core.delivery.parts import encode_part, part_key, version_of
+from marginstream.core.delivery.restore import restore_batch
+from marginstream.core.delivery.sources import Source
+from marginstream.core.delivery.store import MemoryPartStore
+from marginstream.core.delivery.unit import PartitionState, Sealed, load
 from tests.core.operations import envelopes, histories, opened_venue
-from tests.core.venue import Venue
 
 RECOVERY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def _identity(output) -> bytes:
-    value = output.value
-    ident = value.get("decision_id") or value.get("alert_id")
-    if ident is None:  # a dead letter: identified by its source position
-        ident = f"{value['topic']}:{value['partition']}/{value['offset']}"
-    return orjson.dumps([output.topic, ident])
+@dataclass
+class KafkaModel:
+    changelog: list[tuple[bytes, bytes]] = field(default_factory=list)
+    offsets: dict[Source, int] = field(default_factory=dict)
+    outputs: list[Output] = field(default_factory=list)
+    epoch: int = 0  # of the partition's transactional id
+
+    def init_producer(self) -> int:
+        """InitProducerId: a new epoch; any older producer's commits now fail."""
+        self.epoch += 1
+        return self.epoch
+
+    def commit(self, epoch: int, sealed: Sealed, outputs: list[Output]) -> bool:
+        if epoch != self.epoch:
+            return False  # fenced: the transaction is aborted, nothing becomes visible
+        self.changelog.extend(sealed.parts)
+        self.offsets.update(sealed.offsets)
+        self.outputs.extend(outputs)
+        return True
 
 
-def _run(history, cut: float, commit_back: float, notify_commits: bool = False):
-    setup = opened_venue()
-    base_parts = copy.deepcopy(setup.engine.parts())
-    records = envelopes(history, setup)
+class Owner:
+    """One owner of the partition, as stream/partition.py and stream/commit.py run it."""
 
-    reference = RiskEngine.from_parts(copy.deepcopy(base_parts))
-    expected = {}
-    for envelope in records:
-        for output in reference.apply(envelope).outputs:
-            expected[_identity(output)] = output
+    def __init__(self, kafka: KafkaModel, store: MemoryPartStore) -> None:
+        self.kafka, self.store = kafka, store
+        self.epoch = kafka.init_producer()  # fence first, then restore: nothing can follow
+        start = store.changelog_offset()
+        restored = restore_batch(kafka.changelog[start:], _stored_version(store))
+        assert restored.stale == 0
+        store.write(restored.writes.items(), len(kafka.changelog))
+        self.state: PartitionState = load(store)
+        self.outputs: list[Output] = []
 
-    live = RiskEngine.from_parts(copy.deepcopy(base_parts))
-    log: list[tuple[int, tuple, object]] = []
-    outputs_by_record = []
-    for index, envelope in enumerate(records):
-        outcome = live.apply(envelope)
-        outputs_by_record.append(outcome.outputs)
-        for key in outcome.parts_in_write_order():
-            log.append((index, key, copy.deepcopy(live.part(key))))
+    def pending_from(self, records: list[Envelope]) -> list[Envelope]:
+        """The records after the committed offsets: what this owner reads."""
+        offsets = self.kafka.offsets
+        return [e for e in records if e.offset >= offsets.get(e.source, 0)]
 
-    kept = int(cut * (len(log) + 1))
-    prefix = log[:kept]
-    first_incomplete = len(records)
-    for index, _, _ in log[kept:]:
-        first_incomplete = min(first_incomplete, index)
-    committed = int(commit_back * first_incomplete)  # anywhere at or before it
+    def process(self, envelope: Envelope) -> None:
+        self.outputs += self.state.apply(envelope, envelope.source, envelope.offset).outputs
 
-    if notify_commits:  # the shell told the engine of each commit up to that point
-        live = RiskEngine.from_parts(copy.deepcopy(base_parts))
-        log = []
-        for index, envelope in enumerate(records):
-            for source, offset in _next_offsets(records[: min(index, committed)]).items():
-                live.forget_committed(source, offset)
-            for key in live.apply(envelope).parts_in_write_order():
-                log.append((index, key, copy.deepcopy(live.part(key))))
-        prefix = log[:kept]
-
-    state = copy.deepcopy(base_parts)
-    for _, key, value in prefix:
-        state[key] = copy.deepcopy(value)
-    recovered = RiskEngine.from_parts(state)
-    published = {}
-    for outputs in outputs_by_record[:committed]:  # flushed before the commit
-        for output in outputs:
-            published[_identity(output)] = output
-    for envelope in records[committed:]:
-        for output in recovered.apply(envelope).outputs:
-            published.setdefault(_identity(output), output)
-    return reference, recovered, expected, published
+    def commit(self, write_local: bool = True) -> bool:
+        sealed = self.state.seal()
+        committed = self.kafka.commit(self.epoch, sealed, self.outputs)
+        self.outputs = []
+        if committed and write_local:
+            self.store.write(sealed.parts, len(self.kafka.changelog))
+        return committed
 
 
-def _next_offsets(records) -> dict[str, int]:
-    """Per source, the first offset after these records (what a commit of them records)."""
-    return {f"{e.topic}:{e.partition}": e.offset + 1 for e in records}
+def _stored_version(store: MemoryPartStore):
+    return lambda key: version_of(store.get(key))
 
 
-def _without_memory(parts: dict) -> dict:
-    return {k: {**v, "recent": None} if k[0] == "account" else v for k, v in parts.items()}
+def _run_until(owner: Owner, records: list[Envelope], stop: int, every: int) -> None:
+    for number, envelope in enumerate(records[:stop], start=1):
+        owner.process(envelope)
+        if number % every == 0:
+            owner.commit()
+
+
+def _finish(owner: Owner, records: list[Envelope], every: int) -> None:
+    pending = owner.pending_from(records)
+    _run_until(owner, pending, len(pending), every)
+    owner.commit()
+
+
+@dataclass
+class Setup:
+    kafka: KafkaModel
+    records: list[Envelope]
+    reference: RiskEngine
+    expected: list[Output]
+
+
+def _setup(history) -> Setup:
+    venue = opened_venue()
+    base = copy.deepcopy(venue.engine.parts())
+    records = envelopes(history, venue)
+    reference = RiskEngine.from_parts(copy.deepcopy(base))
+    expected = [output for e in records for output in reference.apply(e).outputs]
+    kafka = KafkaModel()
+    kafka.changelog = [(part_key(k), encode_part(1, v)) for k, v in sorted(base.items())]
+    return Setup(kafka, records, reference, expected)
+
+
+def _check(setup: Setup, final: Owner) -> None:
+    kafka, reference = setup.kafka, setup.reference
+    assert final.state.engine.parts() == reference.parts()
+    assert kafka.outputs == setup.expected  # each once, in order: nothing lost or doubled
+    highest: dict[bytes, int] = {}
+    last: dict[bytes, int] = {}
+    for key, value in kafka.changelog:
+        highest[key] = max(highest.get(key, -1), version_of(value))
+        last[key] = version_of(value)
+    assert last == highest  # so compaction keeps the newest version of every key
+    fresh = Owner(kafka, MemoryPartStore())
+    assert fresh.state.engine.parts() == reference.parts()
 
 
 @RECOVERY
-@given(histories, st.floats(0, 1), st.floats(0, 1))
-def test_forgetting_committed_outputs_loses_nothing_needed(history, cut, commit_back):
-    """The same, with the engine told of commits and forgetting outputs below them."""
-    reference, recovered, expected, published = _run(history, cut, commit_back, True)
-    assert _without_memory(recovered.parts()) == _without_memory(reference.parts())
-    assert published.keys() == expected.keys()
-    for ident, output in expected.items():
-        assert published[ident] == output, ident
+@given(
+    histories,
+    st.integers(1, 8),
+    st.floats(0, 1),
+    st.sampled_from(["intact", "behind", "lost"]),
+)
+def test_any_crash_point_recovers_the_reference_state_and_outputs(history, every, cut, local):
+    setup = _setup(history)
+    store = MemoryPartStore()
+    owner = Owner(setup.kafka, store)
+    crash_at = int(cut * len(setup.records))
+    _run_until(owner, setup.records, crash_at, every)
+    if local == "behind":  # killed between the transaction's commit and the local write
+        owner.commit(write_local=False)
+    # kill -9: the open transaction is lost with the process (the next owner aborts it).
+    if local == "lost":
+        store = MemoryPartStore()
+    survivor = Owner(setup.kafka, store)
+    _finish(survivor, setup.records, every)
+    _check(setup, survivor)
 
 
 @RECOVERY
-@given(histories, st.floats(0, 1), st.floats(0, 1))
-def test_any_crash_point_recovers_the_reference_state_and_outputs(history, cut, commit_back):
-    reference, recovered, expected, published = _run(history, cut, commit_back)
-    assert recovered.parts() == reference.parts()
-    assert published.keys() == expected.keys()
-    for ident, output in expected.items():
-        assert published[ident] == output, ident
+@given(
+    histories,
+    st.integers(1, 8),
+    st.floats(0, 1),
+    st.floats(0, 1),
+    st.booleans(),
+)
+def test_a_paused_owner_that_resumes_after_a_takeover_changes_nothing(
+    history, every, pause, extra, regains
+):
+    """SIGSTOP past the session timeout, another worker takes over, SIGCONT: the zombie
+    goes on with its stale state and tries to commit; then it gets the partition back
+    (regains) or not. Its writes must never become visible."""
+    setup = _setup(history)
+    zombie_store = MemoryPartStore()
+    zombie = Owner(setup.kafka, zombie_store)
+    paused_at = int(pause * len(setup.records))
+    _run_until(zombie, setup.records, paused_at, every)
+
+    taker = Owner(setup.kafka, MemoryPartStore())  # fences the paused owner
+    _finish(taker, setup.records, every)
+
+    for envelope in setup.records[paused_at : paused_at + int(extra * 20)]:
+        zombie.process(envelope)  # resumed: its fetched records, its stale engine
+    assert not zombie.commit()  # fenced
+    final = Owner(setup.kafka, zombie_store) if regains else taker
+    _finish(final, setup.records, every)
+    _check(setup, final)
 
 
-def test_a_crash_between_the_market_part_and_the_accounts_it_alerted():
-    """The shape the model must handle: market saved, the account it alerted not."""
-    venue = Venue()
-    venue.perpetual("BTC-PERP")
-    venue.mark("BTC-PERP", "60000")
-    venue.deposit("alice", "10000")
-    venue.fill("alice", "BTC-PERP", "buy", "5", "60000")
-    before = copy.deepcopy(venue.engine.parts())
-    outcome = venue.mark("BTC-PERP", "58600")  # liquidation alert for alice
-    alert = outcome.outputs[0]
-    order = outcome.parts_in_write_order()
-    assert order == [("instrument", "BTC-PERP"), ("account", "alice")]
-    crashed = {**before, order[0]: copy.deepcopy(venue.engine.part(order[0]))}
-    recovered = RiskEngine.from_parts(crashed)
-    from marginstream.core import Envelope
-
-    again = recovered.apply(
-        Envelope("prices", 0, venue.offsets["prices"] - 1, "BTC-PERP",
-                 {"type": "mark", "symbol": "BTC-PERP", "price": "58600", "ts": venue.ts})
-    )  # fmt: skip
-    assert again.replayed
-    assert again.outputs == [alert]
-    assert recovered.parts() == venue.engine.parts()
-
-
-def test_an_account_forgets_the_outputs_of_committed_records_when_next_written():
-    venue = Venue()
-    for n in range(10):
-        venue.deposit("alice", "1", transfer_id=f"t{n}")
-    recent = venue.engine.accounts["alice"].recent
-    assert [offset for _, offset, _ in recent] == list(range(10))
-    venue.engine.forget_committed("transfers:0", 8)  # offsets 0..7 will not be read again
-    assert len(venue.engine.accounts["alice"].recent) == 10  # nothing written yet
-    venue.deposit("alice", "1", transfer_id="t10")
-    assert [offset for _, offset, _ in venue.engine.accounts["alice"].recent] == [8, 9, 10]
+def test_the_local_store_never_goes_backwards():
+    """A changelog record older than the store's version is counted, never applied."""
+    store = MemoryPartStore()
+    key = part_key(("account", "a"))
+    store.write([(key, encode_part(5, {"n": 5}))], 10)
+    restored = restore_batch(
+        [(key, encode_part(4, {"n": 4})), (key, encode_part(6, {"n": 6}))],
+        _stored_version(store),
+    )
+    assert (restored.read, restored.kept, restored.stale) == (2, 1, 1)
+    assert restored.writes == {key: encode_part(6, {"n": 6})}

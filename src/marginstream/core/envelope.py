@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from marginstream.core.delivery.sources import Source
+
 DECISIONS = "decisions"
 LIQUIDATIONS = "liquidations"
 DEAD_LETTERS = "dead-letters"
@@ -18,6 +20,10 @@ class Envelope(NamedTuple):
     key: str | None
     value: Any
     text: str | None = None  # the original text, for dead letters, when the reader has it
+
+    @property
+    def source(self) -> Source:
+        return Source(self.topic, self.partition)
 
 
 class Output(NamedTuple):

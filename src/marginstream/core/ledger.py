@@ -88,10 +88,6 @@ class Account:
     level: str = HEALTHY
     alert_seq: int = 0
     decision_seq: int = 0
-    # "topic:partition" -> offset of the last record applied from that source.
-    applied: dict[str, int] = field(default_factory=dict)
-    # The outputs of this account's most recent records: [source, offset, [output, ...]].
-    recent: list[list[Any]] = field(default_factory=list)
 
     # -- cash ----------------------------------------------------------------------
 
@@ -238,8 +234,6 @@ class Account:
             "level": self.level,
             "alert_seq": self.alert_seq,
             "decision_seq": self.decision_seq,
-            "applied": self.applied,
-            "recent": self.recent,
         }
 
     @classmethod
@@ -256,6 +250,4 @@ class Account:
             level=data["level"],
             alert_seq=data["alert_seq"],
             decision_seq=data["decision_seq"],
-            applied=dict(data["applied"]),
-            recent=[list(item) for item in data["recent"]],
         )

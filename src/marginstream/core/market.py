@@ -6,7 +6,7 @@ float, a risk figure only, and is never stored: it is derived from stored
 inputs (the index, the option's last iv, and which of the two came last, by
 the market's own record sequence), so a market rebuilt from its stored parts
 prices every option to the same bit. Stored parts are small and per key (one
-per instrument, one per index, a head), so a record rewrites only what it moved.
+per instrument, one per index), so a commit rewrites only what moved.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from marginstream.core.delivery.parts import StateKey
 from marginstream.core.instruments import Instrument, Kind, Status, parse_instrument
 from marginstream.core.margin import ShortOptionRates, TierTable
 from marginstream.core.numbers import ZERO, RecordError, decimal_text, exact
 from marginstream.core.pricing import OptionValue, black76, years_to_expiry
 from marginstream.core.records import FundingRecord, IndexRecord, MarkRecord, SettlementRecord
-
-StateKey = tuple[str, str]  # ("instrument", symbol), ("index", underlying), ("account", id)...
 
 
 @dataclass(slots=True)
@@ -37,9 +36,6 @@ class Quote:
     funding: Decimal = ZERO  # perpetuals: cumulative sum of mark x rate
     settlement: Decimal | None = None
     seq: int = 0  # the market sequence number of the last record that changed this part
-    # "topic:partition" -> offset of the last record that changed this part: a part
-    # carries its own position, so parts saved at different moments stay idempotent.
-    applied: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,7 +47,6 @@ class Quote:
             "funding": decimal_text(self.funding),
             "settlement": None if self.settlement is None else decimal_text(self.settlement),
             "seq": self.seq,
-            "applied": self.applied,
         }
 
     @classmethod
@@ -61,7 +56,7 @@ class Quote:
 
         return cls(
             number("mark"), data["mark_seq"], number("iv"), data["iv_seq"], data["iv_ts"],
-            Decimal(data["funding"]), number("settlement"), data["seq"], dict(data["applied"]),
+            Decimal(data["funding"]), number("settlement"), data["seq"],
         )  # fmt: skip
 
 
@@ -70,7 +65,6 @@ class IndexPrice:
     price: Decimal
     ts: int
     seq: int
-    applied: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -152,14 +146,12 @@ class Market:
             instrument = previous.replaced_by(instrument)
         self._tick()
         self._define(instrument)
-        self.dirty.add(("instrument", instrument.symbol))
+        self._changed(instrument.symbol)
         return {instrument.symbol}
 
     def apply_index(self, record: IndexRecord) -> set[str]:
         self._tick()
-        previous = self.index.get(record.underlying)
-        applied = previous.applied if previous is not None else {}
-        self.index[record.underlying] = IndexPrice(record.price, record.ts, self.seq, applied)
+        self.index[record.underlying] = IndexPrice(record.price, record.ts, self.seq)
         self.dirty.add(("index", record.underlying))
         moved = self.options_on.get(record.underlying, set())
         for symbol in moved:
@@ -181,7 +173,7 @@ class Market:
         if instrument.is_option and record.iv is not None:
             quote.iv, quote.iv_seq, quote.iv_ts = record.iv, self.seq, record.ts
             self._models.pop(record.symbol, None)
-        self.dirty.add(("instrument", record.symbol))
+        self._changed(record.symbol)
         return {record.symbol}
 
     @exact
@@ -196,7 +188,7 @@ class Market:
             raise RecordError(f"no mark for {record.symbol} yet: funding is paid on the mark")
         self._tick()
         quote.funding += quote.mark * record.rate
-        self.dirty.add(("instrument", record.symbol))
+        self._changed(record.symbol)
         return {record.symbol}
 
     def apply_settlement(self, record: SettlementRecord) -> Instrument:
@@ -209,34 +201,8 @@ class Market:
         self.quotes[record.symbol].settlement = record.price
         settled = instrument.settled()
         self._define(settled)
-        self.dirty.add(("instrument", record.symbol))
+        self._changed(record.symbol)
         return settled
-
-    def applied_offset(self, key: StateKey, source: str) -> int:
-        """The last offset from source applied to a part (-1: none, or no such part)."""
-        kind, name = key
-        if kind == "index":
-            part = self.index.get(name)
-            return -1 if part is None else part.applied.get(source, -1)
-        quote = self.quotes.get(name)
-        return -1 if quote is None else quote.applied.get(source, -1)
-
-    def ahead_of(self, key: StateKey, source: str, offset: int) -> bool:
-        """Has the market applied records after this (already applied) one?
-
-        Either the record's own part was changed again later, or some other part was.
-        """
-        kind, name = key
-        part = self.index[name] if kind == "index" else self.quotes[name]
-        return part.applied.get(source, -1) > offset or self.seq > part.seq
-
-    def mark_applied(self, key: StateKey, source: str, offset: int) -> None:
-        """Stamp the part a record changed with the record's position and sequence number."""
-        kind, name = key
-        part = self.index[name] if kind == "index" else self.quotes[name]
-        part.applied[source] = offset
-        part.seq = self.seq
-        self.dirty.add(key)
 
     def take_dirty(self) -> set[StateKey]:
         dirty, self.dirty = self.dirty, set()
@@ -253,10 +219,7 @@ class Market:
                 "quote": self.quotes[name].to_dict(),
             }
         index = self.index[name]
-        return {
-            "price": decimal_text(index.price), "ts": index.ts, "seq": index.seq,
-            "applied": index.applied,
-        }  # fmt: skip
+        return {"price": decimal_text(index.price), "ts": index.ts, "seq": index.seq}
 
     def parts(self) -> dict[StateKey, dict[str, Any] | None]:
         keys = [("instrument", s) for s in self.instruments]
@@ -272,9 +235,7 @@ class Market:
                 quote = market.quotes[name] = Quote.from_dict(data["quote"])
                 market.seq = max(market.seq, quote.seq)
             else:
-                index = IndexPrice(
-                    Decimal(data["price"]), data["ts"], data["seq"], dict(data["applied"])
-                )
+                index = IndexPrice(Decimal(data["price"]), data["ts"], data["seq"])
                 market.index[name] = index
                 market.seq = max(market.seq, index.seq)
         market.dirty.clear()
@@ -285,6 +246,12 @@ class Market:
     def _tick(self) -> None:
         """Called by every change to the market, before the change (nothing reads between)."""
         self.seq += 1
+
+    def _changed(self, symbol: str) -> None:
+        """An instrument's part changed: stamp it with the market's sequence number (the
+        largest stamp is how a market rebuilt from its parts knows its own)."""
+        self.quotes[symbol].seq = self.seq
+        self.dirty.add(("instrument", symbol))
 
     def _define(self, instrument: Instrument) -> None:
         self.instruments[instrument.symbol] = instrument

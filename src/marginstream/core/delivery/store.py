@@ -1,0 +1,76 @@
+"""The part store a partition's state lives in locally, and its in-memory twin.
+
+One store per partition. It holds the stored parts (parts.py) and the changelog offset
+a restore resumes from; both change together in one atomic write, so the offset never
+claims parts the store lacks. The RocksDB store (stream/store.py) and MemoryPartStore
+pass the same contract test (tests/core/test_part_store.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+META_PREFIX = b"\x00"  # keys of the store's own bookkeeping start with it
+CHANGELOG_OFFSET = META_PREFIX + b"changelog-offset"
+
+
+class PartStore(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every stored part (not the store's own bookkeeping), in key order."""
+        ...
+
+    def changelog_offset(self) -> int:
+        """The changelog offset a restore resumes from (0: the beginning)."""
+        ...
+
+    def write(self, parts: Iterable[tuple[bytes, bytes | None]], changelog_offset: int) -> None:
+        """Put (or, for None, delete) parts and save the offset, atomically."""
+        ...
+
+    def wipe(self) -> None:
+        """Forget everything: the next restore starts from the beginning of the changelog."""
+        ...
+
+
+def encode_offset(offset: int) -> bytes:
+    return offset.to_bytes(8, "big")
+
+
+def decode_offset(raw: bytes | None) -> int:
+    return 0 if raw is None else int.from_bytes(raw, "big")
+
+
+class MemoryPartStore:
+    """A PartStore in a dict: for the crash model and the store contract test."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        for key in sorted(self.data):
+            if not key.startswith(META_PREFIX):
+                yield key, self.data[key]
+
+    def changelog_offset(self) -> int:
+        return decode_offset(self.data.get(CHANGELOG_OFFSET))
+
+    def write(self, parts: Iterable[tuple[bytes, bytes | None]], changelog_offset: int) -> None:
+        staged = dict(self.data)  # all or nothing, as a RocksDB write batch
+        for key, value in parts:
+            if key.startswith(META_PREFIX):
+                raise ValueError(f"{key!r} is reserved for the store's bookkeeping")
+            if value is None:
+                staged.pop(key, None)
+            else:
+                staged[key] = value
+        staged[CHANGELOG_OFFSET] = encode_offset(changelog_offset)
+        self.data = staged
+
+    def wipe(self) -> None:
+        self.data = {}

@@ -1,0 +1,57 @@
+"""One contract, two part stores: the in-memory twin the crash model uses, and RocksDB."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from marginstream.core.delivery.store import MemoryPartStore, PartStore
+from marginstream.stream.store import RocksPartStore
+
+
+@pytest.fixture(params=["memory", "rocksdb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PartStore]:
+    if request.param == "memory":
+        yield MemoryPartStore()
+        return
+    rocks = RocksPartStore(tmp_path / "p0")
+    try:
+        yield rocks
+    finally:
+        rocks.close()
+
+
+def test_an_empty_store_restores_from_the_beginning(store: PartStore):
+    assert list(store.items()) == []
+    assert store.changelog_offset() == 0
+    assert store.get(b"account/a") is None
+
+
+def test_parts_and_offset_are_written_together_and_listed_in_key_order(store: PartStore):
+    store.write([(b"account/b", b"2"), (b"account/a", b"1")], 17)
+    store.write([(b"index/BTC", b"3"), (b"account/b", b"4")], 42)
+    assert list(store.items()) == [(b"account/a", b"1"), (b"account/b", b"4"), (b"index/BTC", b"3")]
+    assert store.changelog_offset() == 42
+    assert store.get(b"account/b") == b"4"
+
+
+def test_a_deletion_removes_a_part(store: PartStore):
+    store.write([(b"account/a", b"1")], 1)
+    store.write([(b"account/a", None)], 2)
+    assert list(store.items()) == [] and store.changelog_offset() == 2
+
+
+def test_bookkeeping_keys_are_refused_and_the_batch_is_not_written(store: PartStore):
+    store.write([(b"account/a", b"1")], 5)
+    with pytest.raises(ValueError, match="reserved"):
+        store.write([(b"account/a", b"2"), (b"\x00changelog-offset", b"x")], 9)
+    assert list(store.items()) == [(b"account/a", b"1")]
+    assert store.changelog_offset() == 5
+
+
+def test_wipe_forgets_everything(store: PartStore):
+    store.write([(b"account/a", b"1")], 5)
+    store.wipe()
+    assert list(store.items()) == [] and store.changelog_offset() == 0
