@@ -21,8 +21,9 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from marginstream.feeds.driver import group_topics, lag, wait_applied
+from marginstream.feeds.driver import lag, wait_applied
 from marginstream.localbroker import free_port
+from marginstream.stream.topics import TopicNames
 
 
 class WorkerError(RuntimeError):
@@ -74,12 +75,22 @@ class LocalWorker:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(30)
 
+    def pause(self) -> None:
+        """SIGSTOP: frozen as a stalled VM or a long GC would be (resume() to go on)."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGCONT)
+
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM (a clean faust shutdown), SIGKILL if it takes longer than timeout."""
         if not self.alive():
             return
         assert self.process is not None
         os.killpg(self.process.pid, signal.SIGTERM)
+        os.killpg(self.process.pid, signal.SIGCONT)  # a paused worker handles it only now
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -135,6 +146,7 @@ class LocalDeployment:
     label: str = "d"  # starts the prefix and app id: which suite made the topics
     log_level: str = "info"
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    app_name: str | None = None  # the app id; by default one as unique as the prefix
     workers: list[LocalWorker] = field(default_factory=list)
 
     @property
@@ -143,7 +155,12 @@ class LocalDeployment:
 
     @property
     def app_id(self) -> str:
-        return f"ms-{self.label}{self.tag}"
+        return self.app_name or f"ms-{self.label}{self.tag}"
+
+    @property
+    def names(self) -> TopicNames:
+        """Every name the deployment's workers use: topics, groups, changelog."""
+        return TopicNames(self.prefix, self.app_id)
 
     def env(self) -> dict[str, str]:
         return {
@@ -173,8 +190,8 @@ class LocalDeployment:
         def nobody_left() -> bool:
             return bool(self.workers) and not any(w.alive() for w in self.workers)
 
-        topics = group_topics(self.prefix)
-        return asyncio.run(wait_applied(self.bootstrap, self.app_id, topics, timeout, nobody_left))
+        consumed = self.names.consumed()
+        return asyncio.run(wait_applied(self.bootstrap, consumed, timeout, nobody_left))
 
     def lag(self) -> int:
         """Records produced to the engine's inputs and not yet applied (committed)."""
@@ -183,7 +200,7 @@ class LocalDeployment:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
             await admin.start()
             try:
-                return await lag(admin, self.bootstrap, self.app_id, group_topics(self.prefix))
+                return await lag(admin, self.bootstrap, self.names.consumed())
             finally:
                 await admin.close()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from marginstream.feeds.demo import DemoMarket, demo_events
-from tests.stream.harness import Deployment, Reference, assert_matches_replay, live_states
+from tests.stream.harness import Deployment, Reference, final_checks, live_states
 
 
 def test_survivor_takes_over_with_identical_state(deployment: Deployment):
@@ -48,4 +48,4 @@ def test_survivor_takes_over_with_identical_state(deployment: Deployment):
     print(f"survivor served the killed worker's accounts {serving_after:.1f}s after kill -9")
     assert second.health()["assigned"] == list(range(deployment.partitions))
     assert set(answers) <= {200, 503}, answers
-    assert_matches_replay(deployment, second, reference)
+    final_checks(deployment, reference)

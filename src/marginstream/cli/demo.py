@@ -53,6 +53,7 @@ async def watch(bootstrap: str, counts: Counter) -> None:
         *(PREFIX + t for t in ("liquidations", "decisions", "dead-letters")),
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
+        isolation_level="read_committed",  # the output contract (README)
     )
     await consumer.start()
     try:
@@ -86,6 +87,7 @@ def describe_run(run: list[dict[str, Any]]) -> str | None:
 
 async def feed(bootstrap: str, records: list[dict[str, Any]], counts: Counter) -> None:
     from marginstream.feeds.driver import produce_runs  # noqa: PLC0415
+    from marginstream.stream.topics import TopicNames  # noqa: PLC0415
 
     watcher = asyncio.create_task(watch(bootstrap, counts))
 
@@ -95,7 +97,7 @@ async def feed(bootstrap: str, records: list[dict[str, Any]], counts: Counter) -
             print(line, flush=True)
 
     try:
-        await produce_runs(records, bootstrap, PREFIX, APP_ID, on_run=announce)
+        await produce_runs(records, bootstrap, PREFIX, TopicNames(PREFIX, APP_ID), on_run=announce)
         await asyncio.sleep(1.0)  # the last alerts
     finally:
         watcher.cancel()

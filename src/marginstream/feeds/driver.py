@@ -1,9 +1,9 @@
 """Feeding a live worker: produce records run by run, waiting until each run is applied.
 
-"Applied" is read off Kafka itself: the worker's consumer group has committed, on
-every topic it reads, the end offset of that topic. The group commits only after
-its state and outputs are flushed, so an applied run has left its alerts and
-decisions in Kafka.
+"Applied" is read off Kafka itself: each of the deployment's consumer groups has
+committed, on every topic it reads, the end offset of that topic. The risk group
+commits its offsets in the same transaction as the state and outputs they produced,
+so an applied run has left its alerts and decisions in Kafka.
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from marginstream.feeds.segments import segments
-from marginstream.stream.topics import ACCOUNT_INPUTS, MARKET_FANOUT, MARKET_INPUTS
+from marginstream.stream.topics import TopicNames
 
-
-def group_topics(prefix: str) -> list[str]:
-    return [prefix + name for name in (*ACCOUNT_INPUTS, *MARKET_INPUTS, MARKET_FANOUT)]
+Consumed = dict[str, list[str]]  # consumer group -> the topics it commits offsets on
 
 
 async def end_offsets(
@@ -45,12 +43,14 @@ async def end_offsets(
         await consumer.stop()
 
 
-async def lag(admin: AIOKafkaAdminClient, bootstrap: str, group: str, topics: list[str]) -> int:
-    """Records the group has not committed yet, over every partition of topics."""
-    committed = await admin.list_consumer_group_offsets(group)  # read first: see below
-    ends = await end_offsets(admin, bootstrap, topics)
-    # Committed offsets were read before the ends: a fan-out that commits prices only
-    # after flushing its copies can never make a stale end look applied.
+async def lag(admin: AIOKafkaAdminClient, bootstrap: str, consumed: Consumed) -> int:
+    """Records the groups have not committed yet, over every partition of their topics."""
+    # Every group's offsets are read before any end offset: the fan-out commits prices
+    # only after its copies are acknowledged, so a stale end can never look applied.
+    committed = {}
+    for group in consumed:
+        committed.update(await admin.list_consumer_group_offsets(group))
+    ends = await end_offsets(admin, bootstrap, [t for topics in consumed.values() for t in topics])
     return sum(
         max(0, end - (committed[tp].offset if tp in committed else 0)) for tp, end in ends.items()
     )
@@ -62,23 +62,22 @@ class GaveUp(RuntimeError):
 
 async def wait_applied(
     bootstrap: str,
-    group: str,
-    topics: list[str],
+    consumed: Consumed,
     timeout: float = 120.0,
     give_up: Callable[[], bool] | None = None,
 ) -> float:
-    """Wait until the group has applied everything produced to topics; returns seconds."""
+    """Wait until the groups have applied everything produced to them; returns seconds."""
     began = time.monotonic()
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         while True:
-            if await lag(admin, bootstrap, group, topics) == 0:
+            if await lag(admin, bootstrap, consumed) == 0:
                 return time.monotonic() - began
             if time.monotonic() - began > timeout:
-                raise TimeoutError(f"group {group} still behind after {timeout:.0f}s")
+                raise TimeoutError(f"groups {sorted(consumed)} still behind after {timeout:.0f}s")
             if give_up is not None and give_up():
-                raise GaveUp(f"group {group} is behind and will not catch up")
+                raise GaveUp(f"groups {sorted(consumed)} are behind and will not catch up")
             await asyncio.sleep(0.2)
     finally:
         await admin.close()
@@ -88,17 +87,18 @@ async def produce_runs(
     records: Sequence[dict[str, Any]],
     bootstrap: str,
     prefix: str = "",
-    group: str | None = None,
+    names: TopicNames | None = None,
     on_run: Callable[[int, list[dict[str, Any]]], None] | None = None,
     timeout: float = 120.0,
 ) -> None:
-    """Produce records; with group, wait after each run (see segments) until it is applied."""
+    """Produce records; with the deployment's names, wait after each run (see segments)
+    until it is applied."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
     )
     await producer.start()
     try:
-        for number, run in enumerate(segments(records) if group else [list(records)]):
+        for number, run in enumerate(segments(records) if names else [list(records)]):
             if on_run is not None:
                 on_run(number, run)
             sends = [
@@ -110,7 +110,7 @@ async def produce_runs(
                 for r in run
             ]
             await asyncio.gather(*sends)
-            if group is not None:
-                await wait_applied(bootstrap, group, group_topics(prefix), timeout)
+            if names is not None:
+                await wait_applied(bootstrap, names.consumed(), timeout)
     finally:
         await producer.stop()

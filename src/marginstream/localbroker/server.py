@@ -364,12 +364,19 @@ class LocalBroker:
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the broker (SIGTERM, then SIGKILL after timeout); False if none was running."""
+        return self._end(signal.SIGTERM, timeout)
+
+    def kill(self) -> bool:
+        """kill -9 the broker, as a crash would (for failure tests); False if none ran."""
+        return self._end(signal.SIGKILL, 10.0)
+
+    def _end(self, signum: int, timeout: float) -> bool:
         pid = self.running_pid()
         if pid is None:
             self._reap()
             self.pid_path.unlink(missing_ok=True)
             return False
-        self._signal(pid, signal.SIGTERM)
+        self._signal(pid, signum)
         if not self._wait_gone(pid, timeout):
             self._signal(pid, signal.SIGKILL)
             if not self._wait_gone(pid, 10.0):

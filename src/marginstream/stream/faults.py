@@ -2,11 +2,11 @@
 SIGKILL the n-th time it passes <point> (or, for engine-error, raises there, as a bug in
 the engine would). Off (and free) unless the variable is set.
 
-Points: after-local-write (state parts written to RocksDB, changelog not flushed; while
-this point is armed, every record's parts are written at once, not gathered),
-after-flush (changelog and outputs acknowledged by Kafka, input offset not committed),
-during-recovery (n changelog records restored), engine-error (the risk handler raises
-before applying its n-th record).
+Points (the steps of stream/commit.py): before-commit (the n-th commit's outputs and
+changelog records acknowledged by Kafka, its transaction not committed), after-commit
+(the n-th transaction committed, the local store not yet written), during-recovery (the
+changelog batch holding the n-th record read, before it is written to the store),
+engine-error (raises before the n-th record is applied).
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ class StreamSettings:
     market_partitions: int = 1  # prices and instruments: one partition keeps market data in order
     replication_factor: int = 1
     standby_replicas: int = 1
-    commit_interval: float = 1.0
+    # Outputs become visible to read_committed consumers when their transaction commits.
+    commit_interval: float = 0.1
     # How long a dead worker keeps its partitions before the group gives them away.
     session_timeout: float = 10.0
     margin_call: float = 0.8

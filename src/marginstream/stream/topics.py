@@ -1,4 +1,9 @@
-"""The SPEC's topics under the configured prefix: created when missing, checked when present."""
+"""Every name a deployment creates or joins, under its prefix; topics created and checked.
+
+Two deployments on one cluster share nothing unless they share the prefix and the app id:
+the SPEC topics carry the prefix, and the internal topics, the consumer groups and the
+transactional ids carry the prefix and the app id.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,7 @@ from marginstream.stream.settings import StreamSettings
 ACCOUNT_INPUTS = ("orders", "transfers")
 MARKET_INPUTS = ("prices", "instruments")
 OUTPUTS = ("liquidations", "decisions", "dead-letters")
-MARKET_FANOUT = "marginstream-market"  # internal: market records, one copy per partition
-RISK_INPUTS = (*ACCOUNT_INPUTS, MARKET_FANOUT)  # what the risk handler reads, co-partitioned
+MARKET_FANOUT = "marginstream-market"  # the core's name for the fan-out topic
 
 
 class TopicError(RuntimeError):
@@ -20,20 +24,64 @@ class TopicError(RuntimeError):
 @dataclass(frozen=True)
 class TopicNames:
     prefix: str
+    app_id: str = "marginstream"
 
     def full(self, name: str) -> str:
+        """A SPEC topic's name on the cluster."""
         return self.prefix + name
 
     def spec(self, full_name: str) -> str:
-        """The SPEC name of a topic (its full name without the prefix)."""
+        """The core's name of a topic this deployment reads (its full name without prefix)."""
+        if full_name == self.fanout:
+            return MARKET_FANOUT
         return full_name[len(self.prefix) :] if full_name.startswith(self.prefix) else full_name
 
+    @property
+    def deployment(self) -> str:
+        return self.prefix + self.app_id
+
+    @property
+    def group(self) -> str:
+        """The risk workers' consumer group (it commits inside the transactions)."""
+        return self.deployment
+
+    @property
+    def fanout_group(self) -> str:
+        return f"{self.deployment}-fanout"
+
+    @property
+    def fanout(self) -> str:
+        """Internal: every market record, one copy per partition."""
+        return f"{self.deployment}-market"
+
+    @property
+    def changelog(self) -> str:
+        """Internal, compacted: the state parts of every partition."""
+        return f"{self.deployment}-state-changelog"
+
+    def transactional_id(self, partition: int) -> str:
+        """One per partition: a new owner's producer fences the previous owner's."""
+        return f"{self.deployment}-p{partition}"
+
     def risk_inputs(self) -> list[str]:
-        """What the risk handler reads: the account inputs and the market fan-out."""
-        return [self.full(n) for n in RISK_INPUTS]
+        """What the risk workers read, co-partitioned: the account inputs and the fan-out."""
+        return [*(self.full(n) for n in ACCOUNT_INPUTS), self.fanout]
+
+    def market_inputs(self) -> list[str]:
+        return [self.full(n) for n in MARKET_INPUTS]
+
+    def outputs(self) -> list[str]:
+        return [self.full(n) for n in OUTPUTS]
 
     def partitioned_like_orders(self) -> list[str]:
-        return [self.full(n) for n in (*ACCOUNT_INPUTS, MARKET_FANOUT, *OUTPUTS)]
+        return [*self.risk_inputs(), *self.outputs(), self.changelog]
+
+    def consumed(self) -> dict[str, list[str]]:
+        """Each consumer group of the deployment and the topics it commits offsets on."""
+        return {self.group: self.risk_inputs(), self.fanout_group: self.market_inputs()}
+
+
+COMPACTED = {"cleanup.policy": "compact"}
 
 
 async def ensure_topics(settings: StreamSettings) -> dict[str, int]:
@@ -43,21 +91,20 @@ async def ensure_topics(settings: StreamSettings) -> dict[str, int]:
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: PLC0415
 
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.topic_prefix, settings.app_id)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
         wanted = {name: settings.partitions for name in names.partitioned_like_orders()}
-        wanted.update({names.full(n): settings.market_partitions for n in MARKET_INPUTS})
+        wanted.update({name: settings.market_partitions for name in names.market_inputs()})
+        compacted = {names.full("instruments"), names.changelog}
         existing = await _partition_counts(admin, list(wanted))
         missing = [
             NewTopic(
                 name,
                 count,
                 settings.replication_factor,
-                topic_configs={"cleanup.policy": "compact"}
-                if name == names.full("instruments")
-                else {},
+                topic_configs=COMPACTED if name in compacted else {},
             )
             for name, count in wanted.items()
             if name not in existing

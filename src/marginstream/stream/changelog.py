@@ -1,0 +1,161 @@
+"""Reading the changelog into local stores: restores to the end, and standbys that follow.
+
+One consumer, outside any group, reading committed transactions only (read_committed):
+an aborted write, a fenced zombie's among them, never reaches a store. Records are read
+in large batches and written as one store batch per partition and fetch, with the
+offset to resume from (core/delivery/restore.py says which records a store keeps).
+
+A restore reads from the offset the store saved to the end the broker reports for
+committed reads (the last stable offset), asked after the caller's producer has fenced
+the previous owner: nothing that owner writes later can ever be committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from marginstream.core.delivery.parts import version_of
+from marginstream.core.delivery.restore import restore_batch
+from marginstream.core.delivery.store import PartStore
+from marginstream.stream.faults import FAULTS
+
+log = logging.getLogger(__name__)
+
+BATCH = 1000  # records per fetch, written as one store batch
+
+
+@dataclass
+class Reading:
+    store: PartStore
+    until: int | None  # None: a standby, following for good
+    done: asyncio.Future[None] | None = None
+
+
+@dataclass
+class Counts:
+    read: int = 0
+    applied: int = 0
+    stale: int = 0  # older than the store's version: a fencing breach if ever seen
+
+
+@dataclass
+class ChangelogReader:
+    consumer: AIOKafkaConsumer = field(init=False)
+    bootstrap: str
+    topic: str
+    counts: Counts = field(default_factory=Counts)
+
+    def __post_init__(self) -> None:
+        self.readings: dict[int, Reading] = {}
+        self.changed = asyncio.Event()
+
+    async def start(self) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        for reading in self.readings.values():
+            if reading.done is not None and not reading.done.done():
+                reading.done.cancel()
+        self.readings.clear()
+        await self.consumer.stop()
+
+    async def restore(self, partition: int, store: PartStore) -> None:
+        """Bring store up to the end of its changelog partition (committed records)."""
+        tp = TopicPartition(self.topic, partition)
+        self.unfollow(partition)
+        end = (await self.consumer.end_offsets([tp]))[tp]
+        start = store.changelog_offset()
+        if start > end:  # not this changelog's history (the topic was recreated): start over
+            log.warning("partition %d: store at %d past changelog end %d; wiped", partition,
+                        start, end)  # fmt: skip
+            store.wipe()
+            start = 0
+        if start >= end:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._register(partition, Reading(store, end, done))
+        await done
+
+    def follow(self, partition: int, store: PartStore) -> None:
+        """As a standby: keep store up to date with the changelog until unfollow."""
+        if partition not in self.readings:
+            self._register(partition, Reading(store, None))
+
+    def unfollow(self, partition: int) -> None:
+        reading = self.readings.pop(partition, None)
+        if reading is not None:
+            if reading.done is not None and not reading.done.done():
+                reading.done.cancel()
+            self._assign()
+
+    def following(self) -> list[int]:
+        return sorted(p for p, r in self.readings.items() if r.until is None)
+
+    def _register(self, partition: int, reading: Reading) -> None:
+        self.readings[partition] = reading
+        self._assign()
+        self.changed.set()
+
+    def _assign(self) -> None:
+        """Read exactly the partitions being read, each from the offset its store saved
+        (a new assignment forgets every position)."""
+        self.consumer.assign([TopicPartition(self.topic, p) for p in sorted(self.readings)])
+        for partition, reading in self.readings.items():
+            tp = TopicPartition(self.topic, partition)
+            self.consumer.seek(tp, reading.store.changelog_offset())
+
+    async def run(self) -> None:
+        """The reading loop (a task of the worker's service)."""
+        while True:
+            if not self.readings:
+                self.changed.clear()
+                await self.changed.wait()
+                continue
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=BATCH)
+            for tp, messages in batches.items():
+                reading = self.readings.get(tp.partition)
+                if reading is None or not messages:
+                    continue
+                self._apply(tp.partition, reading, messages)
+            await self._finish_restores()
+
+    def _apply(self, partition: int, reading: Reading, messages: list) -> None:
+        store = reading.store
+        saved = store.changelog_offset()
+        messages = [m for m in messages if m.offset >= saved]  # fetched before a seek
+        if not messages:
+            return
+        restored = restore_batch(
+            ((m.key, m.value) for m in messages), lambda key: version_of(store.get(key))
+        )
+        FAULTS.hit("during-recovery", self.counts.read + restored.read)  # before the write
+        store.write(restored.writes.items(), messages[-1].offset + 1)
+        self.counts.read += restored.read
+        self.counts.applied += restored.kept
+        self.counts.stale += restored.stale
+        if restored.stale:
+            log.error("partition %d: %d changelog records older than the store's", partition,
+                      restored.stale)  # fmt: skip
+
+    async def _finish_restores(self) -> None:
+        for partition, reading in list(self.readings.items()):
+            if reading.until is None or reading.done is None:
+                continue
+            tp = TopicPartition(self.topic, partition)
+            if await self.consumer.position(tp) >= reading.until:
+                self.readings.pop(partition, None)
+                self._assign()
+                if not reading.done.done():
+                    reading.done.set_result(None)

@@ -1,0 +1,98 @@
+"""The commit protocol: one function, the only place a partition's work becomes durable.
+
+Between two commits a partition's records are applied in memory (core/delivery/unit.py)
+and their outputs sent inside the partition's open Kafka transaction. commit() then:
+
+1. seals the work: every part changed since the last commit, once, at the next version,
+   and the offset after the last record read from each input;
+2. sends the parts to the partition's changelog partition, in the same transaction;
+3. waits until every record of the transaction (outputs and parts) is acknowledged, and
+   stops if one was refused: aiokafka would commit a transaction without it;
+4. adds the input offsets to the transaction (the group's offsets move with it);
+5. commits the transaction: state, outputs and offsets become visible together, or
+   not at all. A producer fenced by the partition's next owner fails here, so a worker
+   that lost the partition can never make anything visible;
+6. writes the same parts to the local store with the changelog offset after them, in
+   one batch (a kill -9 before this leaves the store behind, never ahead: a restore
+   reads the rest from the changelog);
+7. begins the next transaction.
+
+A failure in 2-5 leaves the transaction open or aborted and the engine ahead of what
+Kafka holds: the caller drops the engine and opens the partition again (stream/partition).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import TopicPartition
+from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
+
+from marginstream.stream.faults import FAULTS
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaProducer
+
+    from marginstream.core.delivery.store import PartStore
+    from marginstream.core.delivery.unit import PartitionState
+
+
+class PartitionLost(RuntimeError):
+    """The partition's transactional id has a newer producer: another worker owns it."""
+
+
+class DeliveryRefused(RuntimeError):
+    """Kafka refused a record for good (too large, not authorised...): a worker error."""
+
+
+FENCED = (ProducerFenced, InvalidProducerEpoch)
+
+
+@dataclass
+class Transaction:
+    """The open transaction of one owned partition."""
+
+    producer: AIOKafkaProducer
+    changelog: str
+    partition: int
+    group: str
+    sends: list[asyncio.Future[Any]]
+
+
+async def commit(work: PartitionState, transaction: Transaction, store: PartStore) -> int:
+    """Commit what work applied since the last commit; returns the records committed."""
+    producer = transaction.producer
+    sealed = work.seal()  # 1
+    parts = [
+        await producer.send(transaction.changelog, value, key=key, partition=transaction.partition)
+        for key, value in sealed.parts
+    ]  # 2
+    await delivered([*transaction.sends, *parts])  # 3
+    transaction.sends = []
+    resume_at = parts[-1].result().offset + 1 if parts else store.changelog_offset()
+    FAULTS.hit("before-commit")
+    offsets = {TopicPartition(s.topic, s.partition): o for s, o in sealed.offsets.items()}
+    await producer.send_offsets_to_transaction(offsets, transaction.group)  # 4
+    await producer.commit_transaction()  # 5
+    FAULTS.hit("after-commit")
+    store.write(sealed.parts, resume_at)  # 6
+    await producer.begin_transaction()  # 7
+    return sealed.records
+
+
+async def delivered(sends: list[asyncio.Future[Any]]) -> None:
+    """Wait for every send; raise for the first that failed."""
+    for result in await asyncio.gather(*sends, return_exceptions=True):
+        if isinstance(result, FENCED):
+            raise PartitionLost(str(result)) from result
+        if isinstance(result, KafkaError) and not _transient(result):
+            raise DeliveryRefused(f"a record was not delivered: {result!r}") from result
+        if isinstance(result, BaseException):
+            raise result
+
+
+def _transient(error: KafkaError) -> bool:
+    """Errors a broker restart or a slow broker cause: the partition is reopened."""
+    return error.retriable or type(error).__name__ in ("KafkaTimeoutError", "RequestTimedOutError")

@@ -1,0 +1,105 @@
+"""The market fan-out: every record of prices and instruments, copied to every partition.
+
+Each account partition's engine must see every market move, interleaved with its own
+account records in one order it can commit. The fan-out copies each market record, with
+its origin (topic, partition, offset) in headers, to every partition of the internal
+market topic, and commits its own group's offsets once the copies are acknowledged.
+
+It is at least once on purpose: a copy made twice (a crash between the copies and the
+commit, or a paused fan-out that resumes) reaches an engine that has already seen its
+origin offset, and the replay guard skips it (core/delivery/guard.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from marginstream.stream.commit import delivered
+from marginstream.stream.partition import ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC
+from marginstream.stream.settings import StreamSettings
+from marginstream.stream.topics import TopicNames
+
+log = logging.getLogger(__name__)
+
+
+class FanOut:
+    consumer: AIOKafkaConsumer
+    producer: AIOKafkaProducer
+
+    def __init__(self, settings: StreamSettings, names: TopicNames) -> None:
+        self.settings, self.names = settings, names
+        self.copied = 0
+
+    async def start(self) -> None:
+        settings, names = self.settings, self.names
+        self.consumer = AIOKafkaConsumer(
+            *names.market_inputs(),
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=names.fanout_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            session_timeout_ms=int(settings.session_timeout * 1000),
+            heartbeat_interval_ms=int(min(3.0, settings.session_timeout / 3) * 1000),
+        )
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+        )
+        await self.producer.start()
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+        await self.producer.stop()
+
+    async def run(self) -> None:
+        names, partitions = self.names, self.settings.partitions
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=2000)
+            if not batches:
+                continue
+            sends = []
+            for tp, messages in batches.items():
+                origin = names.spec(tp.topic).encode()
+                for message in messages:
+                    headers = [
+                        (ORIGIN_TOPIC, origin),
+                        (ORIGIN_PARTITION, str(message.partition).encode()),
+                        (ORIGIN_OFFSET, str(message.offset).encode()),
+                    ]
+                    for partition in range(partitions):
+                        sends.append(
+                            await self.producer.send(
+                                names.fanout, message.value, key=message.key,
+                                partition=partition, headers=headers,
+                            )
+                        )  # fmt: skip
+            try:
+                await delivered(sends)
+            except (KafkaError, TimeoutError) as error:  # a broker away: copy the batch again
+                log.warning("fan-out copies failed: %r; copying again", error)
+                for tp, messages in batches.items():
+                    if messages:
+                        self.consumer.seek(tp, messages[0].offset)
+                await asyncio.sleep(1.0)
+                continue
+            self.copied += len(sends)
+            offsets = {
+                TopicPartition(tp.topic, tp.partition): messages[-1].offset + 1
+                for tp, messages in batches.items()
+                if messages
+            }
+            try:
+                await self.consumer.commit(offsets)
+            except KafkaError as error:
+                # A rebalance or a broker away: whoever reads these records next copies
+                # them again, which the engines' replay guard makes harmless.
+                log.info("fan-out commit skipped: %r", error)
+            await asyncio.sleep(0)

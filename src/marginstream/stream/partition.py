@@ -1,0 +1,231 @@
+"""One account partition this worker owns: opened on every assignment, dropped on every
+revocation, reopened after a commit that did not go through.
+
+open() runs in this order, which is what fences a worker that lost the partition:
+
+1. pause the partition's inputs;
+2. start the partition's transactional producer and wait for its producer id: the
+   broker aborts the previous owner's open transaction and refuses its later commits;
+3. restore the local store to the end of the changelog (committed records only);
+4. read the group's committed offsets, which moved with the last committed transaction;
+5. load the engine from the store (nothing from before the assignment is reused);
+6. seek the inputs to the committed offsets and resume them.
+
+Records are then applied (outputs sent in the open transaction) and committed by
+stream/commit.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from marginstream.core import DEAD_LETTERS, EngineConfig, Envelope
+from marginstream.core.delivery.sources import Source
+from marginstream.core.delivery.unit import PartitionState, load
+from marginstream.core.envelope import NotJson
+from marginstream.stream.changelog import ChangelogReader
+from marginstream.stream.commit import PartitionLost, Transaction, commit
+from marginstream.stream.faults import FAULTS
+from marginstream.stream.settings import StreamSettings
+from marginstream.stream.store import RocksPartStore, StoreDirectory
+from marginstream.stream.topics import TopicNames
+
+log = logging.getLogger(__name__)
+
+# Headers a market record carries through the fan-out topic: where it was first read.
+ORIGIN_TOPIC, ORIGIN_PARTITION, ORIGIN_OFFSET = "ms-topic", "ms-partition", "ms-offset"
+
+
+class Phase(enum.Enum):
+    RESTORING = "restoring"
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+@dataclass
+class Context:
+    """What every owned partition of a worker shares."""
+
+    settings: StreamSettings
+    names: TopicNames
+    config: EngineConfig
+    consumer: AIOKafkaConsumer
+    changelog: ChangelogReader
+    stores: StoreDirectory
+
+
+class OwnedPartition:
+    def __init__(self, number: int, context: Context) -> None:
+        self.number = number
+        self.context = context
+        self.phase = Phase.RESTORING
+        self.store: RocksPartStore = context.stores.of(number)
+        self.inputs = [TopicPartition(t, number) for t in context.names.risk_inputs()]
+        self.producer: AIOKafkaProducer | None = None
+        self.transaction: Transaction | None = None
+        self.work: PartitionState | None = None
+        self.next_offsets: dict[TopicPartition, int] = {}
+        self.pending_since: float | None = None  # when the oldest uncommitted record was applied
+        self.applied_at = 0.0  # when the last record was applied
+        self.commit_delay = 0.0  # from the last record applied to the commit that took it
+        self.applied = 0  # records applied and committed by this opening
+        self.commits = 0
+
+    @property
+    def active(self) -> bool:
+        return self.phase is Phase.ACTIVE
+
+    # -- opening -----------------------------------------------------------------
+
+    async def open(self) -> None:
+        context, names = self.context, self.context.names
+        consumer = context.consumer
+        consumer.pause(*self.inputs)  # 1
+        producer = AIOKafkaProducer(
+            bootstrap_servers=context.settings.bootstrap_servers,
+            transactional_id=names.transactional_id(self.number),
+            acks="all",
+            linger_ms=5,
+            max_batch_size=256 * 1024,
+        )
+        self.producer = producer
+        await producer.start()
+        await producer.begin_transaction()  # 2: waits for the producer id (the fence)
+        await context.changelog.restore(self.number, self.store)  # 3
+        committed = {tp: await consumer.committed(tp) for tp in self.inputs}  # 4
+        self.work = await asyncio.to_thread(load, self.store, context.config)  # 5
+        for tp, offset in committed.items():  # 6
+            if offset is None:
+                await consumer.seek_to_beginning(tp)
+                self.next_offsets[tp] = 0
+            else:
+                consumer.seek(tp, offset)
+                self.next_offsets[tp] = offset
+        self.transaction = Transaction(producer, names.changelog, self.number, names.group, [])
+        self.phase = Phase.ACTIVE
+        consumer.resume(*self.inputs)
+        log.info(
+            "partition %d open: %d accounts, version %d, inputs from %s", self.number,
+            len(self.work.engine.accounts), self.work.version,
+            {tp.topic: offset for tp, offset in self.next_offsets.items()},
+        )  # fmt: skip
+
+    # -- records -----------------------------------------------------------------
+
+    async def apply(self, tp: TopicPartition, messages: list[Any]) -> None:
+        """Apply records read from one input, in order; their outputs join the transaction."""
+        work, transaction = self.work, self.transaction
+        assert work is not None and transaction is not None
+        names = self.context.names
+        read_from = Source(tp.topic, tp.partition)
+        next_offset = self.next_offsets.get(tp, 0)
+        for message in messages:
+            if message.offset < next_offset:
+                continue  # fetched before the seek of this opening
+            FAULTS.fail("engine-error")
+            envelope, from_market = self.envelope(message)
+            outcome = work.apply(envelope, read_from, message.offset)
+            next_offset = message.offset + 1
+            for output in outcome.outputs:
+                # Every partition sees each market record; one dead letter for it is enough.
+                if from_market and output.topic == DEAD_LETTERS and self.number != 0:
+                    continue
+                key = None if output.key is None else output.key.encode()
+                transaction.sends.append(
+                    await transaction.producer.send(
+                        names.full(output.topic), orjson.dumps(output.value), key=key
+                    )
+                )
+        self.next_offsets[tp] = next_offset
+        if work.records:
+            self.applied_at = time.monotonic()
+            if self.pending_since is None:
+                self.pending_since = self.applied_at
+
+    def due(self, now: float) -> bool:
+        return (
+            self.active
+            and self.pending_since is not None
+            and now - self.pending_since >= self.context.settings.commit_interval
+        )
+
+    async def commit(self) -> None:
+        if not self.active or self.work is None or not self.work.records:
+            return
+        assert self.transaction is not None
+        self.applied += await commit(self.work, self.transaction, self.store)
+        self.commits += 1
+        self.pending_since = None
+        self.commit_delay = time.monotonic() - self.applied_at
+
+    def envelope(self, message: Any) -> tuple[Envelope, bool]:
+        """The record as the engine sees it, and whether it is a market copy. A market copy
+        carries its origin, which the engine keys it on; a record in the fan-out topic
+        without one (not written by the fan-out) is dead-lettered where it lies."""
+        names = self.context.names
+        key = None if message.key is None else message.key.decode(errors="replace")
+        text = None if message.value is None else message.value.decode(errors="replace")
+        try:
+            value = orjson.loads(message.value or b"")
+        except orjson.JSONDecodeError as error:
+            value = NotJson(f"not JSON ({error})")
+        if message.topic == names.fanout:
+            origin = _origin(message.headers)
+            if origin is not None:
+                return Envelope(*origin, key, value, text), True
+            value = NotJson("a record in the market fan-out topic without its origin headers")
+        spec = names.spec(message.topic)
+        return Envelope(spec, message.partition, message.offset, key, value, text), False
+
+    # -- closing -----------------------------------------------------------------
+
+    async def close(self, commit_first: bool) -> bool:
+        """Stop owning the partition; with commit_first, commit what is pending first.
+        True if that commit was refused because another worker owns the partition now.
+
+        Nothing of it stays in memory. An open transaction that could not commit is
+        aborted here, or by the partition's next owner when its producer starts.
+        """
+        was_active = self.active
+        self.phase = Phase.CLOSED
+        producer = self.producer
+        fenced = False
+        if producer is None:
+            return fenced
+        if was_active and commit_first:
+            try:
+                self.phase = Phase.ACTIVE
+                await asyncio.wait_for(self.commit(), 10.0)
+            except Exception as error:  # the next owner starts from Kafka
+                fenced = isinstance(error, PartitionLost)
+                log.warning("partition %d: commit at close failed: %r", self.number, error)
+            finally:
+                self.phase = Phase.CLOSED
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.abort_transaction(), 5.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), 5.0)
+        self.work = self.transaction = self.producer = None
+        return fenced
+
+
+def _origin(headers: Any) -> tuple[str, int, int] | None:
+    """(topic, partition, offset) a market copy was first read at, from its headers."""
+    found = {name: value for name, value in headers or () if isinstance(value, bytes)}
+    try:
+        return (
+            found[ORIGIN_TOPIC].decode(),
+            int(found[ORIGIN_PARTITION]),
+            int(found[ORIGIN_OFFSET]),
+        )
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,299 @@
+"""The risk service: the consumer group, the owned partitions, the processing loop.
+
+Ownership follows the group exactly. Every revocation (the group's protocol revokes
+everything at each rebalance) commits what is pending and drops every engine; every
+assignment opens each assigned partition afresh (stream/partition.py), even one this
+worker held a moment before. A partition whose commit fails is dropped and opened again
+the same way: after a pause when its producer was fenced (the group is about to say who
+owns it now), at once otherwise (a broker restart).
+
+The processing loop and the rebalance callbacks take turns under one lock, so a
+partition is never applied to, committed and dropped at the same time.
+
+Anything the worker cannot carry on from (an engine error, a record Kafka refuses for
+good, a task that dies) ends the process at once with a non-zero status: whatever it had
+not committed is aborted, and the next owner starts from what Kafka holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from mode import Service
+
+from marginstream.core import EngineConfig
+from marginstream.stream.changelog import ChangelogReader
+from marginstream.stream.commit import DeliveryRefused, PartitionLost
+from marginstream.stream.fanout import FanOut
+from marginstream.stream.group import CoPartitionedAssignor
+from marginstream.stream.partition import Context, OwnedPartition, Phase
+from marginstream.stream.settings import StreamSettings
+from marginstream.stream.store import StoreDirectory
+from marginstream.stream.topics import TopicNames
+
+log = logging.getLogger(__name__)
+
+MAX_RECORDS = 5000  # per fetch
+
+
+def fail(reason: str) -> None:
+    """End the worker now, with one clear line: its supervisor restarts it."""
+    log.critical("marginstream worker stops: %s", reason)
+    print(f"marginstream: worker stops: {reason}", file=sys.stderr, flush=True)
+    logging.shutdown()
+    os._exit(1)
+
+
+class RiskService(Service):
+    consumer: AIOKafkaConsumer
+    context: Context
+
+    def __init__(self, settings: StreamSettings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.names = TopicNames(settings.topic_prefix, settings.app_id)
+        self.config: EngineConfig = settings.engine
+        self.stores = StoreDirectory(Path("marginstream-state"))
+        self.url = ""
+        self.assignor = CoPartitionedAssignor("", settings.standby_replicas)
+        self.changelog = ChangelogReader(settings.bootstrap_servers, self.names.changelog)
+        self.fanout = FanOut(settings, self.names)
+        self.tasks: list[asyncio.Future[None]] = []
+        self.partitions: dict[int, OwnedPartition] = {}
+        self.openers: dict[int, asyncio.Task[None]] = {}
+        self.lock = asyncio.Lock()
+        self.rebalancing = True  # until the first assignment
+        self.loads = self.fenced = self.reopened = 0
+        self.started_at = time.monotonic()
+
+    def configure(self, url: str, stores_root: Path) -> None:
+        """Where this worker's web view answers (told to the group, for routing) and
+        where its partitions' stores live."""
+        self.url = self.assignor.url = url
+        self.stores.root = stores_root
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        settings = self.settings
+        self.consumer = AIOKafkaConsumer(  # aiokafka's clients are made in the running loop
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=self.names.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            partition_assignment_strategy=(self.assignor,),
+            session_timeout_ms=int(settings.session_timeout * 1000),
+            heartbeat_interval_ms=int(min(3.0, settings.session_timeout / 3) * 1000),
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        self.context = Context(
+            settings, self.names, self.config, self.consumer, self.changelog, self.stores
+        )
+        await self.changelog.start()
+        await self.fanout.start()
+        await self.consumer.start()
+        self.consumer.subscribe(self.names.risk_inputs(), listener=_Listener(self))
+        self.tasks = [
+            asyncio.ensure_future(_guarded(name, run))
+            for name, run in (
+                ("processing", self._process),
+                ("changelog reader", self.changelog.run),
+                ("fan-out", self.fanout.run),
+            )
+        ]
+
+    async def on_stop(self) -> None:
+        if not self.tasks:
+            return  # never started (the app stopped before: topics refused, broker away)
+        async with self.lock:  # after the batch being applied, if any
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            await self._close_all(commit_first=True)
+        for task in (self.consumer.stop(), self.fanout.stop(), self.changelog.stop()):
+            try:
+                await asyncio.wait_for(task, 10.0)
+            except Exception as error:  # stopping: nothing left to protect
+                log.warning("while stopping: %r", error)
+        self.stores.close()
+
+    # -- the group ---------------------------------------------------------------
+
+    async def revoked(self) -> None:
+        self.rebalancing = True
+        async with self.lock:
+            await self._close_all(commit_first=True)
+            for partition in self.changelog.following():
+                self.changelog.unfollow(partition)
+
+    async def assigned(self, assigned: set[TopicPartition]) -> None:
+        mine = sorted({tp.partition for tp in assigned})
+        for partition in mine:
+            self._open(partition)
+        for partition in self.assignor.held.standby:
+            self.changelog.follow(partition, self.stores.of(partition))
+        self.rebalancing = False
+        log.info("assigned %s, standby %s", mine, list(self.assignor.held.standby))
+
+    def _open(self, partition: int, delay: float = 0.0) -> None:
+        owned = self.partitions[partition] = OwnedPartition(partition, self.context)
+        self.consumer.pause(*owned.inputs)  # before the fetcher can hand out a record
+        self.openers[partition] = asyncio.ensure_future(self._opening(owned, delay))
+
+    async def _opening(self, owned: OwnedPartition, delay: float) -> None:
+        backoff = 0.5
+        await asyncio.sleep(delay)
+        while self.partitions.get(owned.number) is owned:
+            try:
+                await owned.open()
+                self.loads += 1
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a broker away: try again
+                log.warning("partition %d: open failed: %r; again in %.1fs", owned.number,
+                            error, backoff)  # fmt: skip
+                self.changelog.unfollow(owned.number)
+                await owned.close(commit_first=False)
+                if self.partitions.get(owned.number) is not owned:
+                    return
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                owned.phase = Phase.RESTORING
+
+    async def _close_all(self, commit_first: bool) -> None:
+        for task in self.openers.values():
+            task.cancel()
+        self.openers.clear()
+        closing = list(self.partitions.values())
+        self.partitions.clear()
+        for owned in closing:
+            if not owned.active:
+                self.changelog.unfollow(owned.number)
+        fenced = await asyncio.gather(*(owned.close(commit_first) for owned in closing))
+        self.fenced += sum(fenced)
+
+    async def _reopen(self, owned: OwnedPartition, delay: float) -> None:
+        """Drop a partition whose commit failed, and open it again after delay."""
+        if self.partitions.get(owned.number) is not owned:
+            return
+        self.reopened += 1
+        await owned.close(commit_first=False)
+        self._open(owned.number, delay)
+
+    # -- records -----------------------------------------------------------------
+
+    async def _process(self) -> None:
+        consumer = self.consumer
+        while True:
+            batches = await consumer.getmany(timeout_ms=self._wait_ms(), max_records=MAX_RECORDS)
+            async with self.lock:
+                for tp, messages in batches.items():
+                    owned = self.partitions.get(tp.partition)
+                    if owned is not None and owned.active:
+                        await owned.apply(tp, messages)
+                await self._commit_due()
+
+    def _wait_ms(self) -> int:
+        pending = [o.pending_since for o in self.partitions.values() if o.pending_since]
+        if not pending:
+            return 500
+        left = min(pending) + self.settings.commit_interval - time.monotonic()
+        return max(0, int(left * 1000))
+
+    async def _commit_due(self) -> None:
+        now = time.monotonic()
+        due = [owned for owned in self.partitions.values() if owned.due(now)]
+        if not due:
+            return
+        timeout = max(30.0, self.settings.session_timeout)
+        results = await asyncio.gather(
+            *(asyncio.wait_for(owned.commit(), timeout) for owned in due), return_exceptions=True
+        )
+        for owned, result in zip(due, results, strict=True):
+            if isinstance(result, PartitionLost):
+                self.fenced += 1
+                log.warning("partition %d: fenced (%s); dropped", owned.number, result)
+                await self._reopen(owned, delay=self.settings.session_timeout)
+            elif isinstance(result, DeliveryRefused):
+                fail(f"partition {owned.number}: {result}")
+            elif isinstance(result, Exception):
+                log.warning("partition %d: commit failed: %r; reopened", owned.number, result)
+                await self._reopen(owned, delay=0.5)
+            elif isinstance(result, BaseException):
+                raise result
+
+    # -- reading -----------------------------------------------------------------
+
+    def status(self) -> str:
+        if self.rebalancing or any(not o.active for o in self.partitions.values()):
+            return "recovering"
+        return "ok"
+
+    def health(self) -> dict[str, Any]:
+        counts = self.changelog.counts
+        owned = self.partitions.values()
+        return {
+            "status": self.status(),
+            "assigned": sorted(self.partitions),
+            "partitions": sorted(o.number for o in owned if o.active),
+            "standby": self.changelog.following(),
+            "accounts": sum(len(o.work.engine.accounts) for o in owned if o.work),
+            "records": sum(o.applied for o in owned),
+            "commits": sum(o.commits for o in owned),
+            "engine_loads": self.loads,
+            "fenced": self.fenced,
+            "reopened": self.reopened,
+            "changelog_records_read": counts.read,
+            "changelog_records_applied": counts.applied,
+            "changelog_records_stale": counts.stale,
+            "market_copies": self.fanout.copied,
+            "commit_lag": {  # per partition: records applied, not committed; last delay
+                o.number: {
+                    "pending": o.work.records if o.work else 0,
+                    "last_delay": round(o.commit_delay, 3),
+                }
+                for o in owned
+            },
+        }
+
+
+class _Listener(ConsumerRebalanceListener):
+    """aiokafka swallows a callback's exception: here one ends the worker."""
+
+    def __init__(self, service: RiskService) -> None:
+        self.service = service
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await _or_fail("revocation", self.service.revoked())
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await _or_fail("assignment", self.service.assigned(assigned))
+
+
+async def _or_fail(what: str, step: Awaitable[None]) -> None:
+    try:
+        await step
+    except Exception as error:
+        log.exception("%s failed", what)
+        fail(f"{what} failed: {error!r}")
+
+
+async def _guarded(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await run()
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        log.exception("the %s task failed", name)
+        fail(f"the {name} task failed: {error!r}")
