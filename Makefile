@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 KAFKA_PORT ?= 9092
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint kafka-up kafka-down bench bench-full jars venv clean
+.PHONY: demo test soak lint kafka-up kafka-down bench bench-full jars venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ demo: jars
 
 test: jars
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+soak: jars
+	$(BIN)/python -m tests.stream.soak
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
