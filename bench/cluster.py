@@ -126,25 +126,39 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     return {tp.partition: offset for tp, offset in ends.items()}
 
 
-async def write_span(bootstrap: str, topic: str, after: dict[int, int]) -> float:
+async def write_span(
+    bootstrap: str, topic: str, after: dict[int, int], committed: bool = False
+) -> tuple[float, int]:
     """Seconds between the first and the last record written to topic past the offsets in
-    after (producer timestamps): how long a worker took to process what it was given,
-    measured as the Quix peer measures itself, from first record to last."""
+    after (producer timestamps), and how many records that is: how long a process took to
+    write what it wrote, measured as the Quix peer measures itself, from first to last.
+
+    With committed, only records of committed transactions count (what a read_committed
+    consumer sees), as for the outputs of a transactional worker.
+    """
     ends = await end_offsets(bootstrap, topic)
-    consumer = new_consumer(bootstrap, enable_auto_commit=False)
+    consumer = new_consumer(
+        bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed" if committed else "read_uncommitted",
+    )
     await consumer.start()
     try:
-        first, last = float("inf"), float("-inf")
-        for partition, end in ends.items():
-            tp = TopicPartition(topic, partition)
-            consumer.assign([tp])
-            consumer.seek(tp, after.get(partition, 0))
-            while await consumer.position(tp) < end:
-                for message in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
-                    if message.offset < end:
-                        first = min(first, message.timestamp)
-                        last = max(last, message.timestamp)
-        return (last - first) / 1000
+        first, last, count = float("inf"), float("-inf"), 0
+        async with asyncio.timeout(600):  # an open transaction would hold committed reads
+            for partition, end in ends.items():
+                tp = TopicPartition(topic, partition)
+                consumer.assign([tp])
+                consumer.seek(tp, after.get(partition, 0))
+                while await consumer.position(tp) < end:
+                    for message in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                        if message.offset < end:
+                            if message.timestamp_type != 0:
+                                raise RuntimeError(f"{topic} does not keep producer timestamps")
+                            first = min(first, message.timestamp)
+                            last = max(last, message.timestamp)
+                            count += 1
+        return (last - first) / 1000, count
     finally:
         await consumer.stop()
 

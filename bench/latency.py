@@ -7,6 +7,10 @@
 The worker starts from a state changelog written the way workers write it (N accounts
 built by the core offline), so the set-up does not dominate the run.
 
+Outputs are read as the output contract says (read_committed): a worker publishes a
+record's outputs in the transaction that commits it, so every latency here includes the
+wait for that commit (MARGINSTREAM_COMMIT_INTERVAL, 0.1 s by default, and the commit).
+
     python -m bench.latency --accounts 100000 --moves 20 --rates 1000 10000
 """
 
@@ -28,7 +32,7 @@ from bench.common import write_result
 from bench.recovery import write_parts
 from bench.remargin import T0, build
 from marginstream.core import Envelope, RiskEngine
-from marginstream.core.market import StateKey
+from marginstream.core.delivery.parts import StateKey
 from marginstream.localworker import LocalDeployment
 
 
@@ -49,7 +53,9 @@ def expected_alerts(parts: dict[StateKey, Any], moves: list[dict[str, Any]]) -> 
 async def remargin_latency(
     deployment: LocalDeployment, moves: list[dict], expected: list[int]
 ) -> list[float]:
-    consumer = new_consumer(deployment.bootstrap, deployment.prefix + "liquidations")
+    consumer = new_consumer(
+        deployment.bootstrap, deployment.prefix + "liquidations", isolation_level="read_committed"
+    )
     producer = AIOKafkaProducer(bootstrap_servers=deployment.bootstrap, acks="all")
     await consumer.start()
     await producer.start()
@@ -79,7 +85,9 @@ async def remargin_latency(
 async def decision_latency(
     deployment: LocalDeployment, accounts: list[str], rate: int, seconds: float
 ) -> dict:
-    consumer = new_consumer(deployment.bootstrap, deployment.prefix + "decisions")
+    consumer = new_consumer(
+        deployment.bootstrap, deployment.prefix + "decisions", isolation_level="read_committed"
+    )
     producer = AIOKafkaProducer(bootstrap_servers=deployment.bootstrap, acks="all", linger_ms=1)
     await consumer.start()
     await producer.start()

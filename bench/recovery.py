@@ -2,8 +2,12 @@
 with the local store intact, take over a killed worker's partitions (with and without a
 standby replica), and the worker's resident memory once it holds them.
 
-The changelog is written directly, exactly as workers write it (the same parts, codec and
-partitions), so that a million accounts do not first have to be traded through a worker.
+The changelog is written directly, in the format workers write it (the same part keys and
+stored values, core/delivery/parts.py, and the same partitions), so that a million accounts
+do not first have to be traded through a worker. It is written outside any transaction
+(a read_committed restore reads such records like committed ones), one record per part,
+without the replay guard part ("delivery", "seen"): a state without it loads with an
+empty guard, which is what a worker that never read a live record holds.
 
     python -m bench.recovery --accounts 1000000
 """
@@ -25,12 +29,12 @@ from aiokafka.partitioner import DefaultPartitioner
 from bench.cluster import InFlight, bench_deployment, broker, create_topics
 from bench.common import write_result
 from bench.streams import TIERS, mark_of, symbols
+from marginstream.core.delivery.parts import encode_part, part_key
 from marginstream.core.instruments import parse_instrument
 from marginstream.core.ledger import Account
 from marginstream.core.market import Market
 from marginstream.core.records import FillRecord, MarkRecord
 from marginstream.localworker import LocalDeployment, LocalWorker
-from marginstream.stream.codec import encode_part, part_key
 
 PARTITIONS = 8
 
@@ -98,9 +102,9 @@ async def write_changelog(deployment: LocalDeployment, accounts: int, instrument
 async def write_parts(
     deployment: LocalDeployment, parts: Iterable[tuple[tuple[str, str], dict[str, Any] | None]]
 ) -> float:
-    """Write state parts to the deployment's changelog as its workers would: market parts
-    to every partition, an account to the partition its orders go to."""
-    topic = f"{deployment.app_id}-state-changelog"
+    """Write state parts to the deployment's changelog as its workers would: an account to
+    the partition its orders go to, every other part (market, replay guard) to every one."""
+    topic = deployment.names.changelog
     await create_topics(
         deployment.bootstrap, [topic], deployment.partitions, {"cleanup.policy": "compact"}
     )
@@ -201,6 +205,7 @@ def main() -> None:
         health = worker.health() or {}
         figures["restored_accounts"] = health.get("accounts")
         figures["changelog_records_read"] = health.get("changelog_records_read")
+        figures["changelog_records_stale"] = health.get("changelog_records_stale")
         figures["rss_mib"] = rss_mib(worker)
         print(
             f"restore {figures['restored_accounts']:,} accounts from the changelog into an "

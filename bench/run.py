@@ -2,7 +2,8 @@
 
 Each script prints its figures and writes bench/results/<name>.json (the quick run:
 bench/results/quick/<name>.json); BENCHMARKS.md tabulates them with the machine,
-versions and date of the run.
+versions and date of the run. With --before REF the throughput benchmark also runs one
+worker of the code at REF beside the current one (see bench/throughput.py).
 """
 
 from __future__ import annotations
@@ -44,9 +45,14 @@ FULL = [
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes")
+    parser.add_argument(
+        "--before", metavar="REF", help="throughput: also a worker of the code at this commit"
+    )
     args = parser.parse_args()
     failed = []
-    for module, *options in QUICK if args.quick else FULL:
+    for module, *sizes in QUICK if args.quick else FULL:
+        before = ["--before", args.before] if args.before and module == "bench.throughput" else []
+        options = [*sizes, *before]
         print(f"=== {module} {' '.join(options)}", flush=True)
         began = time.monotonic()
         env = {**os.environ, "BENCH_RESULTS": str(QUICK_RESULTS)} if args.quick else None

@@ -1,16 +1,38 @@
-"""Order and fill records per second through one worker, beside two references, in one run:
+"""Order and fill records per second through one worker, beside references, in one run:
 
-- ours: one marginstream worker, RocksDB state and changelogs (8 partitions);
+- ours: one marginstream worker of the current code (8 partitions, one Kafka transaction
+  per partition per commit interval);
+- before (with --before REF): one worker of the code at REF, run from a git worktree on
+  the same broker with the same records: at 93ca5cb the at-least-once faust-tables
+  worker. after / before is what the fenced (transactional) shell costs or gains in
+  throughput as a whole: it also drops the per-record changelog writes and the outputs
+  remembered in account parts, so it is not the cost of the transactions alone;
 - ceiling: a bare aiokafka consume -> decode -> encode -> produce loop on the same records;
+- faust floor: a faust agent that only decodes and re-encodes (bench/faust_floor);
 - peer: the same perpetual-only margin logic as a Quix Streams application (bench/quix_peer).
 
     python -m bench.throughput --accounts 100000 --instruments 20 --records 150000
+    python -m bench.throughput --accounts 10000 --records 15000 --before 93ca5cb
 
-Each is timed from the first measured record it processed to the last: the peer by its
-own clock, ours and the faust floor by the timestamps of what they wrote (state changelog,
-output), the bare loop by its clock. Ours and the floor also report end to end, from the
-first record produced to the last one committed (which adds the produce and up to one
-commit interval).
+How each is timed:
+
+- end to end (ours, before, floor): from the first measured record produced until the
+  consumer groups' committed offsets reach the end of every input they read. This adds
+  the produce and up to one commit interval, and is the figure after / before compares.
+- first to last (as the peer times itself by its own clock): the bare loop by its clock;
+  the floor by the producer timestamps of its output topic (one output per record); ours
+  and before by the producer timestamps of their decisions, read as a read_committed
+  consumer reads them. Every order gets exactly one decision, sent when the order is
+  applied, and the first measured record is an order, so the first and last decision
+  bracket the processing of all but the few fills after each partition's last order
+  (the run counts the decisions and warns unless there is one per order). The final
+  commit is left out, as it always was.
+
+  Until the transactional rewrite ours was timed by its state changelog, which got one
+  write per input record; the changelog now gets one record per changed part per commit,
+  written at commit time, so its timestamps no longer say when records were processed.
+  The before worker still writes per record: its changelog span is reported beside its
+  decision span as a check of the decision method.
 """
 
 from __future__ import annotations
@@ -24,6 +46,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,30 +63,123 @@ from bench.cluster import (
     write_span,
 )
 from bench.common import write_result
+from bench.oldcode import OLD_GROUP_TOPICS, old_code_evidence, old_settings, worktree
 from bench.streams import deposits, market, trading
-from marginstream.feeds.driver import produce_runs, wait_applied
+from marginstream.feeds.driver import Consumed, GaveUp, produce_runs, wait_applied
+from marginstream.feeds.segments import segments
+from marginstream.localworker import LocalDeployment, LocalWorker
+from marginstream.stream.settings import StreamSettings
 
 
-def ours(bootstrap: str, root: Path, setup: list[dict], measured: list[dict]) -> dict[str, Any]:
-    deployment = bench_deployment(bootstrap, root / "ours")
+def ours(
+    bootstrap: str,
+    root: Path,
+    setup: list[dict],
+    measured: list[dict],
+    extra_env: dict[str, str],
+) -> dict[str, Any]:
+    deployment = bench_deployment(bootstrap, root / "ours", extra_env=extra_env)
     worker = deployment.worker("w1").start()
     try:
         worker.wait_ready()
-        asyncio.run(
-            produce_runs(setup, bootstrap, deployment.prefix, deployment.app_id, timeout=3600)
-        )
-        changelog = f"{deployment.app_id}-state-changelog"
-        before = asyncio.run(end_offsets(bootstrap, changelog))
-        began = time.perf_counter()
-        asyncio.run(produce(bootstrap, measured, deployment.prefix))
-        deployment.wait_applied(3600)
-        seconds = time.perf_counter() - began
-        # Every record writes its account's part: the changelog's first and last write
-        # after the setup are the first and last measured record processed.
-        span = asyncio.run(write_span(bootstrap, changelog, before))
+        consumed = deployment.names.consumed()
+        feed(setup, deployment, consumed, worker)
+        result = timed(deployment, consumed, measured, worker)
+        result["health"] = worker.health()
     finally:
         deployment.stop_all()
-    return rates(len(measured), span, seconds)
+    result["commit_interval"] = commit_interval(extra_env, StreamSettings().commit_interval)
+    return result
+
+
+def before(
+    bootstrap: str,
+    root: Path,
+    ref: str,
+    setup: list[dict],
+    measured: list[dict],
+    extra_env: dict[str, str],
+) -> dict[str, Any]:
+    """The same as ours, through one worker of the code at ref (a temporary worktree)."""
+    with worktree(ref) as (tree, commit):
+        source = tree / "src"
+        env = {**extra_env, "PYTHONPATH": str(source)}
+        imported = old_settings(env)
+        if not imported["file"].startswith(str(source)):
+            raise RuntimeError(f"PYTHONPATH={source} imports {imported['file']}, not {ref}")
+        deployment = bench_deployment(bootstrap, root / "before", extra_env=env)
+        worker = deployment.worker("w1").start()
+        try:
+            worker.wait_ready()
+            consumed = {deployment.app_id: [deployment.prefix + t for t in OLD_GROUP_TOPICS]}
+            feed(setup, deployment, consumed, worker)
+            changelog = f"{deployment.app_id}-state-changelog"
+            result = timed(deployment, consumed, measured, worker, changelog)
+            result["evidence"] = old_code_evidence(worker, deployment, source, changelog)
+        finally:
+            deployment.stop_all()
+    result["ref"], result["commit"] = ref, commit
+    result["commit_interval"] = commit_interval(extra_env, imported["commit_interval"])
+    return result
+
+
+def commit_interval(extra_env: dict[str, str], default: float) -> float:
+    return float(extra_env.get("MARGINSTREAM_COMMIT_INTERVAL") or default)
+
+
+def feed(
+    setup: Sequence[dict], deployment: LocalDeployment, consumed: Consumed, worker: LocalWorker
+) -> None:
+    """Produce the set-up run by run (one topic at a time), each applied before the next."""
+    for run in segments(setup):
+        asyncio.run(produce_runs(run, deployment.bootstrap, deployment.prefix))
+        applied(deployment.bootstrap, consumed, worker)
+
+
+def applied(bootstrap: str, consumed: Consumed, worker: LocalWorker) -> None:
+    """Wait until the groups have committed everything; a dead worker ends the wait."""
+
+    def gone() -> bool:
+        return not worker.alive()
+
+    try:
+        asyncio.run(wait_applied(bootstrap, consumed, timeout=3600, give_up=gone))
+    except (GaveUp, TimeoutError) as error:
+        raise RuntimeError(f"{error}; the worker's log ends:\n{worker.log_tail()}") from error
+
+
+def timed(
+    deployment: LocalDeployment,
+    consumed: Consumed,
+    measured: list[dict],
+    worker: LocalWorker,
+    changelog: str | None = None,
+) -> dict[str, Any]:
+    """End to end, and first to last by the decisions' producer timestamps (the module's
+    docstring says why); with changelog (a worker that writes one changelog record per
+    input record), that changelog's span as well."""
+    bootstrap = deployment.bootstrap
+    decisions = deployment.prefix + "decisions"
+    orders = sum(1 for r in measured if r["value"]["type"] == "order")
+    decided_before = asyncio.run(end_offsets(bootstrap, decisions))
+    logged_before = asyncio.run(end_offsets(bootstrap, changelog)) if changelog else {}
+    began = time.perf_counter()
+    asyncio.run(produce(bootstrap, measured, deployment.prefix))
+    applied(bootstrap, consumed, worker)
+    seconds = time.perf_counter() - began
+    span, decided = asyncio.run(write_span(bootstrap, decisions, decided_before, committed=True))
+    result = rates(len(measured), span, seconds)
+    result.update(timed_by="decisions", orders=orders, decisions=decided)
+    if decided != orders:
+        print(f"warning: {decided} decisions for {orders} orders", file=sys.stderr)
+    if changelog:
+        logged, written = asyncio.run(write_span(bootstrap, changelog, logged_before))
+        result.update(
+            changelog_span_seconds=logged,
+            changelog_records=written,
+            changelog_span_records_per_second=len(measured) / logged,
+        )
+    return result
 
 
 def rates(records: int, span: float, seconds: float) -> dict[str, Any]:
@@ -144,9 +260,9 @@ def faust_floor(bootstrap: str, root: Path, measured: list[dict]) -> dict[str, A
         time.sleep(8)  # the agent joins its group
         began = time.perf_counter()
         asyncio.run(produce(bootstrap, [{**r, "topic": source} for r in measured]))
-        asyncio.run(wait_applied(bootstrap, group, [source], timeout=3600))
+        asyncio.run(wait_applied(bootstrap, {group: [source]}, timeout=3600))
         seconds = time.perf_counter() - began
-        span = asyncio.run(write_span(bootstrap, sink, {}))  # one output per record
+        span, _ = asyncio.run(write_span(bootstrap, sink, {}))  # one output per record
     finally:
         process.terminate()
         process.wait(60)
@@ -197,10 +313,23 @@ def main() -> None:
     parser.add_argument("--instruments", type=int, default=20)
     parser.add_argument("--records", type=int, default=150_000)
     parser.add_argument("--skip-peer", action="store_true", help="leave Quix Streams out")
+    parser.add_argument(
+        "--before",
+        metavar="REF",
+        help="also run one worker of the code at this git commit (e.g. 93ca5cb), same stream",
+    )
+    parser.add_argument(
+        "--commit-interval",
+        type=float,
+        help="MARGINSTREAM_COMMIT_INTERVAL for ours and before (default: each code's own)",
+    )
     args = parser.parse_args()
 
     setup = market(args.instruments) + deposits(args.accounts)
     measured = list(trading(args.accounts, args.instruments, args.records))
+    extra_env = {}
+    if args.commit_interval is not None:
+        extra_env["MARGINSTREAM_COMMIT_INTERVAL"] = str(args.commit_interval)
     figures: dict[str, Any] = {
         "accounts": args.accounts,
         "instruments": args.instruments,
@@ -212,8 +341,15 @@ def main() -> None:
         print(f"bare aiokafka loop: {figures['ceiling']['records_per_second']:,.0f} records/s")
         figures["faust_floor"] = faust_floor(bootstrap, root, measured)
         print(f"faust floor:        {shown(figures['faust_floor'])}")
-        figures["ours"] = ours(bootstrap, root, setup, measured)
+        figures["ours"] = ours(bootstrap, root, setup, measured, extra_env)
         print(f"marginstream:       {shown(figures['ours'])}")
+        if args.before:
+            figures["before"] = before(bootstrap, root, args.before, setup, measured, extra_env)
+            old = figures["before"]
+            print(
+                f"before ({args.before}): {shown(old)}; its changelog span "
+                f"{old['changelog_span_records_per_second']:,.0f} records/s"
+            )
         if not args.skip_peer:
             figures["peer"] = quix_peer(bootstrap, root, setup, measured)
             print(f"Quix Streams peer:  {figures['peer']['records_per_second']:,.0f} records/s")
@@ -228,7 +364,20 @@ def main() -> None:
     if "peer" in figures:
         figures["ours_over_peer"] = ours_rate / figures["peer"]["records_per_second"]
         print(f"ours / peer:    {figures['ours_over_peer']:.2f} (goal >= 1)")
-    print(f"written to {write_result('throughput', figures)}")
+    if "before" in figures:
+        after, old = figures["ours"], figures["before"]
+        figures["after_over_before_end_to_end"] = (
+            after["end_to_end_records_per_second"] / old["end_to_end_records_per_second"]
+        )
+        figures["after_over_before"] = ours_rate / old["records_per_second"]
+        print(
+            f"after / before, end to end: {figures['after_over_before_end_to_end']:.2f} "
+            f"(first to last: {figures['after_over_before']:.2f}); commit interval "
+            f"{after['commit_interval']:g}s after, {old['commit_interval']:g}s before"
+        )
+    # A run with --before is another comparison: it never replaces the plain run's file.
+    name = f"throughput-before-{args.before}" if args.before else "throughput"
+    print(f"written to {write_result(name, figures)}")
 
 
 if __name__ == "__main__":
