@@ -16,6 +16,7 @@ pausing the one started first makes it get the others'.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -64,25 +65,49 @@ def test_a_worker_paused_past_its_session_changes_nothing_when_it_resumes(
 
     runs = segments(records)
     big = max(range(len(runs) // 2), key=lambda n: len(runs[n]))  # mid-stream, many records
+    moves = next(n for n in range(big + 1, len(runs)) if runs[n][0]["topic"] == "prices")
     for run in runs[:big]:
         deployment.produce(run)
     loads_before = paused.health()["engine_loads"]
     deployment.produce(runs[big], wait=False)
     time.sleep(0.3)  # some of the run applied, some fetched, some not yet read
     paused.pause()
-    try:
-        _wait_owned(other, [0, 1, 2, 3], timeout=SESSION_TIMEOUT * 10)
-        deployment.wait_applied()  # the other worker applies the rest of the run...
-        for run in runs[big + 1 : big + 4]:  # ... and more
-            deployment.produce(run)
-    finally:
-        paused.resume()
+    with ThreadPoolExecutor(8) as readers:
+        try:
+            _wait_owned(other, [0, 1, 2, 3], timeout=SESSION_TIMEOUT * 10)
+            deployment.wait_applied()  # the other worker applies the rest of the run...
+            watched = _accounts_on(other, reference.states, mine_before)
+            for run in runs[big + 1 : moves + 1]:  # ... and more, market moves included
+                deployment.produce(run)
+            # Reads sent to the frozen worker: it answers them as soon as it wakes up.
+            asked = [readers.submit(paused.get, f"/accounts/{a}/", 30.0) for a in watched]
+            time.sleep(0.5)
+        finally:
+            paused.resume()
+        answers = dict(zip(watched, (f.result() for f in asked), strict=True))
+    for account, (status, body) in answers.items():  # never the state it froze with
+        assert status == 503 or body == other.get(f"/accounts/{account}/")[1], account
     expected = mine_before if outcome == "regains its own" else [2, 3]
     # Each partition it ends up with is opened again: rebuilt from Kafka, never reused.
     _wait_owned(paused, expected, loads=loads_before + len(expected))
     health = paused.health()
     print(f"{outcome}: {mine_before} -> {health['assigned']}, fenced {health['fenced']}, "
           f"reopened {health['reopened']}")  # fmt: skip
-    for run in runs[big + 4 :]:
+    for run in runs[moves + 1 :]:
         deployment.produce(run)
+    assert paused.alive()
     final_checks(deployment, reference)
+
+
+def _accounts_on(worker: LocalWorker, accounts: dict, partitions: list[int]) -> list[str]:
+    """Up to 8 accounts of partitions that hold positions (a market move changes them),
+    as worker serves them."""
+    found = []
+    for account in accounts:
+        status, body = worker.get(f"/accounts/{account}/")
+        if status == 200 and body["partition"] in partitions and body["positions"]:
+            found.append(account)
+        if len(found) == 8:
+            break
+    assert found
+    return found

@@ -28,7 +28,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
+from aiokafka.errors import (
+    CorruptRecordException,
+    IllegalOperation,
+    InvalidProducerEpoch,
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    ProducerFenced,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+)
 
 from marginstream.stream.faults import FAULTS
 
@@ -47,7 +57,30 @@ class DeliveryRefused(RuntimeError):
     """Kafka refused a record for good (too large, not authorised...): a worker error."""
 
 
-FENCED = (ProducerFenced, InvalidProducerEpoch)
+# The producer's transaction ended under it: fenced by a newer producer of the same id
+# (or timed out); aiokafka says "not in transaction" when it noticed before the send.
+FENCED = (ProducerFenced, InvalidProducerEpoch, IllegalOperation)
+# Refused whatever the broker's health: retrying cannot help.
+REFUSED = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
+    TopicAuthorizationFailedError,
+    CorruptRecordException,
+)
+
+
+def classified(error: BaseException) -> BaseException:
+    """What a failed send or commit means for the partition: PartitionLost, DeliveryRefused,
+    or (anything else: a broker away, a timeout, aiokafka's "unexpected error during batch
+    delivery" when a connection drops) the error itself, for the caller to reopen the
+    partition from Kafka."""
+    if isinstance(error, FENCED):
+        return PartitionLost(repr(error))
+    if isinstance(error, REFUSED):
+        return DeliveryRefused(f"a record was not delivered: {error!r}")
+    return error
 
 
 @dataclass
@@ -59,40 +92,43 @@ class Transaction:
     partition: int
     group: str
     sends: list[asyncio.Future[Any]]
+    step: str = "open"  # the last step begun, for a stall's report
 
 
 async def commit(work: PartitionState, transaction: Transaction, store: PartStore) -> int:
     """Commit what work applied since the last commit; returns the records committed."""
     producer = transaction.producer
+    transaction.step = "1 seal"
     sealed = work.seal()  # 1
+    transaction.step = "2 send the parts"
     parts = [
         await producer.send(transaction.changelog, value, key=key, partition=transaction.partition)
         for key, value in sealed.parts
     ]  # 2
+    transaction.step = "3 wait for every acknowledgement"
     await delivered([*transaction.sends, *parts])  # 3
     transaction.sends = []
     resume_at = parts[-1].result().offset + 1 if parts else store.changelog_offset()
     FAULTS.hit("before-commit")
     offsets = {TopicPartition(s.topic, s.partition): o for s, o in sealed.offsets.items()}
+    transaction.step = "4 add the offsets"
     await producer.send_offsets_to_transaction(offsets, transaction.group)  # 4
+    transaction.step = "5 commit"
     await producer.commit_transaction()  # 5
     FAULTS.hit("after-commit")
+    transaction.step = "6 write the local store"
     store.write(sealed.parts, resume_at)  # 6
+    transaction.step = "7 begin the next transaction"
     await producer.begin_transaction()  # 7
+    transaction.step = "committed"
     return sealed.records
 
 
 async def delivered(sends: list[asyncio.Future[Any]]) -> None:
-    """Wait for every send; raise for the first that failed."""
+    """Wait for every send; raise (classified) for the first that failed."""
     for result in await asyncio.gather(*sends, return_exceptions=True):
-        if isinstance(result, FENCED):
-            raise PartitionLost(str(result)) from result
-        if isinstance(result, KafkaError) and not _transient(result):
-            raise DeliveryRefused(f"a record was not delivered: {result!r}") from result
         if isinstance(result, BaseException):
-            raise result
-
-
-def _transient(error: KafkaError) -> bool:
-    """Errors a broker restart or a slow broker cause: the partition is reopened."""
-    return error.retriable or type(error).__name__ in ("KafkaTimeoutError", "RequestTimedOutError")
+            error = classified(result)
+            if error is result:
+                raise result
+            raise error from result

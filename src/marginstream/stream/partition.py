@@ -33,7 +33,7 @@ from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.unit import PartitionState, load
 from marginstream.core.envelope import NotJson
 from marginstream.stream.changelog import ChangelogReader
-from marginstream.stream.commit import PartitionLost, Transaction, commit
+from marginstream.stream.commit import PartitionLost, Transaction, classified, commit
 from marginstream.stream.faults import FAULTS
 from marginstream.stream.settings import StreamSettings
 from marginstream.stream.store import RocksPartStore, StoreDirectory
@@ -140,11 +140,13 @@ class OwnedPartition:
                 if from_market and output.topic == DEAD_LETTERS and self.number != 0:
                     continue
                 key = None if output.key is None else output.key.encode()
-                transaction.sends.append(
-                    await transaction.producer.send(
+                try:
+                    sent = await transaction.producer.send(
                         names.full(output.topic), orjson.dumps(output.value), key=key
                     )
-                )
+                except Exception as error:  # fenced, refused, or a broker away
+                    raise classified(error) from error
+                transaction.sends.append(sent)
         self.next_offsets[tp] = next_offset
         if work.records:
             self.applied_at = time.monotonic()

@@ -28,11 +28,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 from mode import Service
 
 from marginstream.core import EngineConfig
 from marginstream.stream.changelog import ChangelogReader
-from marginstream.stream.commit import DeliveryRefused, PartitionLost
+from marginstream.stream.commit import DeliveryRefused, PartitionLost, classified
 from marginstream.stream.fanout import FanOut
 from marginstream.stream.group import CoPartitionedAssignor
 from marginstream.stream.partition import Context, OwnedPartition, Phase
@@ -43,6 +44,9 @@ from marginstream.stream.topics import TopicNames
 log = logging.getLogger(__name__)
 
 MAX_RECORDS = 5000  # per fetch
+# Records applied and not committed for this long mean a commit that hangs somewhere the
+# timeouts do not reach: the worker stops, and its successor starts from what Kafka holds.
+STALL_SECONDS = 60.0
 
 
 def fail(reason: str) -> None:
@@ -73,7 +77,10 @@ class RiskService(Service):
         self.lock = asyncio.Lock()
         self.rebalancing = True  # until the first assignment
         self.loads = self.fenced = self.reopened = 0
-        self.started_at = time.monotonic()
+        # When the group last confirmed this member (the sending of a heartbeat it
+        # answered, or an assignment): its partitions are its own until one session
+        # timeout after. A worker frozen past that may have lost them without knowing.
+        self.confirmed_at = 0.0
 
     def configure(self, url: str, stores_root: Path) -> None:
         """Where this worker's web view answers (told to the group, for routing) and
@@ -103,10 +110,13 @@ class RiskService(Service):
         await self.fanout.start()
         await self.consumer.start()
         self.consumer.subscribe(self.names.risk_inputs(), listener=_Listener(self))
+        _watch_heartbeats(self.consumer, self._confirmed)
         self.tasks = [
             asyncio.ensure_future(_guarded(name, run))
             for name, run in (
                 ("processing", self._process),
+                ("commit", self._commit_loop),
+                ("stall watch", self._watch_stalls),
                 ("changelog reader", self.changelog.run),
                 ("fan-out", self.fanout.run),
             )
@@ -137,6 +147,7 @@ class RiskService(Service):
                 self.changelog.unfollow(partition)
 
     async def assigned(self, assigned: set[TopicPartition]) -> None:
+        self._confirmed(time.monotonic())
         mine = sorted({tp.partition for tp in assigned})
         for partition in mine:
             self._open(partition)
@@ -196,20 +207,31 @@ class RiskService(Service):
     async def _process(self) -> None:
         consumer = self.consumer
         while True:
-            batches = await consumer.getmany(timeout_ms=self._wait_ms(), max_records=MAX_RECORDS)
+            batches = await consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS)
             async with self.lock:
                 for tp, messages in batches.items():
                     owned = self.partitions.get(tp.partition)
-                    if owned is not None and owned.active:
+                    if owned is None or not owned.active:
+                        continue
+                    try:
                         await owned.apply(tp, messages)
+                    except (PartitionLost, KafkaError) as error:
+                        await self._failed(owned, "send", error)
+
+    async def _commit_loop(self) -> None:
+        """Commits run on their own clock: aiokafka's getmany can wait, past its timeout,
+        for a rebalance to finish, and what is applied must not wait with it."""
+        while True:
+            await asyncio.sleep(self._wait_seconds())
+            async with self.lock:
                 await self._commit_due()
 
-    def _wait_ms(self) -> int:
+    def _wait_seconds(self) -> float:
         pending = [o.pending_since for o in self.partitions.values() if o.pending_since]
         if not pending:
-            return 500
+            return 0.05
         left = min(pending) + self.settings.commit_interval - time.monotonic()
-        return max(0, int(left * 1000))
+        return min(max(0.0, left), 0.05)
 
     async def _commit_due(self) -> None:
         now = time.monotonic()
@@ -221,22 +243,53 @@ class RiskService(Service):
             *(asyncio.wait_for(owned.commit(), timeout) for owned in due), return_exceptions=True
         )
         for owned, result in zip(due, results, strict=True):
-            if isinstance(result, PartitionLost):
-                self.fenced += 1
-                log.warning("partition %d: fenced (%s); dropped", owned.number, result)
-                await self._reopen(owned, delay=self.settings.session_timeout)
-            elif isinstance(result, DeliveryRefused):
-                fail(f"partition {owned.number}: {result}")
-            elif isinstance(result, Exception):
-                log.warning("partition %d: commit failed: %r; reopened", owned.number, result)
-                await self._reopen(owned, delay=0.5)
+            if isinstance(result, Exception):
+                await self._failed(owned, "commit", classified(result))
             elif isinstance(result, BaseException):
                 raise result
+
+    async def _failed(self, owned: OwnedPartition, what: str, error: BaseException) -> None:
+        """A send or commit of owned failed: nothing of it was committed."""
+        if isinstance(error, DeliveryRefused):
+            fail(f"partition {owned.number}: {error}")
+        if isinstance(error, PartitionLost):
+            # Another worker has it (the group will say so), or the transaction timed out:
+            # open it again only after the group has had one session to move it.
+            self.fenced += 1
+            log.warning("partition %d: fenced at %s (%s); dropped", owned.number, what, error)
+            await self._reopen(owned, delay=self.settings.session_timeout)
+            return
+        log.warning("partition %d: %s failed: %r; reopened", owned.number, what, error)
+        await self._reopen(owned, delay=0.5)
+
+    async def _watch_stalls(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for owned in list(self.partitions.values()):
+                age = now - (owned.pending_since or now)
+                if age > STALL_SECONDS:
+                    step = owned.transaction.step if owned.transaction else "none"
+                    fail(
+                        f"partition {owned.number}: records applied {age:.0f}s ago are not "
+                        f"committed (commit step: {step})"
+                    )
+
+    def _confirmed(self, at: float) -> None:
+        self.confirmed_at = max(self.confirmed_at, at)
+
+    def confirmed(self) -> bool:
+        """Does the group still count this worker as the owner of what it holds?"""
+        return time.monotonic() < self.confirmed_at + self.settings.session_timeout
 
     # -- reading -----------------------------------------------------------------
 
     def status(self) -> str:
-        if self.rebalancing or any(not o.active for o in self.partitions.values()):
+        if (
+            self.rebalancing
+            or not self.confirmed()
+            or any(not o.active for o in self.partitions.values())
+        ):
             return "recovering"
         return "ok"
 
@@ -266,6 +319,25 @@ class RiskService(Service):
                 for o in owned
             },
         }
+
+
+def _watch_heartbeats(consumer: AIOKafkaConsumer, confirmed: Callable[[float], None]) -> None:
+    """Call confirmed(sent) for every heartbeat the group coordinator answers.
+
+    aiokafka has no hook for it; its coordinator's _do_heartbeat is wrapped (it returns
+    True when the group still counts the member in).
+    """
+    coordinator = consumer._coordinator
+    beat = coordinator._do_heartbeat
+
+    async def do_heartbeat() -> bool:
+        sent = time.monotonic()
+        answered = await beat()
+        if answered:
+            confirmed(sent)
+        return answered
+
+    coordinator._do_heartbeat = do_heartbeat
 
 
 class _Listener(ConsumerRebalanceListener):

@@ -2,8 +2,9 @@
 
 GET /accounts/{account}/  the account's margin summary, from whichever worker is asked:
                           routed to the worker that owns the account's partition; 503
-                          "recovering" while that partition is being opened or has no
-                          owner yet; 404 for an unknown account.
+                          "recovering" while that partition is being opened, has no owner
+                          yet, or its owner's membership is not confirmed (a heartbeat
+                          answered within the session timeout); 404 for an unknown account.
 GET /health/              ok or recovering, owned and standby partitions, counts.
 """
 
@@ -47,6 +48,8 @@ def register(app: faust.App, service: RiskService) -> None:
             work = owned.work
             if not owned.active or work is None:
                 return self.json({"error": "recovering"}, status=503)
+            if not service.confirmed():  # frozen past its session: the group may have moved it
+                return self.json({"error": "recovering", "owner": "unconfirmed"}, status=503)
             found = work.engine.accounts.get(account)
             if found is None:
                 return self.json({"error": f"unknown account {account}"}, status=404)
