@@ -7,8 +7,8 @@ worker held a moment before. A partition whose commit fails is dropped and opene
 the same way: after a pause when its producer was fenced (the group is about to say who
 owns it now), at once otherwise (a broker restart).
 
-The processing loop and the rebalance callbacks take turns under one lock, so a
-partition is never applied to, committed and dropped at the same time.
+The processing loop, the commit loop and the rebalance callbacks take turns under one
+lock, so a partition is never applied to, committed and dropped at the same time.
 
 Anything the worker cannot carry on from (an engine error, a record Kafka refuses for
 good, a task that dies) ends the process at once with a non-zero status: whatever it had
