@@ -29,10 +29,6 @@ class ReplayGuard:
         self.seen[source] = offset
         return True
 
-    def last(self, source: Source) -> int:
-        """The offset of the last record seen from source (-1: none)."""
-        return self.seen.get(source, -1)
-
     def part(self) -> dict[str, int]:
         return {str(source): offset for source, offset in sorted(self.seen.items())}
 
