@@ -161,7 +161,11 @@ class OwnedPartition:
         )
 
     async def commit(self) -> None:
-        if not self.active or self.work is None or not self.work.records:
+        if self.active:
+            await self._commit_pending()
+
+    async def _commit_pending(self) -> None:
+        if self.work is None or not self.work.records:
             return
         assert self.transaction is not None
         self.applied += await commit(self.work, self.transaction, self.store)
@@ -194,24 +198,24 @@ class OwnedPartition:
         """Stop owning the partition; with commit_first, commit what is pending first.
         True if that commit was refused because another worker owns the partition now.
 
-        Nothing of it stays in memory. An open transaction that could not commit is
-        aborted here, or by the partition's next owner when its producer starts.
+        Nothing of it stays in memory: a restore under way stops, and an open transaction
+        that could not commit is aborted here, or by the partition's next owner when its
+        producer starts.
         """
         was_active = self.active
         self.phase = Phase.CLOSED
+        if not was_active:
+            self.context.changelog.unfollow(self.number)
         producer = self.producer
         fenced = False
         if producer is None:
             return fenced
         if was_active and commit_first:
             try:
-                self.phase = Phase.ACTIVE
-                await asyncio.wait_for(self.commit(), 10.0)
+                await asyncio.wait_for(self._commit_pending(), 10.0)
             except Exception as error:  # the next owner starts from Kafka
-                fenced = isinstance(error, PartitionLost)
+                fenced = isinstance(classified(error), PartitionLost)
                 log.warning("partition %d: commit at close failed: %r", self.number, error)
-            finally:
-                self.phase = Phase.CLOSED
         with contextlib.suppress(Exception):
             await asyncio.wait_for(producer.abort_transaction(), 5.0)
         with contextlib.suppress(Exception):

@@ -174,7 +174,6 @@ class RiskService(Service):
             except Exception as error:  # a broker away: try again
                 log.warning("partition %d: open failed: %r; again in %.1fs", owned.number,
                             error, backoff)  # fmt: skip
-                self.changelog.unfollow(owned.number)
                 await owned.close(commit_first=False)
                 if self.partitions.get(owned.number) is not owned:
                     return
@@ -188,9 +187,6 @@ class RiskService(Service):
         self.openers.clear()
         closing = list(self.partitions.values())
         self.partitions.clear()
-        for owned in closing:
-            if not owned.active:
-                self.changelog.unfollow(owned.number)
         fenced = await asyncio.gather(*(owned.close(commit_first) for owned in closing))
         self.fenced += sum(fenced)
 
