@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+import hashlib
+from hashlib import sha256
 
-from marginstream.core import DEAD_LETTERS, Envelope
+import orjson
+import pytest
+from aiokafka.partitioner import murmur2 as kafka_murmur2
+
+from marginstream.core import DEAD_LETTERS, EngineConfig, Envelope, intake
+from marginstream.core.deadletters import EXCERPT_BYTES, MAX_KEY_CHARS
 from marginstream.core.delivery.guard import GUARD_KEY
+from marginstream.core.keys import account_partition, murmur2
 from tests.core.venue import T0, Venue, only
 
 FILL = {
@@ -55,7 +62,7 @@ CASES = [
     ("orders", "alice", _fill(symbol="DOGE-PERP"), "unknown instrument DOGE-PERP"),
     ("orders", "alice", _fill(fill_id="f-1"), "duplicate fill_id f-1"),
     ("orders", "bob", _fill(account="bob"), "unknown account bob: it has made no deposit"),
-    ("orders", "mallory", _fill(), "key 'mallory' does not match account 'alice'"),
+    ("orders", "mallory", _fill(), "misrouted: expected key 'alice', got key 'mallory'"),
     (
         "transfers",
         "alice",
@@ -134,11 +141,75 @@ def test_bad_input_is_dead_lettered_with_its_reason_and_changes_nothing(
 
 
 def test_the_original_text_is_kept_when_the_reader_has_it(venue: Venue):
-    text = '{"type": "fill", "qty": "-1"}'
-    outcome = venue.engine.apply(Envelope("orders", 3, 17, "alice", {"type": "fill"}, text))
+    raw = b'{"type": "fill", "qty": "-1"}'
+    outcome = venue.engine.apply(Envelope("orders", 3, 17, "alice", {"type": "fill"}, raw))
     letter = only(outcome)
-    assert (letter["value"], letter["partition"], letter["offset"]) == (text, 3, 17)
+    assert (letter["value"], letter["partition"], letter["offset"]) == (raw.decode(), 3, 17)
+    assert (letter["value_bytes"], letter["value_sha256"]) == (len(raw), sha256(raw).hexdigest())
     assert letter["ts"] is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'"' * 900_000,  # once a 1.8 MB dead letter and state record
+        b"\xff" * 900_000,  # once 2.7 MB
+        b'{"type": "deposit", "account": "alice", "x": "' + "\u00e9".encode() * 40_000 + b'"}',
+        b"[" * 40_000 + b"]" * 40_000,
+    ],
+)
+def test_a_record_over_the_size_limit_is_a_bounded_dead_letter(venue: Venue, raw: bytes):
+    before = ledger_and_market(venue)
+    outcome = venue.engine.apply(intake.envelope("transfers", 0, 900, b"alice", raw))
+    letter = only(outcome)
+    assert letter["reason"] == f"record of {len(raw) + 5} bytes is over the 65536-byte limit"
+    assert len(letter["value"].encode()) <= EXCERPT_BYTES
+    assert raw.decode(errors="ignore").startswith(letter["value"])
+    assert (letter["value_bytes"], letter["value_sha256"]) == (len(raw), sha256(raw).hexdigest())
+    assert len(orjson.dumps(letter)) < 8 * EXCERPT_BYTES
+    assert ledger_and_market(venue) == before
+
+
+def test_the_size_limit_counts_the_key_and_is_configurable(venue: Venue):
+    value = orjson.dumps({**DEPOSIT, "amount": "5"})
+    assert not only_dead(venue.engine.apply(intake.envelope("transfers", 0, 901, b"alice", value)))
+    key = b"k" * 2000
+    outcome = venue.engine.apply(intake.envelope("transfers", 0, 902, key, value, limit=2048))
+    letter = only(outcome)
+    assert letter["reason"].endswith("over the 2048-byte limit")
+    assert letter["key"] == "k" * MAX_KEY_CHARS  # the key is cut too
+
+
+def test_a_record_keyed_by_another_account_or_by_none_is_misrouted(venue: Venue):
+    before = ledger_and_market(venue)
+    raw = orjson.dumps({**DEPOSIT, "amount": "5000"})
+    for offset, key in enumerate((None, b"bob", b"alice ", b"\xff"), start=1000):
+        letter = only(venue.engine.apply(intake.envelope("transfers", 0, offset, key, raw)))
+        assert letter["reason"].startswith("misrouted: expected key 'alice', got key ")
+    assert ledger_and_market(venue) == before
+
+
+def test_a_record_on_another_partition_than_its_keys_is_misrouted_naming_the_right_one():
+    venue = Venue(config=EngineConfig(partitions=8))
+    home = account_partition("alice", 8)
+    deposit = {**DEPOSIT, "amount": "5000"}
+    raw = orjson.dumps(deposit)
+    elsewhere = (home + 3) % 8
+    outcome = venue.engine.apply(intake.envelope("transfers", elsewhere, 0, b"alice", raw))
+    assert only(outcome)["reason"] == (
+        f"misrouted: expected key 'alice' on partition {home}, "
+        f"got key 'alice' on partition {elsewhere}"
+    )
+    assert venue.engine.accounts == {}
+    outcome = venue.engine.apply(intake.envelope("transfers", home, 0, b"alice", raw))
+    assert not only_dead(outcome) and venue.engine.accounts["alice"].cash == 5000
+
+
+def test_keys_follow_kafkas_default_partitioner():
+    for n in range(3000):
+        data = hashlib.sha256(str(n).encode()).digest()[: n % 40]
+        assert murmur2(data) == kafka_murmur2(data)
+    assert account_partition("acct-00001", 8) == (kafka_murmur2(b"acct-00001") & 0x7FFFFFFF) % 8
 
 
 def test_a_rejected_record_read_again_after_the_state_moved_on_changes_nothing():
@@ -158,6 +229,13 @@ def test_a_rejected_record_read_again_after_the_state_moved_on_changes_nothing()
     again = venue.engine.apply(early_fill)
     assert again.replayed and again.outputs == [] and again.changed == set()
     assert venue.snapshot() == state  # still not applied: the reference never applied it
+
+
+DEPOSIT = {"type": "deposit", "transfer_id": "t-x", "account": "alice", "ts": T0}
+
+
+def only_dead(outcome) -> list:
+    return [o for o in outcome.outputs if o.topic == DEAD_LETTERS]
 
 
 def ledger_and_market(venue: Venue) -> dict:

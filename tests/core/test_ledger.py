@@ -174,19 +174,9 @@ def test_a_short_put_settles_in_the_money_against_its_writer():
     assert account.cash == D(1000 + 8 - 20)
 
 
-def test_duplicate_ids_are_forgotten_after_the_retention():
-    seen: dict[str, int] = {}
-    Account.remember_id(seen, "a", 1_000, retention_ms=500)
-    Account.remember_id(seen, "b", 1_400, retention_ms=500)
-    assert list(seen) == ["a", "b"]
-    Account.remember_id(seen, "c", 1_600, retention_ms=500)  # cutoff 1,100: "a" goes
-    assert list(seen) == ["b", "c"]
-
-
 def test_account_state_round_trips_through_its_dict():
     account = Account("a", cash=D("1000.25"))
     fill(account, PERP, "buy", "2", "100.5", fee="0.1")
     fill(account, CALL, "sell", "1", "3")
-    account.fills_seen["f1"] = 5
     restored = Account.from_dict(account.to_dict())
     assert restored == account

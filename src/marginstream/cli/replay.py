@@ -1,9 +1,13 @@
 """`marginstream replay EVENTS.jsonl [--state]`: the core, offline, as the reference run.
 
-Each input line is {"topic", "key", "value"} in processing order. Records get
-partition 0 and, as offset, their ordinal within their topic, the positions
-they would have on single-partition topics. A line that is not JSON or lacks
-topic/value becomes a dead letter naming its line number; the replay goes on.
+Each input line is {"topic", "key", "value"} in processing order, optionally with the
+"partition" it was read from. Records get that partition (else 0) and, as offset, their
+ordinal within their topic and partition. With --partitions N an account record must
+sit on its key's partition among N, as the live worker checks. A line that is not JSON
+or lacks topic/value becomes a dead letter naming its line number; the replay goes on.
+
+Each value goes through the worker's own intake (core/intake.py) as the bytes
+`marginstream produce` would send, so size limits and JSON errors match the live system.
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ from typing import IO, Any
 import orjson
 
 from marginstream.cli.errors import CommandError
-from marginstream.core import DEAD_LETTERS, EngineConfig, Envelope, Output, RiskEngine
+from marginstream.core import DEAD_LETTERS, EngineConfig, Output, RiskEngine, intake
 from marginstream.core.alerts import Thresholds
+from marginstream.core.deadletters import original
 from marginstream.core.reports import account_state
 from marginstream.core.risk import assess
 
 
 def _line_dead_letter(number: int, reason: str, text: str) -> Output:
+    """A line that is not a record at all: it has no topic, partition or offset."""
     return Output(
         DEAD_LETTERS,
         None,
@@ -34,7 +40,7 @@ def _line_dead_letter(number: int, reason: str, text: str) -> Output:
             "partition": None,
             "offset": None,
             "key": None,
-            "value": text,
+            **original(text.encode()),
             "ts": None,
         },
     )
@@ -42,7 +48,7 @@ def _line_dead_letter(number: int, reason: str, text: str) -> Output:
 
 def replay_lines(engine: RiskEngine, lines: Iterable[str]) -> Iterator[Output]:
     """Every output of the engine for the given input lines, in order."""
-    offsets: dict[str, int] = defaultdict(int)
+    offsets: dict[tuple[str, int], int] = defaultdict(int)
     for number, line in enumerate(lines, start=1):
         text = line.rstrip("\n")
         if not text.strip():
@@ -52,10 +58,14 @@ def replay_lines(engine: RiskEngine, lines: Iterable[str]) -> Iterator[Output]:
         except orjson.JSONDecodeError as error:
             yield _line_dead_letter(number, f"not JSON ({error})", text)
             continue
+        partition = item.get("partition", 0) if isinstance(item, dict) else None
         if (
             not isinstance(item, dict)
             or not isinstance(item.get("topic"), str)
             or "value" not in item
+            or not isinstance(partition, int)
+            or isinstance(partition, bool)
+            or partition < 0
         ):
             yield _line_dead_letter(
                 number, 'expected {"topic": ..., "key": ..., "value": ...}', text
@@ -63,9 +73,10 @@ def replay_lines(engine: RiskEngine, lines: Iterable[str]) -> Iterator[Output]:
             continue
         key = item.get("key")
         topic = item["topic"]
-        offset = offsets[topic]
-        offsets[topic] += 1
-        envelope = Envelope(topic, 0, offset, None if key is None else str(key), item["value"])
+        offset = offsets[topic, partition]
+        offsets[topic, partition] += 1
+        raw_key = None if key is None else str(key).encode()
+        envelope = intake.envelope(topic, partition, offset, raw_key, orjson.dumps(item["value"]))
         yield from engine.apply(envelope).outputs
 
 
@@ -85,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise CommandError(f"{path}: no such file")
     thresholds = Thresholds(args.margin_call, args.liquidation)
-    engine = RiskEngine(EngineConfig(thresholds=thresholds))
+    engine = RiskEngine(EngineConfig(thresholds=thresholds, partitions=args.partitions))
     out = sys.stdout.buffer
     with path.open(encoding="utf-8", errors="replace") as events:
         for output in replay_lines(engine, events):
@@ -103,6 +114,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("events", type=Path, help="JSON lines of {topic, key, value}")
     parser.add_argument("--state", action="store_true", help="also print each account's state")
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help="the account topics' partition count: check each record's partition",
+    )
     parser.add_argument("--margin-call", type=float, default=0.8, help="margin_call ratio")
     parser.add_argument("--liquidation", type=float, default=1.0, help="liquidation ratio")
     parser.set_defaults(run=run)

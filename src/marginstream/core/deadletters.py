@@ -1,28 +1,56 @@
-"""Dead letters: a record that cannot be applied, published with the reason it was refused."""
+"""Dead letters: a record that cannot be applied, published with the reason it was refused.
+
+A dead letter is bounded whatever the record was: it carries an excerpt of the original
+value (at most EXCERPT_BYTES), with the value's length and sha256 to find the whole of
+it upstream, and a key cut to MAX_KEY_CHARS.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
 import orjson
 
-from marginstream.core.envelope import DEAD_LETTERS, Envelope, Output
+from marginstream.core.envelope import DEAD_LETTERS, Envelope, NotJson, Output
+
+EXCERPT_BYTES = 1024
+MAX_KEY_CHARS = 256
 
 
 def dead_letter(envelope: Envelope, reason: str) -> Output:
     value = envelope.value
     ts = value.get("ts") if isinstance(value, dict) else None
-    text = envelope.text
-    if text is None:
-        text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    raw = envelope.raw
+    if raw is None:  # built in memory (tests, the replay of a line): its JSON text
+        raw = b"" if isinstance(value, NotJson) else orjson.dumps(value)
+    key = None if envelope.key is None else envelope.key[:MAX_KEY_CHARS]
     return Output(
         DEAD_LETTERS,
-        envelope.key,
+        key,
         {
             "reason": reason,
             "topic": envelope.topic,
             "partition": envelope.partition,
             "offset": envelope.offset,
-            "key": envelope.key,
-            "value": text,
+            "key": key,
+            **original(raw),
             "ts": ts if isinstance(ts, int) and not isinstance(ts, bool) else None,
         },
     )
+
+
+def original(raw: bytes) -> dict[str, Any]:
+    """What a dead letter says of the original value: an excerpt, its length and sha256."""
+    return {
+        "value": excerpt(raw),
+        "value_bytes": len(raw),
+        "value_sha256": hashlib.sha256(raw).hexdigest(),
+    }
+
+
+def excerpt(raw: bytes) -> str:
+    """At most EXCERPT_BYTES of raw as text; a character cut in two is dropped."""
+    if len(raw) <= EXCERPT_BYTES:
+        return raw.decode(errors="replace")
+    return raw[:EXCERPT_BYTES].decode(errors="ignore")

@@ -11,10 +11,14 @@ from marginstream.core.numbers import decimal_text, exact, risk_text
 from marginstream.core.records import OrderRecord
 
 
-def order_rejection(account: Account, order: OrderRecord, market: Market) -> str | None:
+def order_rejection(
+    account: Account, order: OrderRecord, market: Market, max_open_orders: int
+) -> str | None:
     """The reason to refuse order whatever the margin, or None."""
     if order.order_id in account.orders:
         return f"duplicate order_id {order.order_id}: that order is still open"
+    if len(account.orders) >= max_open_orders:
+        return f"too many open orders: {len(account.orders)} (limit {max_open_orders})"
     instrument = market.instruments.get(order.symbol)
     if instrument is None:
         return f"unknown instrument {order.symbol}"

@@ -24,6 +24,7 @@ from marginstream.core.deadletters import dead_letter
 from marginstream.core.delivery.guard import GUARD_KEY, ReplayGuard
 from marginstream.core.delivery.parts import StateKey
 from marginstream.core.envelope import Envelope, Output
+from marginstream.core.keys import account_partition
 from marginstream.core.ledger import Account
 from marginstream.core.market import Market
 from marginstream.core.numbers import RecordError
@@ -41,14 +42,24 @@ from marginstream.core.records import (
 from marginstream.core.requests import Desk
 from marginstream.core.risk import orders_by_symbol, risk_symbols
 from marginstream.core.riskview import RiskView
+from marginstream.core.seenids import SeenIds
 
 DAY_MS = 86_400_000
+MAX_OPEN_ORDERS = 500  # per account: each one is in the account's state part
+
+
+def _show_key(key: str | None) -> str:
+    return "null" if key is None else repr(key if len(key) <= 60 else key[:57] + "...")
 
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     thresholds: Thresholds = field(default_factory=Thresholds)
     duplicate_retention_ms: int = 7 * DAY_MS
+    # The account topics' partition count: a record must sit on its key's partition.
+    # None (the replay of lines that name no partition): the key alone is checked.
+    partitions: int | None = None
+    max_open_orders: int = MAX_OPEN_ORDERS
 
 
 @dataclass
@@ -65,14 +76,16 @@ class RiskEngine:
         accounts: dict[str, Account] | None = None,
         market: Market | None = None,
         guard: ReplayGuard | None = None,
+        ids: SeenIds | None = None,
     ) -> None:
-        self.config = config or EngineConfig()
+        self.config = config = config or EngineConfig()
         self.accounts: dict[str, Account] = accounts if accounts is not None else {}
         self.market = market or Market()
         self.guard = guard or ReplayGuard()
-        self.view = RiskView(self.config.thresholds)
+        self.ids = ids or SeenIds(config.duplicate_retention_ms)
+        self.view = RiskView(config.thresholds)
         self.desk = Desk(
-            self.market, self.view, self.config.thresholds, self.config.duplicate_retention_ms
+            self.market, self.view, config.thresholds, self.ids, config.max_open_orders
         )
         for symbol in sorted(self.market.instruments):
             self.view.define(symbol, self.market)
@@ -87,11 +100,14 @@ class RiskEngine:
             return self.accounts[name].to_dict()
         if key == GUARD_KEY:
             return self.guard.part()
+        if kind == "ids":
+            return self.ids.part(key)
         return self.market.part(key)
 
     def parts(self) -> dict[StateKey, dict[str, Any] | None]:
         parts = self.market.parts()
         parts.update({("account", a): acc.to_dict() for a, acc in self.accounts.items()})
+        parts.update(self.ids.parts())
         parts[GUARD_KEY] = self.guard.part()
         return parts
 
@@ -99,11 +115,17 @@ class RiskEngine:
     def from_parts(
         cls, parts: dict[StateKey, Any], config: EngineConfig | None = None
     ) -> RiskEngine:
+        config = config or EngineConfig()
         accounts = {n: Account.from_dict(v) for (k, n), v in parts.items() if k == "account"}
         market = Market.from_parts(
             {key: v for key, v in parts.items() if key[0] in ("instrument", "index")}
         )
-        return cls(config, accounts, market, ReplayGuard.from_part(parts.get(GUARD_KEY)))
+        ids = SeenIds.from_parts(
+            ((key, v) for key, v in parts.items() if key[0] == "ids"),
+            config.duplicate_retention_ms,
+        )
+        guard = ReplayGuard.from_part(parts.get(GUARD_KEY))
+        return cls(config, accounts, market, guard, ids)
 
     # -- entry point ----------------------------------------------------------------
 
@@ -126,8 +148,7 @@ class RiskEngine:
     def _apply_account_record(
         self, envelope: Envelope, record: Any
     ) -> tuple[list[Output], set[StateKey]]:
-        if envelope.key is not None and envelope.key != record.account:
-            raise RecordError(f"key {envelope.key!r} does not match account {record.account!r}")
+        self._check_placement(envelope, record.account)
         account = self.accounts.get(record.account)
         if account is None:
             if not (isinstance(record, TransferRecord) and record.kind == "deposit"):
@@ -135,7 +156,19 @@ class RiskEngine:
             account = Account(record.account)
         outputs = self.desk.handle(account, record, self._trigger(envelope))
         self.accounts[account.account_id] = account
-        return outputs, {("account", account.account_id)}
+        return outputs, {("account", account.account_id), *self.ids.take_dirty()}
+
+    def _check_placement(self, envelope: Envelope, account: str) -> None:
+        """An account record must be keyed by its account, on that key's partition."""
+        partitions = self.config.partitions
+        expected = None if partitions is None else account_partition(account, partitions)
+        if envelope.key == account and expected in (None, envelope.partition):
+            return
+        where = "" if expected is None else f" on partition {expected}"
+        raise RecordError(
+            f"misrouted: expected key {account!r}{where}, got key {_show_key(envelope.key)} "
+            f"on partition {envelope.partition}"
+        )
 
     # -- market records -------------------------------------------------------------
 

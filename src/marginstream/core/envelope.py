@@ -19,7 +19,7 @@ class Envelope(NamedTuple):
     offset: int
     key: str | None
     value: Any
-    text: str | None = None  # the original text, for dead letters, when the reader has it
+    raw: bytes | None = None  # the original value, for dead letters, when the reader has it
 
     @property
     def source(self) -> Source:

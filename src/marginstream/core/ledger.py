@@ -82,9 +82,6 @@ class Account:
     orders: dict[str, OpenOrder] = field(default_factory=dict)
     fees: Decimal = ZERO  # paid, net of rebates
     funding: Decimal = ZERO  # settled into cash: > 0 received, < 0 paid
-    # id -> event time, oldest first, for duplicate detection within the retention.
-    fills_seen: dict[str, int] = field(default_factory=dict)
-    transfers_seen: dict[str, int] = field(default_factory=dict)
     level: str = HEALTHY
     alert_seq: int = 0
     decision_seq: int = 0
@@ -207,18 +204,6 @@ class Account:
             order.ts,
         )
 
-    # -- duplicates ----------------------------------------------------------------
-
-    @staticmethod
-    def remember_id(seen: dict[str, int], identifier: str, ts: int, retention_ms: int) -> None:
-        seen[identifier] = ts
-        cutoff = ts - retention_ms
-        while seen:
-            oldest = next(iter(seen))
-            if seen[oldest] >= cutoff:
-                break
-            del seen[oldest]
-
     # -- persistence ---------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -229,8 +214,6 @@ class Account:
             "orders": {i: o.to_list() for i, o in self.orders.items()},
             "fees": decimal_text(self.fees),
             "funding": decimal_text(self.funding),
-            "fills_seen": self.fills_seen,
-            "transfers_seen": self.transfers_seen,
             "level": self.level,
             "alert_seq": self.alert_seq,
             "decision_seq": self.decision_seq,
@@ -245,8 +228,6 @@ class Account:
             orders={i: OpenOrder.from_list(i, v) for i, v in data["orders"].items()},
             fees=Decimal(data["fees"]),
             funding=Decimal(data["funding"]),
-            fills_seen=dict(data["fills_seen"]),
-            transfers_seen=dict(data["transfers_seen"]),
             level=data["level"],
             alert_seq=data["alert_seq"],
             decision_seq=data["decision_seq"],

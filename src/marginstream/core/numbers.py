@@ -36,6 +36,7 @@ ROUNDING_QUANTUM = Decimal("1e-18")
 # Input bounds: anything beyond is an absurd record, not a trade.
 MAX_MAGNITUDE = Decimal("1e15")
 MAX_PLACES = 12
+MAX_ADJUSTED = MAX_MAGNITUDE.adjusted()
 ZERO = Decimal(0)
 
 P = ParamSpec("P")
@@ -107,7 +108,8 @@ def parse_decimal(raw: object, field: str) -> Decimal:
         raise RecordError(f"{field} must be a decimal string, got {type(raw).__name__}")
     if not value.is_finite():
         raise RecordError(f"{field} must be finite, got {_show(raw)}")
-    if abs(value) >= MAX_MAGNITUDE:
+    # adjusted() and copy_abs() use no context: 1E+999999999 cannot overflow them.
+    if value and (value.adjusted() > MAX_ADJUSTED or value.copy_abs() >= MAX_MAGNITUDE):
         raise RecordError(f"{field} is absurdly large: {_show(raw)} (limit {MAX_MAGNITUDE:f})")
     exponent = value.as_tuple().exponent
     if (

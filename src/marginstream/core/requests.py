@@ -30,18 +30,25 @@ from marginstream.core.risk import (
     with_order,
 )
 from marginstream.core.riskview import RiskView
+from marginstream.core.seenids import SeenIds
 
 
 class Desk:
     """Applies account records to the ledger, keeping the risk view in step."""
 
     def __init__(
-        self, market: Market, view: RiskView, thresholds: Thresholds, retention_ms: int
+        self,
+        market: Market,
+        view: RiskView,
+        thresholds: Thresholds,
+        ids: SeenIds,
+        max_open_orders: int,
     ) -> None:
         self.market = market
         self.view = view
         self.thresholds = thresholds
-        self.retention_ms = retention_ms
+        self.ids = ids
+        self.max_open_orders = max_open_orders
 
     def handle(
         self,
@@ -79,7 +86,7 @@ class Desk:
     def order(self, account: Account, order: OrderRecord) -> list[Output]:
         rows = risk_rows(account, self.market)
         before = after = total(account, rows)
-        reason = order_rejection(account, order, self.market)
+        reason = order_rejection(account, order, self.market, self.max_open_orders)
         rows_after = None
         if reason is None and not order.reduce_only:
             pending = OpenOrder(
@@ -117,13 +124,13 @@ class Desk:
         return [Output(DECISIONS, account.account_id, decision)]
 
     def fill(self, account: Account, fill: FillRecord, trigger: dict[str, Any]) -> list[Output]:
-        if fill.fill_id in account.fills_seen:
+        if self.ids.seen(account.account_id, "fill", fill.fill_id, fill.ts):
             raise RecordError(f"duplicate fill_id {fill.fill_id}")
         instrument = self.market.instrument(fill.symbol)
         if self.market.settlement(fill.symbol) is not None:
             raise RecordError(f"instrument {fill.symbol} is settled: no fill can follow")
         account.apply_fill(fill, instrument, self.market.funding(fill.symbol))
-        Account.remember_id(account.fills_seen, fill.fill_id, fill.ts, self.retention_ms)
+        self.ids.remember(account.account_id, "fill", fill.fill_id, fill.ts)
         rows = risk_rows(account, self.market)
         self.view.sync(account, [fill.symbol], self.market, rows)
         return self.level_check(account, trigger, fill.ts, rows)
@@ -133,9 +140,7 @@ class Desk:
     ) -> list[Output]:
         self._check_new_transfer(account, deposit)
         account.deposit(deposit.amount)
-        Account.remember_id(
-            account.transfers_seen, deposit.transfer_id, deposit.ts, self.retention_ms
-        )
+        self.ids.remember(account.account_id, "transfer", deposit.transfer_id, deposit.ts)
         self.view.sync(account, [], self.market)
         return self.level_check(account, trigger, deposit.ts)
 
@@ -152,9 +157,7 @@ class Desk:
         elif before.available - float(amount) < 0:
             available = risk_text(before.available)
             reason = f"insufficient margin: available {available} < {decimal_text(amount)}"
-        Account.remember_id(
-            account.transfers_seen, withdrawal.transfer_id, withdrawal.ts, self.retention_ms
-        )
+        self.ids.remember(account.account_id, "transfer", withdrawal.transfer_id, withdrawal.ts)
         available_after = before.available
         if reason is None:
             account.withdraw(amount)
@@ -169,7 +172,6 @@ class Desk:
             outputs += self.level_check(account, trigger, withdrawal.ts)
         return outputs
 
-    @staticmethod
-    def _check_new_transfer(account: Account, transfer: TransferRecord) -> None:
-        if transfer.transfer_id in account.transfers_seen:
+    def _check_new_transfer(self, account: Account, transfer: TransferRecord) -> None:
+        if self.ids.seen(account.account_id, "transfer", transfer.transfer_id, transfer.ts):
             raise RecordError(f"duplicate transfer_id {transfer.transfer_id}")

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from marginstream.core import DEAD_LETTERS, EngineConfig, Envelope
+from marginstream.core import DEAD_LETTERS, EngineConfig, Envelope, intake
 from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.unit import PartitionState, load
 from marginstream.core.envelope import NotJson
@@ -177,20 +177,20 @@ class OwnedPartition:
         """The record as the engine sees it, and whether it is a market copy. A market copy
         carries its origin, which the engine keys it on; a record in the fan-out topic
         without one (not written by the fan-out) is dead-lettered where it lies."""
-        names = self.context.names
-        key = None if message.key is None else message.key.decode(errors="replace")
-        text = None if message.value is None else message.value.decode(errors="replace")
-        try:
-            value = orjson.loads(message.value or b"")
-        except orjson.JSONDecodeError as error:
-            value = NotJson(f"not JSON ({error})")
+        names, limit = self.context.names, self.context.settings.max_record_bytes
         if message.topic == names.fanout:
             origin = _origin(message.headers)
             if origin is not None:
-                return Envelope(*origin, key, value, text), True
+                return intake.envelope(*origin, message.key, message.value, limit), True
+            letter = intake.envelope(
+                names.fanout, message.partition, message.offset, message.key, message.value, limit
+            )
             value = NotJson("a record in the market fan-out topic without its origin headers")
+            return letter._replace(value=value), False
         spec = names.spec(message.topic)
-        return Envelope(spec, message.partition, message.offset, key, value, text), False
+        return intake.envelope(
+            spec, message.partition, message.offset, message.key, message.value, limit
+        ), False
 
     # -- closing -----------------------------------------------------------------
 

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from marginstream.core.alerts import Thresholds
-from marginstream.core.engine import DAY_MS, EngineConfig
+from marginstream.core.engine import DAY_MS, MAX_OPEN_ORDERS, EngineConfig
+from marginstream.core.intake import MAX_RECORD_BYTES
 
 
 class SettingsError(ValueError):
@@ -30,6 +31,8 @@ class StreamSettings:
     margin_call: float = 0.8
     liquidation: float = 1.0
     duplicate_retention_days: float = 7.0
+    max_record_bytes: int = MAX_RECORD_BYTES  # an input record's key and value together
+    max_open_orders: int = MAX_OPEN_ORDERS  # per account
     web_port: int = 6066
     web_host: str | None = None
     engine: EngineConfig = field(init=False)
@@ -37,12 +40,15 @@ class StreamSettings:
     def __post_init__(self) -> None:
         if self.partitions < 1 or self.market_partitions < 1:
             raise SettingsError("partition counts must be at least 1")
+        if self.max_record_bytes < 1024 or self.max_open_orders < 1:
+            raise SettingsError("max record bytes must be at least 1024, max open orders 1")
         try:
             thresholds = Thresholds(self.margin_call, self.liquidation)
         except ValueError as error:
             raise SettingsError(str(error)) from None
         retention = int(self.duplicate_retention_days * DAY_MS)
-        object.__setattr__(self, "engine", EngineConfig(thresholds, retention))
+        engine = EngineConfig(thresholds, retention, self.partitions, self.max_open_orders)
+        object.__setattr__(self, "engine", engine)
 
     @property
     def broker_url(self) -> str:
@@ -76,6 +82,8 @@ _VARIABLES: list[tuple[str, str, type]] = [
     ("margin_call", "MARGINSTREAM_MARGIN_CALL", float),
     ("liquidation", "MARGINSTREAM_LIQUIDATION", float),
     ("duplicate_retention_days", "MARGINSTREAM_DUPLICATE_RETENTION_DAYS", float),
+    ("max_record_bytes", "MARGINSTREAM_MAX_RECORD_BYTES", int),
+    ("max_open_orders", "MARGINSTREAM_MAX_OPEN_ORDERS", int),
     ("web_port", "MARGINSTREAM_WEB_PORT", int),
     ("web_host", "MARGINSTREAM_WEB_HOST", str),
 ]

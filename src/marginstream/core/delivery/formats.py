@@ -9,22 +9,59 @@ read from format-1 parts gets a guard that has seen every record the parts recor
 the changelog of format 1 was a prefix of the writes in order, so a record is in the
 state exactly when some part saw it or a later record of its source.
 
-Parts are upgraded as they are read; a part is rewritten in format 2 the next time it
-changes. tests/fixtures/format1 holds a changelog written by 93ca5cb, restored by every
-later version in tests/stream/test_upgrade.py.
+Format 3 moves an account's used fill and transfer ids ("fills_seen", "transfers_seen")
+out of its account part into chunks of their own (core/seenids.py), so that no part
+grows with the account's activity. Those ids are moved when read, and the account and
+its chunks are rewritten together at the partition's next commit (Upgraded.rewrite).
+
+Other parts are upgraded as they are read, and rewritten the next time they change.
+tests/fixtures/format1 holds a changelog written by 93ca5cb, restored by every later
+version in tests/stream/test_upgrade.py.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from marginstream.core.delivery.guard import GUARD_KEY, ReplayGuard
 from marginstream.core.delivery.parts import StateKey, StoredPart
 from marginstream.core.delivery.sources import Source
+from marginstream.core.seenids import SeenIds
 
 
-def upgrade(parts: dict[StateKey, StoredPart]) -> dict[StateKey, Any]:
+@dataclass
+class Upgraded:
+    parts: dict[StateKey, Any]
+    rewrite: set[StateKey]  # parts to write at the next commit: their stored form changed
+
+
+def upgrade(parts: dict[StateKey, StoredPart], retention_ms: int) -> Upgraded:
     """Every part in the current format (format-1 only kinds dropped), the guard included."""
+    current = _current(parts)
+    rewrite = _move_used_ids(current, retention_ms)
+    return Upgraded(current, rewrite)
+
+
+def _move_used_ids(current: dict[StateKey, Any], retention_ms: int) -> set[StateKey]:
+    """Formats 1 and 2 kept an account's used ids in its part: move them to chunks."""
+    ids = SeenIds(retention_ms)
+    moved: set[StateKey] = set()
+    for key, data in current.items():
+        if key[0] != "account" or "fills_seen" not in data:
+            continue
+        for kind, field in (("fill", "fills_seen"), ("transfer", "transfers_seen")):
+            for identifier, ts in data[field].items():
+                ids.remember(key[1], kind, identifier, ts)
+        current[key] = {k: v for k, v in data.items() if k not in ("fills_seen", "transfers_seen")}
+        moved.add(key)
+    ids.take_dirty()
+    chunks = ids.parts()
+    current.update(chunks)
+    return moved | set(chunks)
+
+
+def _current(parts: dict[StateKey, StoredPart]) -> dict[StateKey, Any]:
     current: dict[StateKey, Any] = {}
     seen: dict[Source, int] = {}
     for key, stored in parts.items():

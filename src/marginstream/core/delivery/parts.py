@@ -1,11 +1,13 @@
 """How state parts are keyed and stored.
 
-A part is one account, one instrument (definition and quotes), one index, or the replay
-guard. Its key is "kind/name"; its stored value is a format byte, an 8-byte big-endian
-version and the part as JSON. The version is the partition's commit number: every part a
-commit writes carries it, so in a changelog that only committed transactions reach, a
-key's versions never decrease, and a restore can refuse to go backwards (restore.py).
-The format byte says how to read the JSON (formats.py reads every earlier one).
+A part is one account, one instrument (definition and quotes), one index, one chunk of
+an account's used fill or transfer ids (core/seenids.py), or the replay guard. Its key
+is "kind/name"; its stored value is a format byte, an 8-byte big-endian version and the
+part as JSON (a deleted part is a Kafka tombstone, and gone from the store). The version
+is the partition's commit number: every part a commit writes carries it, so in a
+changelog that only committed transactions reach, a key's versions never decrease, and
+a restore can refuse to go backwards (restore.py). The format byte says how to read the
+JSON (formats.py reads every earlier one).
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from typing import Any, NamedTuple
 
 import orjson
 
-StateKey = tuple[str, str]  # ("account", id), ("instrument", symbol), ("index", underlying)...
+StateKey = tuple[str, str]  # ("account", id), ("instrument", symbol), ("ids", chunk)...
 
-FORMAT = 2  # what this version writes; formats.py reads 1 and 2
+FORMAT = 3  # what this version writes; formats.py reads 1, 2 and 3
 _HEADER = 1 + 8
-PART_KINDS = ("account", "instrument", "index", "delivery")
+PART_KINDS = ("account", "instrument", "index", "delivery", "ids")
 FORMAT1_KINDS = ("deadletter",)  # kinds only format 1 wrote
 
 

@@ -32,7 +32,7 @@ class Sealed:
     """One commit's content: parts to write and the input offsets to resume from."""
 
     version: int
-    parts: list[tuple[bytes, bytes]]
+    parts: list[tuple[bytes, bytes | None]]  # None: the part is deleted
     offsets: dict[Source, int]  # per input read: the offset after the last record read
     records: int
 
@@ -56,13 +56,14 @@ class PartitionState:
     def seal(self) -> Sealed:
         """Take what was applied since the last seal, for one commit."""
         self.version += 1
-        parts = [
-            (part_key(key), encode_part(self.version, self.engine.part(key)))
-            for key in sorted(self.changed)
-        ]
+        parts = [(part_key(key), self._encoded(key)) for key in sorted(self.changed)]
         sealed = Sealed(self.version, parts, self.offsets, self.records)
         self.changed, self.offsets, self.records = set(), {}, 0
         return sealed
+
+    def _encoded(self, key: StateKey) -> bytes | None:
+        data = self.engine.part(key)
+        return None if data is None else encode_part(self.version, data)  # None: deleted
 
 
 def load(store: PartStore, config: EngineConfig | None = None) -> PartitionState:
@@ -75,4 +76,7 @@ def load(store: PartStore, config: EngineConfig | None = None) -> PartitionState
             continue
         part = stored[key] = decode_part(raw_value)
         version = max(version, part.version)
-    return PartitionState(RiskEngine.from_parts(upgrade(stored), config), version)
+    config = config or EngineConfig()
+    upgraded = upgrade(stored, config.duplicate_retention_ms)
+    engine = RiskEngine.from_parts(upgraded.parts, config)
+    return PartitionState(engine, version, changed=upgraded.rewrite)

@@ -1,0 +1,38 @@
+"""Where a record's bytes become what the engine reads.
+
+The live worker and `marginstream replay` both build envelopes here, so a record that is
+too large, or not JSON, is the same dead letter in both. The size limit comes before
+JSON is parsed: a hostile record costs a length check, not a parse.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from marginstream.core.envelope import Envelope, NotJson
+
+MAX_RECORD_BYTES = 64 * 1024  # key and value together; SPEC section 4's default
+
+
+def envelope(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    limit: int = MAX_RECORD_BYTES,
+) -> Envelope:
+    """The envelope of a record as read (topic without its prefix; key and value as bytes)."""
+    key_text = None if key is None else key.decode(errors="replace")
+    size = len(key or b"") + len(value or b"")
+    decoded: object
+    if size > limit:
+        decoded = NotJson(f"record of {size} bytes is over the {limit}-byte limit")
+    elif value is None:
+        decoded = NotJson("no value (a tombstone)")
+    else:
+        try:
+            decoded = orjson.loads(value)
+        except orjson.JSONDecodeError as error:
+            decoded = NotJson(f"not JSON ({error})")
+    return Envelope(topic, partition, offset, key_text, decoded, value)
