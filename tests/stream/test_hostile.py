@@ -66,6 +66,7 @@ def market_records() -> list[Hostile]:
             {"type": "funding", "symbol": "BTC-PERP", "rate": number, "ts": 2}), None))  # fmt: skip
     hostile += [
         ("prices", b"BTC", b"\xff" * 900_000, None),
+        ("prices", b"BTC", b"x" * 1_000_000, None),  # its copies must still fit in Kafka
         ("prices", None, b"[" * 3000 + b"]" * 3000, None),
         ("instruments", b"X", orjson.dumps({"type": "instrument", "symbol": "X"}), None),
     ]
@@ -82,8 +83,11 @@ def test_hostile_records_are_dead_lettered_and_the_rest_equals_the_replay(
     names = deployment.names
     half = len(records) // 2
 
-    # A record in the market fan-out topic that the fan-out did not write.
-    letters = send(deployment, [(names.fanout, b"BTC", b'{"type": "index"}', 0)], raw_topic=True)
+    # Records in the market fan-out topic that the fan-out did not write: no origin, or
+    # one that is no market input's (the replay guard would keep a position for it).
+    forged = [("ms-topic", b"orders"), ("ms-partition", b"0"), ("ms-offset", b"7")]
+    fanout = [(names.fanout, b"BTC", b'{"type": "index"}', 0)] * 2
+    letters = send(deployment, fanout, raw_topic=True, headers=[[], forged])
     deployment.produce(records[:half])
     account_hostile = account_records(accounts[:8], deployment.partitions)
     letters += send(deployment, account_hostile)
@@ -101,16 +105,21 @@ def test_hostile_records_are_dead_lettered_and_the_rest_equals_the_replay(
     assert "Traceback" not in worker.log_path.read_text(errors="replace")
 
 
-def send(deployment: Deployment, hostile: list[Hostile], raw_topic: bool = False) -> list[Any]:
+def send(
+    deployment: Deployment,
+    hostile: list[Hostile],
+    raw_topic: bool = False,
+    headers: list[list[tuple[str, bytes]]] | None = None,
+) -> list[Any]:
     """Produce hostile records as they are; returns the dead letter the core gives each,
     offline, at the position Kafka gave it."""
-    placed = asyncio.run(_produce(deployment, hostile, raw_topic))
+    placed = asyncio.run(_produce(deployment, hostile, raw_topic, headers))
     offline = RiskEngine(EngineConfig(partitions=deployment.partitions))
     letters = []
     for (topic, key, value, _), (partition, offset) in zip(hostile, placed, strict=True):
         envelope = intake.envelope(topic, partition, offset, key, value)
         if raw_topic:
-            lacking = NotJson("a record in the market fan-out topic without its origin headers")
+            lacking = NotJson("a record in the market fan-out topic without valid origin headers")
             envelope = envelope._replace(value=lacking)
         outputs = offline.apply(envelope).outputs
         assert [o.topic for o in outputs] == [DEAD_LETTERS], (topic, key, value and value[:80])
@@ -119,7 +128,10 @@ def send(deployment: Deployment, hostile: list[Hostile], raw_topic: bool = False
 
 
 async def _produce(
-    deployment: Deployment, hostile: list[Hostile], raw_topic: bool
+    deployment: Deployment,
+    hostile: list[Hostile],
+    raw_topic: bool,
+    headers: list[list[tuple[str, bytes]]] | None,
 ) -> list[tuple[int, int]]:
     producer = AIOKafkaProducer(
         bootstrap_servers=deployment.bootstrap, acks="all", max_request_size=2 * 1024 * 1024
@@ -130,8 +142,9 @@ async def _produce(
             await producer.send(
                 topic if raw_topic else deployment.prefix + topic,
                 value=value, key=key, partition=partition,
+                headers=headers[i] if headers else None,
             )
-            for topic, key, value, partition in hostile
+            for i, (topic, key, value, partition) in enumerate(hostile)
         ]  # fmt: skip
         return [(m.partition, m.offset) for m in await asyncio.gather(*sends)]
     finally:

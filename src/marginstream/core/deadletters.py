@@ -34,23 +34,22 @@ def dead_letter(envelope: Envelope, reason: str) -> Output:
             "partition": envelope.partition,
             "offset": envelope.offset,
             "key": key,
-            **original(raw),
+            **original(raw, envelope.whole),
             "ts": ts if isinstance(ts, int) and not isinstance(ts, bool) else None,
         },
     )
 
 
-def original(raw: bytes) -> dict[str, Any]:
-    """What a dead letter says of the original value: an excerpt, its length and sha256."""
-    return {
-        "value": excerpt(raw),
-        "value_bytes": len(raw),
-        "value_sha256": hashlib.sha256(raw).hexdigest(),
-    }
+def original(raw: bytes, whole: tuple[int, str] | None = None) -> dict[str, Any]:
+    """What a dead letter says of the original value: an excerpt, its length and sha256
+    (whole gives these when raw is only the original's beginning)."""
+    length, digest = whole or (len(raw), hashlib.sha256(raw).hexdigest())
+    return {"value": excerpt(raw), "value_bytes": length, "value_sha256": digest}
 
 
 def excerpt(raw: bytes) -> str:
-    """At most EXCERPT_BYTES of raw as text; a character cut in two is dropped."""
-    if len(raw) <= EXCERPT_BYTES:
-        return raw.decode(errors="replace")
-    return raw[:EXCERPT_BYTES].decode(errors="ignore")
+    """The first EXCERPT_BYTES of raw as text (invalid bytes replaced), cut to at most
+    EXCERPT_BYTES of UTF-8. It depends on those first bytes alone, so a copy cut to them
+    (the market fan-out's) gives the same excerpt as the original."""
+    text = raw[:EXCERPT_BYTES].decode(errors="replace")
+    return text.encode()[:EXCERPT_BYTES].decode(errors="ignore")

@@ -20,6 +20,8 @@ class Envelope(NamedTuple):
     key: str | None
     value: Any
     raw: bytes | None = None  # the original value, for dead letters, when the reader has it
+    # When raw is only the beginning of the original: the original's length and sha256.
+    whole: tuple[int, str] | None = None
 
     @property
     def source(self) -> Source:

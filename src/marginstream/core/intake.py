@@ -7,8 +7,11 @@ JSON is parsed: a hostile record costs a length check, not a parse.
 
 from __future__ import annotations
 
+import hashlib
+
 import orjson
 
+from marginstream.core.deadletters import EXCERPT_BYTES
 from marginstream.core.envelope import Envelope, NotJson
 
 MAX_RECORD_BYTES = 64 * 1024  # key and value together; SPEC section 4's default
@@ -21,10 +24,15 @@ def envelope(
     key: bytes | None,
     value: bytes | None,
     limit: int = MAX_RECORD_BYTES,
+    whole: tuple[int, str] | None = None,
 ) -> Envelope:
-    """The envelope of a record as read (topic without its prefix; key and value as bytes)."""
+    """The envelope of a record as read (topic without its prefix; key and value as bytes).
+
+    whole: the original value's length and sha256, when value is only its beginning (the
+    market fan-out copies no more than that of a record over the limit).
+    """
     key_text = None if key is None else key.decode(errors="replace")
-    size = len(key or b"") + len(value or b"")
+    size = len(key or b"") + (len(value or b"") if whole is None else whole[0])
     decoded: object
     if size > limit:
         decoded = NotJson(f"record of {size} bytes is over the {limit}-byte limit")
@@ -35,4 +43,15 @@ def envelope(
             decoded = orjson.loads(value)
         except orjson.JSONDecodeError as error:
             decoded = NotJson(f"not JSON ({error})")
-    return Envelope(topic, partition, offset, key_text, decoded, value)
+    return Envelope(topic, partition, offset, key_text, decoded, value, whole)
+
+
+def cut(
+    key: bytes | None, value: bytes | None, limit: int
+) -> tuple[bytes | None, tuple[int, str] | None]:
+    """A record over the limit, cut to its first EXCERPT_BYTES, with its whole's length and
+    sha256; any other record as it is. A copy of a record (the market fan-out) never
+    grows past what Kafka accepts, and dead-letters the same as the original."""
+    if value is None or len(key or b"") + len(value) <= limit:
+        return value, None
+    return value[:EXCERPT_BYTES], (len(value), hashlib.sha256(value).hexdigest())

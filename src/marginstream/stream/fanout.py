@@ -5,6 +5,10 @@ account records in one order it can commit. The fan-out copies each market recor
 its origin (topic, partition, offset) in headers, to every partition of the internal
 market topic, and commits its own group's offsets once the copies are acknowledged.
 
+A record over the size limit is copied cut to its first KiB, with its length and sha256
+in headers: the copies stay within what Kafka accepts, and each partition dead-letters
+it as it would the original.
+
 It is at least once on purpose: a copy made twice (a crash between the copies and the
 commit, or a paused fan-out that resumes) reaches an engine that has already seen its
 origin offset, and the replay guard skips it (core/delivery/guard.py).
@@ -18,8 +22,9 @@ import logging
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from marginstream.core import intake
 from marginstream.stream.commit import delivered
-from marginstream.stream.partition import ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC
+from marginstream.stream.partition import origin_headers
 from marginstream.stream.settings import StreamSettings
 from marginstream.stream.topics import TopicNames
 
@@ -61,6 +66,7 @@ class FanOut:
 
     async def run(self) -> None:
         names, partitions = self.names, self.settings.partitions
+        limit = self.settings.max_record_bytes
         while True:
             batches = await self.consumer.getmany(timeout_ms=200, max_records=2000)
             if not batches:
@@ -69,15 +75,12 @@ class FanOut:
             for tp, messages in batches.items():
                 origin = names.spec(tp.topic).encode()
                 for message in messages:
-                    headers = [
-                        (ORIGIN_TOPIC, origin),
-                        (ORIGIN_PARTITION, str(message.partition).encode()),
-                        (ORIGIN_OFFSET, str(message.offset).encode()),
-                    ]
+                    value, whole = intake.cut(message.key, message.value, limit)
+                    headers = origin_headers(origin, message.partition, message.offset, whole)
                     for partition in range(partitions):
                         sends.append(
                             await self.producer.send(
-                                names.fanout, message.value, key=message.key,
+                                names.fanout, value, key=message.key,
                                 partition=partition, headers=headers,
                             )
                         )  # fmt: skip

@@ -41,8 +41,10 @@ from marginstream.stream.topics import TopicNames
 
 log = logging.getLogger(__name__)
 
-# Headers a market record carries through the fan-out topic: where it was first read.
+# Headers a market record carries through the fan-out topic: where it was first read,
+# and, for a record cut to its beginning, the whole's length and sha256.
 ORIGIN_TOPIC, ORIGIN_PARTITION, ORIGIN_OFFSET = "ms-topic", "ms-partition", "ms-offset"
+WHOLE_BYTES, WHOLE_SHA256 = "ms-bytes", "ms-sha256"
 
 
 class Phase(enum.Enum):
@@ -179,13 +181,14 @@ class OwnedPartition:
         without one (not written by the fan-out) is dead-lettered where it lies."""
         names, limit = self.context.names, self.context.settings.max_record_bytes
         if message.topic == names.fanout:
-            origin = _origin(message.headers)
-            if origin is not None:
-                return intake.envelope(*origin, message.key, message.value, limit), True
+            found = _origin(message.headers, names, self.context.settings.market_partitions)
+            if found is not None:
+                origin, whole = found
+                return intake.envelope(*origin, message.key, message.value, limit, whole), True
             letter = intake.envelope(
                 names.fanout, message.partition, message.offset, message.key, message.value, limit
             )
-            value = NotJson("a record in the market fan-out topic without its origin headers")
+            value = NotJson("a record in the market fan-out topic without valid origin headers")
             return letter._replace(value=value), False
         spec = names.spec(message.topic)
         return intake.envelope(
@@ -224,14 +227,38 @@ class OwnedPartition:
         return fenced
 
 
-def _origin(headers: Any) -> tuple[str, int, int] | None:
-    """(topic, partition, offset) a market copy was first read at, from its headers."""
+def origin_headers(
+    topic: bytes, partition: int, offset: int, whole: tuple[int, str] | None
+) -> list[tuple[str, bytes]]:
+    headers = [
+        (ORIGIN_TOPIC, topic),
+        (ORIGIN_PARTITION, str(partition).encode()),
+        (ORIGIN_OFFSET, str(offset).encode()),
+    ]
+    if whole is not None:
+        headers += [(WHOLE_BYTES, str(whole[0]).encode()), (WHOLE_SHA256, whole[1].encode())]
+    return headers
+
+
+def _origin(
+    headers: Any, names: TopicNames, market_partitions: int
+) -> tuple[tuple[str, int, int], tuple[int, str] | None] | None:
+    """Where a market copy was first read, (topic, partition, offset), and its whole's
+    (length, sha256) if it was cut; None unless that is a market input's partition (the
+    replay guard keeps a position per origin: a made-up one must not reach it)."""
     found = {name: value for name, value in headers or () if isinstance(value, bytes)}
     try:
-        return (
+        origin = (
             found[ORIGIN_TOPIC].decode(),
             int(found[ORIGIN_PARTITION]),
             int(found[ORIGIN_OFFSET]),
         )
+        whole = None
+        if WHOLE_BYTES in found:
+            whole = (int(found[WHOLE_BYTES]), found[WHOLE_SHA256].decode())
     except (KeyError, ValueError, UnicodeDecodeError):
         return None
+    market = {names.spec(topic) for topic in names.market_inputs()}
+    if origin[0] not in market or not 0 <= origin[1] < market_partitions or origin[2] < 0:
+        return None
+    return origin, whole
