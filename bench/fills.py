@@ -4,9 +4,10 @@ One account receives N fills spread over 7 days of event time (the default dupli
 retention, so every id stays live: the worst case for the duplicate window). Records go
 through the delivery layer as a worker applies them: PartitionState, sealed every
 --commit records into a RocksDB part store, as a commit would. Printed and written to
-results/fills.json: fills per second for each 10k window (first and last, and their
-ratio), the largest record any commit wrote, the account part's size, the store's keys,
-and the process's peak RSS.
+results/fills.json: fills per second of this process's CPU time for each 10k window
+(first and last, and their ratio: CPU time, because the machine is shared and wall time
+moves with its other work), the largest record any commit wrote, the account part's
+size, the store's keys, and the process's peak RSS.
 
     python -m bench.fills --fills 1000000
 """
@@ -53,7 +54,8 @@ def run(fills: int, commit_every: int, directory: Path) -> dict[str, object]:
     spacing = WEEK_MS // fills
     rates: list[float] = []
     largest = 0
-    began = window_began = time.perf_counter()
+    began = time.perf_counter()
+    window_began = time.process_time()
     for n in range(fills):
         value = {
             "type": "fill", "fill_id": f"mm-fill-{n:012d}", "account": "mm",
@@ -67,7 +69,7 @@ def run(fills: int, commit_every: int, directory: Path) -> dict[str, object]:
             largest = max(largest, *(len(v) for _, v in sealed.parts if v is not None))
             store.write(sealed.parts, n)
         if (n + 1) % WINDOW == 0:
-            now = time.perf_counter()
+            now = time.process_time()
             rates.append(WINDOW / (now - window_began))
             window_began = now
     elapsed = time.perf_counter() - began
@@ -78,9 +80,9 @@ def run(fills: int, commit_every: int, directory: Path) -> dict[str, object]:
         "fills": fills,
         "commit_every": commit_every,
         "seconds": round(elapsed, 1),
-        "fills_per_second": round(fills / elapsed),
-        "first_10k_per_second": round(rates[0]),
-        "last_10k_per_second": round(rates[-1]),
+        "fills_per_wall_second": round(fills / elapsed),
+        "first_10k_per_cpu_second": round(rates[0]),
+        "last_10k_per_cpu_second": round(rates[-1]),
         "last_over_first": round(rates[-1] / rates[0], 3),
         "slowest_10k_over_first": round(min(rates) / rates[0], 3),
         "largest_record_bytes": largest,

@@ -100,3 +100,36 @@ def test_a_missing_file_is_a_clear_error():
     assert result.stderr.decode().strip() == (
         "marginstream: error: /no/such/events.jsonl: no such file"
     )
+
+
+def test_the_outside_testers_overflowing_order_is_a_dead_letter_not_a_traceback(tmp_path: Path):
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        '{"topic":"orders","key":"a","value":{"type":"order","order_id":"o","account":"a",'
+        '"symbol":"X","side":"buy","qty":"1E+999999999","price":"1","ts":1}}\n'
+    )
+    result = marginstream("replay", str(events))
+    assert result.returncode == 0, result.stderr
+    [letter] = lines(result.stdout)
+    assert letter["topic"] == "dead-letters"
+    assert letter["value"]["reason"] == (
+        "qty is absurdly large: '1E+999999999' (limit 1000000000000000)"
+    )
+
+
+def test_with_partitions_a_record_off_its_keys_partition_is_misrouted(tmp_path: Path):
+    deposit = {"type": "deposit", "transfer_id": "t1", "account": "a", "amount": "10", "ts": 1}
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(
+        b"\n".join(
+            orjson.dumps({"topic": "transfers", "key": "a", "partition": p, "value": deposit})
+            for p in (1, 0)  # "a" is on partition 0 of 4 under murmur2
+        )
+    )
+    result = marginstream("replay", str(events), "--partitions", "4", "--state")
+    assert result.returncode == 0, result.stderr
+    letter, state = lines(result.stdout)
+    assert letter["value"]["reason"] == (
+        "misrouted: expected key 'a' on partition 0, got key 'a' on partition 1"
+    )
+    assert state["value"]["cash"] == "10"
