@@ -9,6 +9,8 @@ the core imports nothing of Kafka; tests compare it with aiokafka's.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 _M = 0x5BD1E995
 _SEED = 0x9747B28C
 _MASK = 0xFFFFFFFF
@@ -39,6 +41,7 @@ def murmur2(data: bytes) -> int:
     return h
 
 
+@lru_cache(maxsize=1 << 16)  # each account record asks; the hash is pure Python
 def account_partition(account: str, partitions: int) -> int:
     """The partition Kafka's default partitioner gives the key account."""
     return (murmur2(account.encode()) & 0x7FFFFFFF) % partitions
