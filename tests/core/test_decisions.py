@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from marginstream.core import EngineConfig
 from tests.core.venue import Venue, only
 
 
@@ -96,6 +97,19 @@ def test_a_duplicate_open_order_id_is_refused(venue: Venue):
     venue.order("alice", "BTC-PERP", "buy", "1", "60000", order_id="same")
     decision = only(venue.order("alice", "BTC-PERP", "buy", "1", "60000", order_id="same"))
     assert decision["reason"] == "duplicate order_id same: that order is still open"
+
+
+def test_open_orders_per_account_are_capped_so_its_state_stays_bounded():
+    venue = Venue(config=EngineConfig(max_open_orders=3))
+    venue.perpetual("BTC-PERP")
+    venue.mark("BTC-PERP", "60000")
+    venue.deposit("alice", "100000")
+    for n in range(3):
+        assert only(venue.order("alice", "BTC-PERP", "buy", "0.01", "50000", f"o{n}"))["accepted"]
+    decision = only(venue.order("alice", "BTC-PERP", "buy", "0.01", "50000", "o3"))
+    assert decision["reason"] == "too many open orders: 3 (limit 3)"
+    venue.cancel("alice", "o0")
+    assert only(venue.order("alice", "BTC-PERP", "buy", "0.01", "50000", "o4"))["accepted"]
 
 
 def test_reduce_only_orders(venue: Venue):
