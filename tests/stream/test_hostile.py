@@ -149,3 +149,29 @@ async def _produce(
         return [(m.partition, m.offset) for m in await asyncio.gather(*sends)]
     finally:
         await producer.stop()
+
+
+def test_rejected_large_records_leave_nothing_behind_in_memory(deployment: Deployment):
+    """Once, each rejected record's full text stayed in a dead-letter ring: 200 rejected
+    900 KB values took a worker from 81 to 361 MB. Now 200 of them may cost fetch
+    buffers, not their sum."""
+    worker = deployment.worker("w1").start()
+    worker.wait_ready()
+    assert worker.process is not None
+    before = rss_mib(worker.process.pid)
+    account = b"acct-00001"
+    big = [("orders", account, bytes([65 + i % 26]) * 900_000, None) for i in range(200)]
+    placed = asyncio.run(_produce(deployment, big, False, None))
+    assert len(placed) == 200
+    deployment.wait_applied()
+    grown = rss_mib(worker.process.pid) - before
+    letters = [v for t, v in deployment.outputs() if t == DEAD_LETTERS]
+    assert len(letters) == 200 and all(v["value_bytes"] == 900_000 for v in letters)
+    assert grown < 100, f"the worker grew by {grown:.0f} MiB for 180 MB of rejected records"
+    assert worker.alive()
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
