@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +85,18 @@ def test_hostname_check_can_be_turned_off():
         {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CHECK_HOSTNAME": "false"}
     )
     assert settings.kafka_options()["ssl_context"].check_hostname is False
+
+
+def test_a_worker_without_its_password_exits_2_with_one_line(tmp_path: Path):
+    env = {**os.environ, **SASL, "KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}
+    env.pop("KAFKA_SASL_PASSWORD", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "faust", "-A", "marginstream.app", "--datadir", str(tmp_path),
+         "worker", "--web-port", "1"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        "marginstream: error: KAFKA_SECURITY_PROTOCOL=SASL_SSL needs KAFKA_SASL_PASSWORD "
+        "(or KAFKA_SASL_PASSWORD_FILE)\n"
+    )
