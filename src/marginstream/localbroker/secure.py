@@ -177,3 +177,29 @@ def make_pki(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"
     )
     pki.key.chmod(0o600)
     return pki
+
+
+def stored_security(directory: Path, create: bool = False) -> BrokerSecurity | None:
+    """The secure mode kept in directory (a broker's `secure/`), made there if create.
+
+    Holds the CA, the server certificate, `users.json` (admin and `marginstream`, random
+    passwords) and `client.env`, the variables a worker or `marginstream produce` needs.
+    """
+    import json  # noqa: PLC0415
+    import secrets  # noqa: PLC0415
+
+    users_path = directory / "users.json"
+    pki = Pki(directory / "ca.pem", directory / "server-chain.pem", directory / "server.key")
+    if users_path.exists():
+        return BrokerSecurity(pki, json.loads(users_path.read_text()))
+    if not create:
+        return None
+    pki = make_pki(directory)
+    users = {name: secrets.token_hex(16) for name in ("admin", "marginstream")}
+    users_path.touch(mode=0o600)
+    users_path.write_text(json.dumps(users))
+    security = BrokerSecurity(pki, users)
+    env = directory / "client.env"
+    env.touch(mode=0o600)
+    env.write_text("".join(f"{k}={v}\n" for k, v in security.client_env("marginstream").items()))
+    return security
