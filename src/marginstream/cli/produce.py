@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ import orjson
 from tqdm import tqdm
 
 from marginstream.cli.errors import CommandError
-from marginstream.stream.security import KafkaSecurity, SecurityError
+from marginstream.stream.security import KafkaSecurity, SecurityError, refusal
 
 Record = tuple[str, bytes | None, bytes]
 
@@ -102,12 +103,25 @@ async def send_all(
 
 
 def run(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError  # noqa: PLC0415
+
     try:  # the worker's variables: KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*
-        options = KafkaSecurity.from_env().options()
+        security = KafkaSecurity.from_env()
     except SecurityError as error:
         raise CommandError(str(error)) from None
+    options = security.options()
     records = read_records(args.events, args.prefix)
-    asyncio.run(check_topics(records, args.bootstrap_servers, args.create_topics, **options))
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # its "Unable connect" log: the error below says it
+    try:
+        asyncio.run(check_topics(records, args.bootstrap_servers, args.create_topics, **options))
+    except KafkaError as error:  # as the worker says it: refused credentials, untrusted CA
+        reason = asyncio.run(refusal(args.bootstrap_servers, security))
+        bootstrap = args.bootstrap_servers
+        raise CommandError(reason or f"cannot reach Kafka at {bootstrap}: {error!r}") from None
+    finally:
+        quiet.setLevel(level)
     seconds = asyncio.run(send_all(records, args.bootstrap_servers, args.rate, **options))
     print(f"sent {len(records):,} records in {seconds:.1f}s to {args.bootstrap_servers}")
     return 0
