@@ -181,3 +181,34 @@ def test_pom_and_code_name_the_same_kafka_version():
 @pytest.mark.parametrize("args", [["kafka"], ["kafka", "sideways"]])
 def test_bad_usage_exits_two(args: list[str]):
     assert marginstream(*args).returncode == 2
+
+
+def test_up_secure_serves_only_clients_that_log_in(tmp_path: Path):
+    port, data_dir = free_port(), tmp_path / "broker"
+    where = ["--port", str(port), "--data-dir", str(data_dir)]
+    up = marginstream("kafka", "up", "--secure", *where)
+    try:
+        assert up.returncode == 0, up.stderr
+        env_file = data_dir / "secure" / "client.env"
+        assert f"clients take the variables in {env_file}" in up.stdout
+        assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+        env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+        assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+        assert not metadata_ok(f"127.0.0.1:{port}")  # no credentials: refused
+        status = marginstream("kafka", "status", *where)  # status logs in as admin
+        assert status.returncode == 0 and "answering metadata requests" in status.stdout
+
+        events = tmp_path / "events.jsonl"
+        events.write_text('{"topic": "orders", "key": "a", "value": {"type": "cancel"}}\n')
+        produce = ["produce", str(events), "--bootstrap-servers", f"127.0.0.1:{port}"]
+        sent = marginstream(*produce, "--create-topics", "1", env=env)
+        assert sent.returncode == 0, sent.stderr
+        refused = marginstream(*produce, env={**env, "KAFKA_SASL_PASSWORD": "wrong"})
+        assert refused.returncode == 1
+        assert refused.stderr.count("\n") == 1, refused.stderr  # one line
+        assert refused.stderr.startswith(
+            "marginstream: error: Kafka refused the credentials of 'marginstream' (SCRAM-SHA-512)"
+        ), refused.stderr
+    finally:
+        assert marginstream("kafka", "down", *where).returncode == 0
+    assert kafka_processes_on(data_dir) == []

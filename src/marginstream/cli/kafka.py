@@ -17,7 +17,9 @@ from marginstream.localbroker import (
     cached_jars,
     ensure_jars,
 )
+from marginstream.localbroker.errors import BrokerError
 from marginstream.localbroker.jars import cache_size_bytes
+from marginstream.localbroker.secure import stored_security
 
 DEFAULT_PORT = 9092
 
@@ -32,7 +34,13 @@ def default_data_dir(port: int) -> Path:
 
 
 def _broker(args: argparse.Namespace) -> LocalBroker:
-    return LocalBroker(port=args.port, data_dir=args.data_dir or default_data_dir(args.port))
+    data_dir = Path(args.data_dir or default_data_dir(args.port)).expanduser().resolve()
+    secure = getattr(args, "secure", False)
+    formatted = (data_dir / "kraft" / "meta.properties").exists()
+    if secure and formatted and stored_security(data_dir / "secure") is None:
+        raise BrokerError(f"{data_dir} was formatted without --secure: use another --data-dir")
+    security = stored_security(data_dir / "secure", create=secure)
+    return LocalBroker(port=args.port, data_dir=data_dir, security=security)
 
 
 def up(args: argparse.Namespace) -> int:
@@ -47,6 +55,9 @@ def up(args: argparse.Namespace) -> int:
             f"Kafka {KAFKA_VERSION} up in {time.monotonic() - began:.1f}s: pid {pid}, "
             f"bootstrap {broker.bootstrap}, data dir {broker.data_dir}"
         )
+    if broker.security is not None:
+        env = broker.data_dir / "secure" / "client.env"
+        print(f"SASL_SSL with SCRAM-SHA-512: clients take the variables in {env}")
     return 0
 
 
@@ -87,7 +98,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         parser.add_argument("--timeout", type=float, default=timeout, help="seconds to wait")
         return parser
 
-    with_broker("up", "start a broker in the background", 90.0).set_defaults(run=up)
+    start = with_broker("up", "start a broker in the background", 90.0)
+    start.add_argument(
+        "--secure",
+        action="store_true",
+        help="one SASL_SSL listener, SCRAM users and a throwaway CA (needs `cryptography`)",
+    )
+    start.set_defaults(run=up)
     with_broker("down", "stop the broker", 30.0).set_defaults(run=down)
     with_broker("status", "is the broker running and answering?", 5.0).set_defaults(run=status)
     jars = actions.add_parser("fetch", help="fetch the broker jars into the cache")

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 from tqdm import tqdm
 
 from marginstream.cli.errors import CommandError
+from marginstream.stream.security import KafkaSecurity, SecurityError, refusal
 
 Record = tuple[str, bytes | None, bytes]
 
@@ -47,11 +50,13 @@ def read_records(path: Path, prefix: str) -> list[Record]:
     return records
 
 
-async def check_topics(records: list[Record], bootstrap: str, create: int | None) -> None:
+async def check_topics(
+    records: list[Record], bootstrap: str, create: int | None, **options: Any
+) -> None:
     """Every topic must exist (a worker creates its topics when it starts), or be created."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: PLC0415
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
     await admin.start()
     try:
         missing = sorted({topic for topic, _, _ in records} - set(await admin.list_topics()))
@@ -67,11 +72,13 @@ async def check_topics(records: list[Record], bootstrap: str, create: int | None
         await admin.close()
 
 
-async def send_all(records: list[Record], bootstrap: str, rate: float | None) -> float:
+async def send_all(
+    records: list[Record], bootstrap: str, rate: float | None, **options: Any
+) -> float:
     from aiokafka import AIOKafkaProducer  # noqa: PLC0415 (keeps `marginstream --help` fast)
 
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5, **options
     )
     await producer.start()
     began = time.monotonic()
@@ -96,9 +103,26 @@ async def send_all(records: list[Record], bootstrap: str, rate: float | None) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError  # noqa: PLC0415
+
+    try:  # the worker's variables: KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*
+        security = KafkaSecurity.from_env()
+    except SecurityError as error:
+        raise CommandError(str(error)) from None
+    options = security.options()
     records = read_records(args.events, args.prefix)
-    asyncio.run(check_topics(records, args.bootstrap_servers, args.create_topics))
-    seconds = asyncio.run(send_all(records, args.bootstrap_servers, args.rate))
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # its "Unable connect" log: the error below says it
+    try:
+        asyncio.run(check_topics(records, args.bootstrap_servers, args.create_topics, **options))
+    except KafkaError as error:  # as the worker says it: refused credentials, untrusted CA
+        reason = asyncio.run(refusal(args.bootstrap_servers, security))
+        bootstrap = args.bootstrap_servers
+        raise CommandError(reason or f"cannot reach Kafka at {bootstrap}: {error!r}") from None
+    finally:
+        quiet.setLevel(level)
+    seconds = asyncio.run(send_all(records, args.bootstrap_servers, args.rate, **options))
     print(f"sent {len(records):,} records in {seconds:.1f}s to {args.bootstrap_servers}")
     return 0
 

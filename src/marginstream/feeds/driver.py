@@ -24,9 +24,9 @@ Consumed = dict[str, list[str]]  # consumer group -> the topics it commits offse
 
 
 async def end_offsets(
-    admin: AIOKafkaAdminClient, bootstrap: str, topics: list[str]
+    admin: AIOKafkaAdminClient, bootstrap: str, topics: list[str], **options: Any
 ) -> dict[TopicPartition, int]:
-    """The end offset of every partition of topics."""
+    """The end offset of every partition of topics (options: the clients' security)."""
     described = await admin.describe_topics(topics)
     partitions = [
         TopicPartition(entry["topic"], p["partition"])
@@ -35,7 +35,7 @@ async def end_offsets(
     ]
     from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **options)
     await consumer.start()
     try:
         return await consumer.end_offsets(partitions)
@@ -43,14 +43,17 @@ async def end_offsets(
         await consumer.stop()
 
 
-async def lag(admin: AIOKafkaAdminClient, bootstrap: str, consumed: Consumed) -> int:
+async def lag(
+    admin: AIOKafkaAdminClient, bootstrap: str, consumed: Consumed, **options: Any
+) -> int:
     """Records the groups have not committed yet, over every partition of their topics."""
     # Every group's offsets are read before any end offset: the fan-out commits prices
     # only after its copies are acknowledged, so a stale end can never look applied.
     committed = {}
     for group in consumed:
         committed.update(await admin.list_consumer_group_offsets(group))
-    ends = await end_offsets(admin, bootstrap, [t for topics in consumed.values() for t in topics])
+    inputs = [t for topics in consumed.values() for t in topics]
+    ends = await end_offsets(admin, bootstrap, inputs, **options)
     return sum(
         max(0, end - (committed[tp].offset if tp in committed else 0)) for tp, end in ends.items()
     )
@@ -65,14 +68,15 @@ async def wait_applied(
     consumed: Consumed,
     timeout: float = 120.0,
     give_up: Callable[[], bool] | None = None,
+    **options: Any,
 ) -> float:
     """Wait until the groups have applied everything produced to them; returns seconds."""
     began = time.monotonic()
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
     await admin.start()
     try:
         while True:
-            if await lag(admin, bootstrap, consumed) == 0:
+            if await lag(admin, bootstrap, consumed, **options) == 0:
                 return time.monotonic() - began
             if time.monotonic() - began > timeout:
                 raise TimeoutError(f"groups {sorted(consumed)} still behind after {timeout:.0f}s")
@@ -90,11 +94,12 @@ async def produce_runs(
     names: TopicNames | None = None,
     on_run: Callable[[int, list[dict[str, Any]]], None] | None = None,
     timeout: float = 120.0,
+    **options: Any,
 ) -> None:
     """Produce records; with the deployment's names, wait after each run (see segments)
     until it is applied."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5, **options
     )
     await producer.start()
     try:
@@ -111,6 +116,6 @@ async def produce_runs(
             ]
             await asyncio.gather(*sends)
             if names is not None:
-                await wait_applied(bootstrap, names.consumed(), timeout)
+                await wait_applied(bootstrap, names.consumed(), timeout, **options)
     finally:
         await producer.stop()

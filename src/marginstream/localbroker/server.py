@@ -23,9 +23,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from marginstream.localbroker.errors import BrokerError
 from marginstream.localbroker.jars import KAFKA_VERSION, ensure_jars
+from marginstream.localbroker.secure import BrokerSecurity
 
 MIN_JAVA = 17
 DEFAULT_HEAP = "512m"
@@ -52,7 +54,9 @@ logger.request.level = WARN
 """
 
 
-def _server_properties(port: int, controller_port: int, log_dirs: Path) -> str:
+def _server_properties(
+    port: int, controller_port: int, log_dirs: Path, security: BrokerSecurity | None = None
+) -> str:
     # No comments after values: .properties files would take them as part of the value.
     settings = {
         "process.roles": "broker,controller",
@@ -76,7 +80,10 @@ def _server_properties(port: int, controller_port: int, log_dirs: Path) -> str:
         # request must never create one with the broker's default of 1.
         "auto.create.topics.enable": "false",
     }
-    return "".join(f"{key}={value}\n" for key, value in settings.items())
+    if security is not None:
+        settings.update(security.properties(port, controller_port))
+    # Inline PEM values span lines: .properties reads \n as a newline.
+    return "".join(f"{key}={value}".replace("\n", "\\n") + "\n" for key, value in settings.items())
 
 
 def kafka_uuid() -> str:
@@ -122,8 +129,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def metadata_ok(bootstrap: str, timeout: float = 2.0) -> bool:
-    """True when the broker answers a metadata request listing at least one broker."""
+def metadata_ok(bootstrap: str, timeout: float = 2.0, **options: Any) -> bool:
+    """True when the broker answers a metadata request listing at least one broker
+    (options: the client's security keyword arguments, if any)."""
     from aiokafka.client import AIOKafkaClient  # noqa: PLC0415 (kept off the CLI's start-up path)
     from aiokafka.errors import KafkaError  # noqa: PLC0415
 
@@ -132,6 +140,7 @@ def metadata_ok(bootstrap: str, timeout: float = 2.0) -> bool:
             bootstrap_servers=bootstrap,
             request_timeout_ms=int(timeout * 1000),
             metadata_max_age_ms=60_000,
+            **options,
         )
         try:
             await asyncio.wait_for(client.bootstrap(), timeout)
@@ -188,6 +197,8 @@ class LocalBroker:
     heap: str = field(
         default_factory=lambda: os.environ.get("MARGINSTREAM_KAFKA_HEAP", DEFAULT_HEAP)
     )
+    # None: one PLAINTEXT listener. Else one SASL_SSL listener with SCRAM users (secure.py).
+    security: BrokerSecurity | None = None
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -196,6 +207,10 @@ class LocalBroker:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def client_options(self, user: str | None = None) -> dict[str, Any]:
+        """aiokafka keyword arguments for a client of this broker (as user, in secure mode)."""
+        return {} if self.security is None else self.security.client_options(user)
 
     @property
     def properties_path(self) -> Path:
@@ -243,7 +258,7 @@ class LocalBroker:
         if record is None:
             return BrokerStatus(False, None, None, False, self.data_dir)
         port = int(record["port"])
-        answering = metadata_ok(f"127.0.0.1:{port}")
+        answering = metadata_ok(f"127.0.0.1:{port}", **self.client_options())
         return BrokerStatus(True, record["pid"], port, answering, self.data_dir)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
@@ -281,6 +296,7 @@ class LocalBroker:
             "-c",
             str(self.properties_path),
             "--standalone",
+            *(self.security.scram_arguments() if self.security else []),
         ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -309,7 +325,7 @@ class LocalBroker:
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.properties_path.write_text(
-            _server_properties(self.port, controller_port, self.kraft_dir)
+            _server_properties(self.port, controller_port, self.kraft_dir, self.security)
         )
         log4j = self.data_dir / "log4j2.properties"
         log4j.write_text(_LOG4J2.format(log=self.server_log))
@@ -351,7 +367,7 @@ class LocalBroker:
                     f"the broker exited with code {self._process.returncode} before it "
                     f"answered on {self.bootstrap}\n{self.log_tail()}"
                 )
-            if metadata_ok(self.bootstrap, timeout=1.0):
+            if metadata_ok(self.bootstrap, timeout=1.0, **self.client_options()):
                 return
             time.sleep(0.2)
         tail = self.log_tail()

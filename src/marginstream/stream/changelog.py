@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -48,6 +49,7 @@ class ChangelogReader:
     bootstrap: str
     topic: str
     counts: Counts = field(default_factory=Counts)
+    options: dict[str, Any] = field(default_factory=dict)  # security: settings.kafka_options()
 
     def __post_init__(self) -> None:
         self.readings: dict[int, Reading] = {}
@@ -61,6 +63,7 @@ class ChangelogReader:
             isolation_level="read_committed",
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
+            **self.options,
         )
         await self.consumer.start()
 

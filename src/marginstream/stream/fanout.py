@@ -50,12 +50,14 @@ class FanOut:
             isolation_level="read_committed",
             session_timeout_ms=int(settings.session_timeout * 1000),
             heartbeat_interval_ms=int(min(3.0, settings.session_timeout / 3) * 1000),
+            **settings.kafka_options(),
         )
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers,
             acks="all",
             enable_idempotence=True,
             linger_ms=2,
+            **settings.kafka_options(),
         )
         await self.producer.start()
         await self.consumer.start()

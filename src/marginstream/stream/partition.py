@@ -98,6 +98,7 @@ class OwnedPartition:
             acks="all",
             linger_ms=5,
             max_batch_size=256 * 1024,
+            **context.settings.kafka_options(),
         )
         self.producer = producer
         await producer.start()

@@ -69,7 +69,9 @@ class RiskService(Service):
         self.stores = StoreDirectory(Path("marginstream-state"))
         self.url = ""
         self.assignor = CoPartitionedAssignor("", settings.standby_replicas)
-        self.changelog = ChangelogReader(settings.bootstrap_servers, self.names.changelog)
+        self.changelog = ChangelogReader(
+            settings.bootstrap_servers, self.names.changelog, options=settings.kafka_options()
+        )
         self.fanout = FanOut(settings, self.names)
         self.tasks: list[asyncio.Future[None]] = []
         self.partitions: dict[int, OwnedPartition] = {}
@@ -102,6 +104,7 @@ class RiskService(Service):
             session_timeout_ms=int(settings.session_timeout * 1000),
             heartbeat_interval_ms=int(min(3.0, settings.session_timeout / 3) * 1000),
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            **settings.kafka_options(),
         )
         self.context = Context(
             settings, self.names, self.config, self.consumer, self.changelog, self.stores

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from marginstream.core.alerts import Thresholds
 from marginstream.core.engine import DAY_MS, MAX_OPEN_ORDERS, EngineConfig
 from marginstream.core.intake import MAX_RECORD_BYTES
+from marginstream.stream.security import KafkaSecurity, SecurityError
 
 
 class SettingsError(ValueError):
@@ -35,6 +37,8 @@ class StreamSettings:
     max_open_orders: int = MAX_OPEN_ORDERS  # per account
     web_port: int = 6066
     web_host: str | None = None
+    # TLS and SASL of every Kafka client (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*).
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
     engine: EngineConfig = field(init=False)
 
     def __post_init__(self) -> None:
@@ -54,6 +58,10 @@ class StreamSettings:
     def broker_url(self) -> str:
         return ";".join(f"kafka://{server.strip()}" for server in self.bootstrap_servers.split(","))
 
+    def kafka_options(self) -> dict[str, Any]:
+        """The security keyword arguments of every aiokafka client the worker makes."""
+        return self.security.options()
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StreamSettings:
         env = os.environ if env is None else env
@@ -66,6 +74,10 @@ class StreamSettings:
                 fields[name] = kind(raw)
             except ValueError:
                 raise SettingsError(f"{variable}={raw!r} is not a valid {kind.__name__}") from None
+        try:
+            fields["security"] = KafkaSecurity.from_env(env)
+        except SecurityError as error:
+            raise SettingsError(str(error)) from None
         return cls(**fields)  # type: ignore[arg-type]
 
 

@@ -92,7 +92,9 @@ async def ensure_topics(settings: StreamSettings) -> dict[str, int]:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: PLC0415
 
     names = TopicNames(settings.topic_prefix, settings.app_id)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, **settings.kafka_options()
+    )
     await admin.start()
     try:
         wanted = {name: settings.partitions for name in names.partitioned_like_orders()}

@@ -25,6 +25,7 @@ from mode import ServiceT
 
 from marginstream.stream import web
 from marginstream.stream.runner import RiskService
+from marginstream.stream.security import refusal
 from marginstream.stream.settings import StreamSettings
 from marginstream.stream.topics import TopicError, TopicNames, ensure_topics
 
@@ -53,7 +54,11 @@ class RiskApp(faust.App):
         except TopicError as error:
             _cannot_start(str(error))
         except KafkaError as error:
-            _cannot_start(f"cannot reach Kafka at {self.settings.bootstrap_servers}: {error!r}")
+            settings = self.settings
+            reason = await refusal(settings.bootstrap_servers, settings.security)
+            _cannot_start(
+                reason or f"cannot reach Kafka at {settings.bootstrap_servers}: {error!r}"
+            )
         log.info("topics ready: %s", ", ".join(f"{t}[{n}]" for t, n in sorted(counts.items())))
         # Known only now that faust has read the command line (--datadir, --web-port).
         self.risk.configure(
@@ -94,6 +99,7 @@ def create_app(settings: StreamSettings | None = None) -> RiskApp:
     app = RiskApp(
         names.deployment,
         broker=settings.broker_url,
+        broker_credentials=settings.security.faust_credentials(),
         web_port=settings.web_port,
         **({"web_host": settings.web_host} if settings.web_host else {}),
     )
