@@ -9,18 +9,25 @@ results/fills.json: fills per second of this process's CPU time for each 10k win
 moves with its other work), the largest record any commit wrote, the account part's
 size, the store's keys, and the process's peak RSS.
 
-    python -m bench.fills --fills 1000000
+    python -m bench.fills --fills 1000000 --before 9d0ffcc --before-fills 50000
+
+--before REF runs the same loop on the core of an earlier commit (a git worktree, in a
+subprocess), which kept used ids inside the account part.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench.common import write_result
+from bench.oldcode import worktree
 from marginstream.core import EngineConfig, Envelope, RiskEngine
 from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.unit import PartitionState
@@ -88,17 +95,43 @@ def run(fills: int, commit_every: int, directory: Path) -> dict[str, object]:
         "largest_record_bytes": largest,
         "account_part_bytes": account_bytes,
         "store_keys": keys,
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mib": peak_rss_mib(),
     }
+
+
+def peak_rss_mib() -> int:
+    """This process's peak resident set (VmHWM: getrusage's maximum survives an exec, so
+    a subprocess would report its parent's)."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return round(int(line.split()[1]) / 1024)
+
+
+def before(ref: str, fills: int, commit_every: int) -> dict[str, object]:
+    """The same loop on the core of ref (its own worktree, in a subprocess)."""
+    with worktree(ref) as (tree, commit):
+        env = {**os.environ, "PYTHONPATH": f"{tree / 'src'}:{Path(__file__).parent.parent}"}
+        command = [sys.executable, "-m", "bench.fills", "--fills", str(fills),
+                   "--commit", str(commit_every), "--json"]  # fmt: skip
+        result = subprocess.run(command, env=env, capture_output=True, check=True)
+        return {"commit": commit, **json.loads(result.stdout.splitlines()[-1])}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fills", type=int, default=1_000_000)
     parser.add_argument("--commit", type=int, default=1000, help="records per commit")
+    parser.add_argument("--before", help="also run the core of this earlier commit")
+    parser.add_argument("--before-fills", type=int, default=50_000)
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
-        figures = run(args.fills, args.commit, Path(directory))
+        figures: dict[str, object] = run(args.fills, args.commit, Path(directory))
+    if args.json:
+        print(json.dumps(figures))
+        return
+    if args.before:
+        figures["before"] = before(args.before, args.before_fills, args.commit)
     for name, value in figures.items():
         print(f"{name:>24}: {value}")
     print(f"written to {write_result('fills', figures)}")
