@@ -165,18 +165,19 @@ class RiskService(Service):
             log.warning("while stopping: the commit under way did not end in 2s; not waited for")
         for task in self.tasks:
             task.cancel()
-        await asyncio.wait(self.tasks, timeout=1.0)
+        await asyncio.wait(self.tasks, timeout=0.5)
         try:
-            await asyncio.wait_for(self._close_all(commit_first=locked), 3.0)
+            await asyncio.wait_for(self._close_all(commit_first=locked), 2.0)
         except (Exception, asyncio.CancelledError) as error:
             log.warning("while stopping: closing the partitions: %r", error)
         if locked:
             self.lock.release()
-        for stop in (self.consumer.stop, self.fanout.stop, self.changelog.stop):
-            try:
-                await asyncio.wait_for(stop(), 1.0)
-            except (Exception, asyncio.CancelledError) as error:  # nothing left to protect
-                log.warning("while stopping: %r", error)
+        stops = [self.consumer.stop(), self.fanout.stop(), self.changelog.stop()]
+        for result in await asyncio.gather(  # together, in 1.5 s at most: 6 s in all
+            *(asyncio.wait_for(stop, 1.5) for stop in stops), return_exceptions=True
+        ):
+            if isinstance(result, BaseException):  # nothing left to protect
+                log.warning("while stopping: %r", result)
         self.stores.close()
 
     # -- the group ---------------------------------------------------------------
