@@ -338,8 +338,8 @@ class RiskService(Service):
             return "a task has ended"
         now = time.monotonic()
         limit = FAILED_AFTER_SESSIONS * self.settings.session_timeout
-        unconfirmed_since = max(self.confirmed_at + self.settings.session_timeout,
-                                self.started_at)  # fmt: skip
+        # The start counts as a confirmation: a worker gets two sessions to join.
+        unconfirmed_since = max(self.confirmed_at, self.started_at) + self.settings.session_timeout
         if now - unconfirmed_since > limit:
             return f"group membership unconfirmed for {now - unconfirmed_since:.0f}s"
         stuck = [p for p, since in self.open_failing_since.items() if now - since > limit]
