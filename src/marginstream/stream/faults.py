@@ -8,9 +8,11 @@ changelog records acknowledged by Kafka, its transaction not committed), after-c
 changelog batch holding the n-th record read, before it is written to the store),
 engine-error (raises before the n-th record is applied, as a bug in the engine would).
 
-Raising points of the worker's other parts: store-write (the n-th write of a local store
-and every later one raise OSError ENOSPC, as a full disk would), fetch-error (the
-processing loop raises after its n-th fetch that returned records).
+Raising points of the worker's other parts: store-write (the n-th write of a local store,
+a commit's step 6 or a restore's batch, and every later one raise OSError ENOSPC, as a
+full disk would), fetch-error (the processing loop raises after its n-th fetch that
+returned records). The first time one raises, it prints "marginstream-fault: <point> at
+<unix time>" to stderr, for a test to time what follows.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class FaultPoints:
 
     def fail(self, point: str, disk_full: bool = False) -> None:
         """Pass point once; raise InjectedFault (with disk_full, OSError ENOSPC) from the
-        n-th pass on. The first time, the time it raises is printed for the tests."""
+        n-th pass on."""
         if point != self.point:
             return
         self.count += 1
