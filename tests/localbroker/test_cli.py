@@ -13,6 +13,7 @@ import pytest
 
 from marginstream.localbroker import KAFKA_VERSION, LocalBroker, free_port, metadata_ok
 from marginstream.localbroker.jars import pom_kafka_version, pom_text
+from marginstream.localbroker.server import ephemeral_ports
 from tests.kafka_admin import topic_names
 
 
@@ -108,7 +109,7 @@ def _create_topic(bootstrap: str, name: str) -> None:
 
 def test_port_taken_is_one_clear_line(tmp_path: Path):
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
+        squatter.bind(("127.0.0.1", free_port()))  # outside the ephemeral range: no warning
         squatter.listen()
         port = squatter.getsockname()[1]
         result = marginstream("kafka", "up", "--port", str(port), "--data-dir", str(tmp_path))
@@ -117,6 +118,34 @@ def test_port_taken_is_one_clear_line(tmp_path: Path):
         f"marginstream: error: port {port} on 127.0.0.1 (broker port) is already in use"
     )
     assert kafka_processes_on(tmp_path) == []
+
+
+def test_a_port_in_the_ephemeral_range_is_warned_about(tmp_path: Path):
+    """A broker port the kernel may give an outgoing connection: one warning line, which
+    names the self-connect risk, before anything else (here: the port is taken, by a
+    socket bound to port 0, which the kernel takes from that very range)."""
+    low, high = ephemeral_ports()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        assert low <= port <= high
+        result = marginstream("kafka", "up", "--port", str(port), "--data-dir", str(tmp_path))
+    warning, error = result.stderr.strip().splitlines()
+    assert warning.startswith(f"marginstream: warning: port {port} is in the kernel's ephemeral")
+    assert "connect to itself" in warning
+    assert error.startswith("marginstream: error: port")
+    assert result.returncode == 1
+
+
+def test_free_ports_are_outside_the_ephemeral_range():
+    low, high = ephemeral_ports()
+    ports = {free_port() for _ in range(200)}
+    assert not [p for p in ports if low <= p <= high]
+    assert len(ports) > 150  # spread out, not one port again and again
+    for port in list(ports)[:20]:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))
 
 
 def test_missing_java_is_one_clear_line(tmp_path: Path):

@@ -16,6 +16,7 @@ from marginstream.localbroker import (
     LocalBroker,
     cached_jars,
     ensure_jars,
+    ephemeral_warning,
 )
 from marginstream.localbroker.errors import BrokerError
 from marginstream.localbroker.jars import cache_size_bytes
@@ -44,6 +45,9 @@ def _broker(args: argparse.Namespace) -> LocalBroker:
 
 
 def up(args: argparse.Namespace) -> int:
+    warning = ephemeral_warning(args.port)
+    if warning:
+        print(f"marginstream: {warning}", file=sys.stderr, flush=True)
     broker = _broker(args)
     already = broker.running_pid()
     began = time.monotonic()

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import signal
@@ -123,10 +124,59 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LINUX_EPHEMERAL_DEFAULT = (32768, 60999)
+
+
+def ephemeral_ports(path: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
+    """The kernel's range of ports for outgoing connections (Linux's default if unknown)."""
+    try:
+        low, high = (int(n) for n in path.read_text().split())
+    except (OSError, ValueError):
+        return LINUX_EPHEMERAL_DEFAULT
+    return low, high
+
+
+def in_ephemeral_range(port: int) -> bool:
+    low, high = ephemeral_ports()
+    return low <= port <= high
+
+
+def ephemeral_warning(port: int) -> str | None:
+    """Why a broker should not listen on port (None if it may)."""
+    if not in_ephemeral_range(port):
+        return None
+    low, high = ephemeral_ports()
+    return (
+        f"warning: port {port} is in the kernel's ephemeral range {low}-{high} "
+        f"(/proc/sys/net/ipv4/ip_local_port_range): while the broker is down, a client "
+        f"reconnecting to 127.0.0.1:{port} can be given {port} as its own source port and "
+        f"connect to itself, and the port may be taken by an outgoing connection when the "
+        f"broker restarts; prefer a port outside that range (e.g. 9092)"
+    )
+
+
 def free_port() -> int:
+    """A free port on 127.0.0.1 outside the kernel's ephemeral range, so that no client's
+    outgoing connection can take it, or connect to itself on it while nothing listens."""
+    low, high = ephemeral_ports()
+    candidates = [p for p in range(10000, 65536) if not low <= p <= high]
+    chooser = random.SystemRandom()
+    for _ in range(200):
+        port = chooser.choice(candidates) if candidates else 0
+        if port and port_is_free(port) and _bindable(port):
+            return port
+    raise BrokerError(f"no free port on 127.0.0.1 outside the ephemeral range {low}-{high}")
+
+
+def _bindable(port: int) -> bool:
+    """Free without SO_REUSEADDR too (not even in TIME_WAIT): nobody has used it lately."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def metadata_ok(bootstrap: str, timeout: float = 2.0, **options: Any) -> bool:

@@ -1,18 +1,27 @@
 """Fault points for crash tests: MARGINSTREAM_FAULT=<point>:<n> kills the worker with
-SIGKILL the n-th time it passes <point> (or, for engine-error, raises there, as a bug in
-the engine would). Off (and free) unless the variable is set.
+SIGKILL the n-th time it passes <point> (or, for the points that raise, raises there from
+the n-th time on). Off (and free) unless the variable is set.
 
 Points (the steps of stream/commit.py): before-commit (the n-th commit's outputs and
 changelog records acknowledged by Kafka, its transaction not committed), after-commit
 (the n-th transaction committed, the local store not yet written), during-recovery (the
 changelog batch holding the n-th record read, before it is written to the store),
-engine-error (raises before the n-th record is applied).
+engine-error (raises before the n-th record is applied, as a bug in the engine would).
+
+Raising points of the worker's other parts: store-write (the n-th write of a local store,
+a commit's step 6 or a restore's batch, and every later one raise OSError ENOSPC, as a
+full disk would), fetch-error (the processing loop raises after its n-th fetch that
+returned records). The first time one raises, it prints "marginstream-fault: <point> at
+<unix time>" to stderr, for a test to time what follows.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import sys
+import time
 
 
 class FaultPoints:
@@ -35,17 +44,24 @@ class FaultPoints:
         if self.count >= self.at:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def fail(self, point: str) -> None:
-        """Pass point once; raise InjectedFault from the n-th pass on."""
+    def fail(self, point: str, disk_full: bool = False) -> None:
+        """Pass point once; raise InjectedFault (with disk_full, OSError ENOSPC) from the
+        n-th pass on."""
         if point != self.point:
             return
         self.count += 1
         if self.count >= self.at:
-            raise InjectedFault(f"fault point {point} reached ({self.count})")
+            message = f"fault point {point} reached ({self.count})"
+            if self.count == self.at:
+                print(f"marginstream-fault: {point} at {time.time():.3f}", file=sys.stderr,
+                      flush=True)  # fmt: skip
+            if disk_full:
+                raise OSError(errno.ENOSPC, f"No space left on device ({message})")
+            raise InjectedFault(message)
 
 
 class InjectedFault(RuntimeError):
-    """Raised at the engine-error fault point."""
+    """Raised at the engine-error and fetch-error fault points."""
 
 
 FAULTS = FaultPoints(os.environ.get("MARGINSTREAM_FAULT"))

@@ -11,8 +11,29 @@ The processing loop, the commit loop and the rebalance callbacks take turns unde
 lock, so a partition is never applied to, committed and dropped at the same time.
 
 Anything the worker cannot carry on from (an engine error, a record Kafka refuses for
-good, a task that dies) ends the process at once with a non-zero status: whatever it had
-not committed is aborted, and the next owner starts from what Kafka holds.
+good, a local store that cannot be written, a task that dies: the processing loop and its
+fetches, the commit loop, the changelog reader, the fan-out) ends the process at once
+with a non-zero status and one line on stderr ("marginstream: worker stops: <reason>"):
+whatever it had not committed is aborted, and the next owner starts from what Kafka
+holds. A broker away is not such a failure: the clients reconnect, a failed commit
+reopens its partition from Kafka.
+
+/health/'s status, computed by status():
+
+- "failed": the worker is not processing and is not about to. It is stopping (SIGTERM
+  received, or a failure is ending it); a task has ended; its group membership has been
+  unconfirmed (no heartbeat answered: a broker away, a network cut) for more than one
+  session timeout, i.e. two after the last heartbeat answered, when the group has given
+  its partitions to others or cannot give them to anyone; or a partition has kept failing
+  to open (its producer, its restore or its offsets failing) for more than one session
+  timeout. `failing` in /health/ says which. The last two clear when Kafka comes back.
+- "recovering": a rebalance is going on, a partition is opening (restoring), or
+  membership is unconfirmed for less than that.
+- "ok": otherwise; every assigned partition is open and processing.
+
+A SIGTERM stops the worker within 10 seconds, whatever it is waiting for (stream/worker.py
+arms a watchdog that ends the process 8 seconds after the signal; on_stop bounds each
+of its waits well within that).
 """
 
 from __future__ import annotations
@@ -35,10 +56,11 @@ from marginstream.core import EngineConfig
 from marginstream.stream.changelog import ChangelogReader
 from marginstream.stream.commit import DeliveryRefused, PartitionLost, classified
 from marginstream.stream.fanout import FanOut
+from marginstream.stream.faults import FAULTS
 from marginstream.stream.group import CoPartitionedAssignor
 from marginstream.stream.partition import Context, OwnedPartition, Phase
 from marginstream.stream.settings import StreamSettings
-from marginstream.stream.store import StoreDirectory
+from marginstream.stream.store import StoreDirectory, StoreFailed
 from marginstream.stream.topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -47,12 +69,16 @@ MAX_RECORDS = 5000  # per fetch
 # Records applied and not committed for this long mean a commit that hangs somewhere the
 # timeouts do not reach: the worker stops, and its successor starts from what Kafka holds.
 STALL_SECONDS = 60.0
+# Not processing for this many session timeouts (membership unconfirmed past its session,
+# a partition that keeps failing to open) makes /health/ say "failed".
+FAILED_AFTER_SESSIONS = 1.0
 
 
 def fail(reason: str) -> None:
     """End the worker now, with one clear line: its supervisor restarts it."""
     log.critical("marginstream worker stops: %s", reason)
-    print(f"marginstream: worker stops: {reason}", file=sys.stderr, flush=True)
+    # The process's own stderr: faust sends sys.stderr to the log (as a WARNING line).
+    print(f"marginstream: worker stops: {reason}", file=sys.__stderr__ or sys.stderr, flush=True)
     logging.shutdown()
     os._exit(1)
 
@@ -83,6 +109,9 @@ class RiskService(Service):
         # answered, or an assignment): its partitions are its own until one session
         # timeout after. A worker frozen past that may have lost them without knowing.
         self.confirmed_at = 0.0
+        self.started_at = time.monotonic()
+        self.stopping = False  # SIGTERM received (stream/worker.py) or on_stop begun
+        self.open_failing_since: dict[int, float] = {}  # partition -> first failed opening
 
     def configure(self, url: str, stores_root: Path) -> None:
         """Where this worker's web view answers (told to the group, for routing) and
@@ -94,6 +123,7 @@ class RiskService(Service):
 
     async def on_start(self) -> None:
         settings = self.settings
+        self.started_at = time.monotonic()
         self.consumer = AIOKafkaConsumer(  # aiokafka's clients are made in the running loop
             bootstrap_servers=settings.bootstrap_servers,
             group_id=self.names.group,
@@ -126,18 +156,31 @@ class RiskService(Service):
         ]
 
     async def on_stop(self) -> None:
+        """Every wait is bounded (the watchdog of stream/worker.py ends the process 8 s
+        after a SIGTERM anyway): what is not committed by then is aborted, as by a kill."""
+        self.stopping = True
         if not self.tasks:
             return  # never started (the app stopped before: topics refused, broker away)
-        async with self.lock:  # after the batch being applied, if any
-            for task in self.tasks:
-                task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-            await self._close_all(commit_first=True)
-        for task in (self.consumer.stop(), self.fanout.stop(), self.changelog.stop()):
-            try:
-                await asyncio.wait_for(task, 10.0)
-            except Exception as error:  # stopping: nothing left to protect
-                log.warning("while stopping: %r", error)
+        locked = False
+        try:  # after the batch being applied, if any; a commit that hangs is not waited for
+            locked = await asyncio.wait_for(self.lock.acquire(), 2.0)
+        except TimeoutError:
+            log.warning("while stopping: the commit under way did not end in 2s; not waited for")
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.wait(self.tasks, timeout=0.5)
+        try:
+            await asyncio.wait_for(self._close_all(commit_first=locked), 2.0)
+        except (Exception, asyncio.CancelledError) as error:
+            log.warning("while stopping: closing the partitions: %r", error)
+        if locked:
+            self.lock.release()
+        stops = [self.consumer.stop(), self.fanout.stop(), self.changelog.stop()]
+        for result in await asyncio.gather(  # together, in 1.5 s at most: 6 s in all
+            *(asyncio.wait_for(stop, 1.5) for stop in stops), return_exceptions=True
+        ):
+            if isinstance(result, BaseException):  # nothing left to protect
+                log.warning("while stopping: %r", result)
         self.stores.close()
 
     # -- the group ---------------------------------------------------------------
@@ -171,10 +214,14 @@ class RiskService(Service):
             try:
                 await owned.open()
                 self.loads += 1
+                self.open_failing_since.pop(owned.number, None)
                 return
             except asyncio.CancelledError:
                 raise
+            except StoreFailed as error:
+                fail(f"partition {owned.number}: {error}")
             except Exception as error:  # a broker away: try again
+                self.open_failing_since.setdefault(owned.number, time.monotonic())
                 log.warning("partition %d: open failed: %r; again in %.1fs", owned.number,
                             error, backoff)  # fmt: skip
                 await owned.close(commit_first=False)
@@ -188,6 +235,7 @@ class RiskService(Service):
         for task in self.openers.values():
             task.cancel()
         self.openers.clear()
+        self.open_failing_since.clear()
         closing = list(self.partitions.values())
         self.partitions.clear()
         fenced = await asyncio.gather(*(owned.close(commit_first) for owned in closing))
@@ -207,6 +255,8 @@ class RiskService(Service):
         consumer = self.consumer
         while True:
             batches = await consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS)
+            if batches:
+                FAULTS.fail("fetch-error")
             async with self.lock:
                 for tp, messages in batches.items():
                     owned = self.partitions.get(tp.partition)
@@ -249,7 +299,7 @@ class RiskService(Service):
 
     async def _failed(self, owned: OwnedPartition, what: str, error: BaseException) -> None:
         """A send or commit of owned failed: nothing of it was committed."""
-        if isinstance(error, DeliveryRefused):
+        if isinstance(error, (DeliveryRefused, StoreFailed)):
             fail(f"partition {owned.number}: {error}")
         if isinstance(error, PartitionLost):
             # Another worker has it (the group will say so), or the transaction timed out:
@@ -283,7 +333,26 @@ class RiskService(Service):
 
     # -- reading -----------------------------------------------------------------
 
+    def failing(self) -> str | None:
+        """Why the worker is not processing and not about to (None: it is or will be)."""
+        if self.stopping:
+            return "stopping"
+        if any(task.done() for task in self.tasks):
+            return "a task has ended"
+        now = time.monotonic()
+        limit = FAILED_AFTER_SESSIONS * self.settings.session_timeout
+        # The start counts as a confirmation: a worker gets two sessions to join.
+        unconfirmed_since = max(self.confirmed_at, self.started_at) + self.settings.session_timeout
+        if now - unconfirmed_since > limit:
+            return f"group membership unconfirmed for {now - unconfirmed_since:.0f}s"
+        stuck = [p for p, since in self.open_failing_since.items() if now - since > limit]
+        if stuck:
+            return f"partitions {sorted(stuck)} failing to open for more than {limit:.0f}s"
+        return None
+
     def status(self) -> str:
+        if self.failing():
+            return "failed"
         if (
             self.rebalancing
             or not self.confirmed()
@@ -297,6 +366,7 @@ class RiskService(Service):
         owned = self.partitions.values()
         return {
             "status": self.status(),
+            "failing": self.failing(),
             "assigned": sorted(self.partitions),
             "partitions": sorted(o.number for o in owned if o.active),
             "standby": self.changelog.following(),

@@ -5,6 +5,9 @@ a restore resumes from are written in one WriteBatch, so a kill -9 at any instan
 leaves a store whose offset matches its parts. The worker writes a store only with
 what a committed transaction holds (after the commit) or what a restore read (committed
 only), so a store is never ahead of its changelog.
+
+A write that fails (a full disk, an I/O error) raises StoreFailed: the worker stops
+(stream/runner.py); it is never taken for a commit to retry.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ from marginstream.core.delivery.store import (
     decode_offset,
     encode_offset,
 )
+from marginstream.stream.faults import FAULTS
+
+
+class StoreFailed(RuntimeError):
+    """A local store could not be written: the worker cannot go on."""
 
 
 def _options() -> rocksdict.Options:
@@ -61,7 +69,12 @@ class RocksPartStore:
             else:
                 batch.put(key, value)
         batch.put(CHANGELOG_OFFSET, encode_offset(changelog_offset))
-        self.db.write(batch)
+        try:
+            FAULTS.fail("store-write", disk_full=True)
+            self.db.write(batch)
+        except Exception as error:  # rocksdict raises a bare Exception ("IO error: ...")
+            reason = f"the local store {self.path} could not be written: {error}"
+            raise StoreFailed(reason) from error
 
     def wipe(self) -> None:
         self.close()

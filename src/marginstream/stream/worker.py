@@ -8,12 +8,21 @@ transactional producer per owned partition, and a restore path that reads commit
 changelog records only. faust's own consumer, tables and exactly-once mode are not
 started: its tables cannot fence a worker that lost its partitions (see
 docs/failure-model.md).
+
+At start the worker rate-limits repeated log lines (stream/quietlog.py) and bounds its
+shutdown: a SIGTERM (or SIGINT) marks it stopping (/health/ says "failed") and arms a
+watchdog that ends the process, with one line and status 1, if the clean stop has not
+ended it 8 seconds later. A clean stop aborts nothing that a kill -9 would not: the
+watchdog is as safe as the kill it stands for.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NoReturn
@@ -23,13 +32,15 @@ from aiokafka.errors import KafkaError
 from faust.app.base import BootStrategy
 from mode import ServiceT
 
-from marginstream.stream import web
+from marginstream.stream import quietlog, web
 from marginstream.stream.runner import RiskService
 from marginstream.stream.security import refusal
 from marginstream.stream.settings import StreamSettings
 from marginstream.stream.topics import TopicError, TopicNames, ensure_topics
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_SECONDS = 8.0  # from a SIGTERM to the watchdog's exit (SIGTERM to gone: < 10 s)
 
 
 class WebOnly(BootStrategy):
@@ -49,6 +60,8 @@ class RiskApp(faust.App):
     async def on_first_start(self) -> None:
         await super().on_first_start()
         quiet_debug_logging()
+        quietlog.install()
+        bound_shutdown(self.risk)
         try:
             counts = await ensure_topics(self.settings)
         except TopicError as error:
@@ -72,8 +85,42 @@ class RiskApp(faust.App):
 
 def _cannot_start(reason: str) -> NoReturn:
     log.error("marginstream cannot start: %s", reason)
-    print(f"marginstream: error: {reason}", file=sys.stderr, flush=True)
+    print(f"marginstream: error: {reason}", file=sys.__stderr__ or sys.stderr, flush=True)
     raise SystemExit(2)
+
+
+def bound_shutdown(service: RiskService, seconds: float = SHUTDOWN_SECONDS) -> None:
+    """On SIGTERM or SIGINT: mark service stopping and arm the watchdog, then let the
+    signal go on to faust's handler (the event loop's, which asyncio calls through its
+    wakeup descriptor whatever the Python-level handler is)."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+
+        def on_signal(number: int, frame: object, previous: object = previous) -> None:
+            service.stopping = True
+            _arm_watchdog(seconds, signal.Signals(number).name)
+            if callable(previous):
+                previous(number, frame)
+
+        signal.signal(signum, on_signal)
+
+
+_watchdog: list[threading.Timer] = []
+
+
+def _arm_watchdog(seconds: float, why: str) -> None:
+    if _watchdog:
+        return
+    timer = threading.Timer(seconds, _expire, args=(seconds, why))
+    timer.daemon = True
+    _watchdog.append(timer)
+    timer.start()
+
+
+def _expire(seconds: float, why: str) -> None:
+    print(f"marginstream: worker stops: still running {seconds:.0f}s after {why}; exiting now",
+          file=sys.__stderr__ or sys.stderr, flush=True)  # fmt: skip
+    os._exit(1)
 
 
 def quiet_debug_logging() -> None:
