@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from marginstream.core.alerts import Thresholds
@@ -39,6 +40,8 @@ class StreamSettings:
     web_host: str | None = None
     # TLS and SASL of every Kafka client (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*).
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    web_bind: str = "127.0.0.1"  # the web server's listen address (loopback: this host only)
+    web_token: str | None = field(default=None, repr=False)  # bearer token of the web views
     engine: EngineConfig = field(init=False)
 
     def __post_init__(self) -> None:
@@ -78,6 +81,9 @@ class StreamSettings:
             fields["security"] = KafkaSecurity.from_env(env)
         except SecurityError as error:
             raise SettingsError(str(error)) from None
+        token = _token(env)
+        if token is not None:
+            fields["web_token"] = token
         return cls(**fields)  # type: ignore[arg-type]
 
 
@@ -98,4 +104,26 @@ _VARIABLES: list[tuple[str, str, type]] = [
     ("max_open_orders", "MARGINSTREAM_MAX_OPEN_ORDERS", int),
     ("web_port", "MARGINSTREAM_WEB_PORT", int),
     ("web_host", "MARGINSTREAM_WEB_HOST", str),
+    ("web_bind", "MARGINSTREAM_WEB_BIND", str),
 ]
+
+
+def _token(env: Mapping[str, str]) -> str | None:
+    """The web views' bearer token: MARGINSTREAM_WEB_TOKEN, or the file that
+    MARGINSTREAM_WEB_TOKEN_FILE names (surrounding whitespace stripped); None for none."""
+    token, path = env.get("MARGINSTREAM_WEB_TOKEN"), env.get("MARGINSTREAM_WEB_TOKEN_FILE")
+    if token and path:
+        raise SettingsError("set MARGINSTREAM_WEB_TOKEN or MARGINSTREAM_WEB_TOKEN_FILE, not both")
+    if path:
+        try:
+            token = Path(path).read_text().strip()
+        except (OSError, UnicodeDecodeError) as error:
+            reason = f"MARGINSTREAM_WEB_TOKEN_FILE: cannot read {path}: {error}"
+            raise SettingsError(reason) from None
+        if not token:
+            raise SettingsError(f"MARGINSTREAM_WEB_TOKEN_FILE: {path} is empty")
+    elif token is not None:
+        token = token.strip()
+    if token and not (token.isascii() and token.isprintable() and " " not in token):
+        raise SettingsError("the web token must be printable ASCII, without spaces")
+    return token or None
