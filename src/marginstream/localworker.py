@@ -45,6 +45,7 @@ class LocalWorker:
         self.port = port or free_port()
         self.log_level = log_level
         self.process: subprocess.Popen[bytes] | None = None
+        self.extra_args: list[str] = []  # more `faust worker` options
         log_path.parent.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -62,7 +63,7 @@ class LocalWorker:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "faust", "-A", "marginstream.app", "--datadir",
                  str(self.data_dir), "worker", "-l", self.log_level, "--web-host",
-                 "127.0.0.1", "--web-port", str(self.port)],
+                 "127.0.0.1", "--web-port", str(self.port), *self.extra_args],
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         return self
@@ -101,9 +102,17 @@ class LocalWorker:
         assert self.process is not None
         return self.process.wait(timeout)
 
-    def get(self, path: str, timeout: float = 10.0) -> tuple[int, Any]:
+    def get(
+        self, path: str, timeout: float = 10.0, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """GET path: (status, JSON body). With the worker's web token unless headers are
+        given."""
+        if headers is None:
+            token = self.env.get("MARGINSTREAM_WEB_TOKEN")
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request = urllib.request.Request(self.url + path, headers=headers)
         try:
-            with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")

@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 SHUTDOWN_SECONDS = 8.0  # from a SIGTERM to the watchdog's exit (SIGTERM to gone: < 10 s)
 
 
+# The settings of faust's own views (SafeWeb serves none of them whatever they say).
+FAUST_VIEWS = ("web_tables_enabled", "web_router_enabled", "web_stats_enabled",
+               "web_graph_enabled", "web_metrics_enabled")  # fmt: skip
+
+
 class WebOnly(BootStrategy):
     """faust's services minus its Kafka consumer, producer and tables."""
 
@@ -74,10 +79,16 @@ class RiskApp(faust.App):
             )
         log.info("topics ready: %s", ", ".join(f"{t}[{n}]" for t, n in sorted(counts.items())))
         # Known only now that faust has read the command line (--datadir, --web-port).
+        conf = self.conf
         self.risk.configure(
-            url=f"http://{self.conf.web_host}:{self.conf.web_port}",
-            stores_root=Path(self.conf.tabledir) / "marginstream-state",
+            url=web.routing_url(conf.web_host, conf.web_bind, conf.web_port),
+            stores_root=Path(conf.tabledir) / "marginstream-state",
         )
+        log.info("web views on %s:%d, routed to as %s", conf.web_bind, conf.web_port,
+                 self.risk.url)  # fmt: skip
+
+    def _new_web(self) -> web.SafeWeb:
+        return web.SafeWeb(self)  # none of faust's own views (web.py)
 
     async def _wait_for_table_recovery_completed(self) -> bool:
         return False  # no faust tables: our partitions open themselves (stream/partition.py)
@@ -148,7 +159,9 @@ def create_app(settings: StreamSettings | None = None) -> RiskApp:
         broker=settings.broker_url,
         broker_credentials=settings.security.faust_credentials(),
         web_port=settings.web_port,
+        web_bind=settings.web_bind,  # faust's --web-bind and WEB_BIND still win
         **({"web_host": settings.web_host} if settings.web_host else {}),
+        **dict.fromkeys(FAUST_VIEWS, False),
     )
     app.settings = settings
     app.risk = RiskService(settings, loop=app.loop, beacon=app.beacon)
