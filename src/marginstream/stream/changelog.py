@@ -23,6 +23,7 @@ from marginstream.core.delivery.parts import version_of
 from marginstream.core.delivery.restore import restore_batch
 from marginstream.core.delivery.store import PartStore
 from marginstream.stream.faults import FAULTS
+from marginstream.stream.metrics import StreamMetrics
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class ChangelogReader:
     topic: str
     counts: Counts = field(default_factory=Counts)
     options: dict[str, Any] = field(default_factory=dict)  # security: settings.kafka_options()
+    metrics: StreamMetrics = field(default_factory=StreamMetrics)
 
     def __post_init__(self) -> None:
         self.readings: dict[int, Reading] = {}
@@ -148,6 +150,7 @@ class ChangelogReader:
         self.counts.read += restored.read
         self.counts.applied += restored.kept
         self.counts.stale += restored.stale
+        self.metrics.restored(partition, restored.read, restored.kept)
         if restored.stale:
             log.error("partition %d: %d changelog records older than the store's", partition,
                       restored.stale)  # fmt: skip

@@ -35,6 +35,7 @@ from marginstream.core.envelope import NotJson
 from marginstream.stream.changelog import ChangelogReader
 from marginstream.stream.commit import PartitionLost, Transaction, classified, commit
 from marginstream.stream.faults import FAULTS
+from marginstream.stream.metrics import StreamMetrics
 from marginstream.stream.settings import StreamSettings
 from marginstream.stream.store import RocksPartStore, StoreDirectory
 from marginstream.stream.topics import TopicNames
@@ -63,6 +64,7 @@ class Context:
     consumer: AIOKafkaConsumer
     changelog: ChangelogReader
     stores: StoreDirectory
+    metrics: StreamMetrics
 
 
 class OwnedPartition:
@@ -128,9 +130,10 @@ class OwnedPartition:
         """Apply records read from one input, in order; their outputs join the transaction."""
         work, transaction = self.work, self.transaction
         assert work is not None and transaction is not None
-        names = self.context.names
+        names, metrics = self.context.names, self.context.metrics
         read_from = Source(tp.topic, tp.partition)
         next_offset = self.next_offsets.get(tp, 0)
+        started, before = time.perf_counter(), work.records
         for message in messages:
             if message.offset < next_offset:
                 continue  # fetched before the seek of this opening
@@ -142,6 +145,7 @@ class OwnedPartition:
                 # Every partition sees each market record; one dead letter for it is enough.
                 if from_market and output.topic == DEAD_LETTERS and self.number != 0:
                     continue
+                metrics.output(output)
                 key = None if output.key is None else output.key.encode()
                 try:
                     sent = await transaction.producer.send(
@@ -151,6 +155,7 @@ class OwnedPartition:
                     raise classified(error) from error
                 transaction.sends.append(sent)
         self.next_offsets[tp] = next_offset
+        metrics.applied(tp.topic, work.records - before, started)
         if work.records:
             self.applied_at = time.monotonic()
             if self.pending_since is None:
@@ -218,6 +223,7 @@ class OwnedPartition:
             try:
                 await asyncio.wait_for(self._commit_pending(), 10.0)
             except Exception as error:  # the next owner starts from Kafka
+                self.context.metrics.failed("close", error)
                 fenced = isinstance(classified(error), PartitionLost)
                 log.warning("partition %d: commit at close failed: %r", self.number, error)
         with contextlib.suppress(Exception):

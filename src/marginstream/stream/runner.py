@@ -58,6 +58,7 @@ from marginstream.stream.commit import DeliveryRefused, PartitionLost, classifie
 from marginstream.stream.fanout import FanOut
 from marginstream.stream.faults import FAULTS
 from marginstream.stream.group import CoPartitionedAssignor
+from marginstream.stream.metrics import StreamMetrics
 from marginstream.stream.partition import Context, OwnedPartition, Phase
 from marginstream.stream.settings import StreamSettings
 from marginstream.stream.store import StoreDirectory, StoreFailed
@@ -95,8 +96,12 @@ class RiskService(Service):
         self.stores = StoreDirectory(Path("marginstream-state"))
         self.url = ""
         self.assignor = CoPartitionedAssignor("", settings.standby_replicas)
+        self.metrics = StreamMetrics(self)
         self.changelog = ChangelogReader(
-            settings.bootstrap_servers, self.names.changelog, options=settings.kafka_options()
+            settings.bootstrap_servers,
+            self.names.changelog,
+            options=settings.kafka_options(),
+            metrics=self.metrics,
         )
         self.fanout = FanOut(settings, self.names)
         self.tasks: list[asyncio.Future[None]] = []
@@ -137,8 +142,9 @@ class RiskService(Service):
             **settings.kafka_options(),
         )
         self.context = Context(
-            settings, self.names, self.config, self.consumer, self.changelog, self.stores
-        )
+            settings, self.names, self.config, self.consumer, self.changelog, self.stores,
+            self.metrics,
+        )  # fmt: skip
         await self.changelog.start()
         await self.fanout.start()
         await self.consumer.start()
@@ -299,6 +305,7 @@ class RiskService(Service):
 
     async def _failed(self, owned: OwnedPartition, what: str, error: BaseException) -> None:
         """A send or commit of owned failed: nothing of it was committed."""
+        self.metrics.failed(what, error)
         if isinstance(error, (DeliveryRefused, StoreFailed)):
             fail(f"partition {owned.number}: {error}")
         if isinstance(error, PartitionLost):

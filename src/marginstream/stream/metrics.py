@@ -1,0 +1,259 @@
+"""A worker's Prometheus metrics, served by GET /metrics (stream/web.py).
+
+Every app has its own registry (never prometheus_client's global one), so two apps in
+one process, as in some tests, count apart. The processing loop calls in once per batch
+of one input (records applied, their processing time) and once per output sent (alerts,
+dead letters); what the service already counts (engine loads, consumer positions,
+restores under way) is read when /metrics is scraped.
+
+Labels are bounded: topic is one of the worker's inputs, level one of the alert types,
+reason one of REASON_CLASSES (a dead letter's reason is free text), kind and operation
+a few fixed words, partition one of the deployment's partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from marginstream.core.alerts import LIQUIDATION, MARGIN_CALL, RECOVERED
+from marginstream.core.envelope import DEAD_LETTERS
+from marginstream.stream.commit import DeliveryRefused, PartitionLost, classified
+
+if TYPE_CHECKING:
+    from marginstream.core.envelope import Output
+    from marginstream.stream.runner import RiskService
+
+ALERTS = "liquidations"  # the SPEC topic of alerts
+ALERT_LEVELS = (MARGIN_CALL, LIQUIDATION, RECOVERED)
+
+# A dead letter's reason, by class: the first pattern that matches it (else "other").
+REASON_CLASSES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (name, re.compile(pattern))
+    for name, pattern in (
+        ("not_json", r"^not JSON"),
+        ("no_origin", r"without its origin headers"),
+        ("too_large", r"\b(bytes|KiB|too large|larger than)\b"),
+        ("key_mismatch", r"^key .* does not match"),
+        ("wrong_partition", r"\bpartition\b"),
+        ("unknown_account", r"^unknown account"),
+        ("unknown_instrument", r"^unknown instrument"),
+        ("duplicate", r"^duplicate "),
+        ("not_an_object", r"^a record must be a JSON object"),
+        ("unknown_topic", r"^unknown topic"),
+        ("wrong_type", r"does not belong on topic"),
+        ("missing_field", r" is missing$"),
+        ("out_of_bounds", r"absurd|out of range|longer than|more than|at most"),
+        ("market_state", r"expired|settled|never settles|needs a price|no mark for"),
+        ("invalid_field", r"must |is not "),
+    )
+)
+
+# Per-record processing time, seconds (a batch's time shared by its records).
+TIME_BUCKETS = (
+    1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25,
+)  # fmt: skip
+POSITION_WAIT = 0.2  # seconds a scrape waits for a partition's consumer position
+
+
+def reason_class(reason: str) -> str:
+    """The bounded class of a dead letter's reason (its label value)."""
+    for name, pattern in REASON_CLASSES:
+        if pattern.search(reason):
+            return name
+    return "other"
+
+
+class StreamMetrics:
+    def __init__(self, service: RiskService | None = None) -> None:
+        self.service = service
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self._records = Counter(
+            "marginstream_records_applied", "Input records applied, by input topic "
+            "(market: the fan-out copies of prices and instruments, one per partition)",
+            ["topic"], registry=registry,
+        )  # fmt: skip
+        self._alerts = Counter(
+            "marginstream_alerts", "Alerts published, by level", ["level"], registry=registry
+        )
+        self._dead_letters = Counter(
+            "marginstream_dead_letters", "Dead letters published, by class of reason",
+            ["reason"], registry=registry,
+        )  # fmt: skip
+        self._failures = Counter(
+            "marginstream_producer_failures", "Sends and commits of a partition's transaction "
+            "that failed, by kind (fenced, refused, other) and operation (send, commit, close)",
+            ["kind", "operation"], registry=registry,
+        )  # fmt: skip
+        self._changelog_read = Counter(
+            "marginstream_changelog_records_read", "Changelog records read into the local "
+            "store (restores and standbys), by partition", ["partition"], registry=registry,
+        )  # fmt: skip
+        self._changelog_applied = Counter(
+            "marginstream_changelog_records_applied", "Changelog records written to the local "
+            "store (the newest version of a key in a batch), by partition", ["partition"],
+            registry=registry,
+        )  # fmt: skip
+        self.seconds = BatchHistogram(
+            "marginstream_record_processing_seconds", "Time to apply an input record and "
+            "hand its outputs to the producer (each record of a batch: the batch's average)",
+            TIME_BUCKETS,
+        )  # fmt: skip
+        registry.register(self.seconds)
+        self._by_topic: dict[str, Any] = {}
+        self.lag: dict[tuple[str, int], int] = {}  # (input topic, partition): records behind
+        registry.register(_ServiceCollector(self))
+
+    # -- the processing loop's hooks -------------------------------------------------
+
+    def applied(self, topic: str, records: int, started: float) -> None:
+        """records of topic (a full name) applied since perf_counter() said started."""
+        if records:
+            self.seconds.observe((time.perf_counter() - started) / records, records)
+            child = self._by_topic.get(topic)
+            if child is None:
+                child = self._by_topic[topic] = self._records.labels(self._label(topic))
+            child.inc(records)
+
+    def output(self, output: Output) -> None:
+        """An output about to be sent."""
+        if output.topic == ALERTS:
+            level = output.value.get("type")
+            self._alerts.labels(level if level in ALERT_LEVELS else "other").inc()
+        elif output.topic == DEAD_LETTERS:
+            self._dead_letters.labels(reason_class(str(output.value.get("reason")))).inc()
+
+    def failed(self, operation: str, error: BaseException) -> None:
+        """A send or commit of a partition's transaction failed."""
+        error = classified(error)
+        kind = (
+            "fenced"
+            if isinstance(error, PartitionLost)
+            else "refused"
+            if isinstance(error, DeliveryRefused)
+            else "other"
+        )
+        self._failures.labels(kind, operation).inc()
+
+    def restored(self, partition: int, read: int, applied: int) -> None:
+        """A batch of changelog records read into partition's store."""
+        self._changelog_read.labels(str(partition)).inc(read)
+        self._changelog_applied.labels(str(partition)).inc(applied)
+
+    def _label(self, topic: str) -> str:
+        if self.service is None:
+            return topic
+        spec = self.service.names.spec(topic)
+        return "market" if topic == self.service.names.fanout else spec
+
+    # -- scraping --------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Before a scrape: each open partition's consumer lag, per input, from the last
+        stable offset the broker reported (read_committed) and the consumer's position."""
+        service, lag = self.service, {}
+        if service is None or not hasattr(service, "consumer"):
+            self.lag = lag
+            return
+        consumer = service.consumer
+        for owned in list(service.partitions.values()):
+            if not owned.active:
+                continue
+            for tp in owned.inputs:
+                try:
+                    end = consumer.last_stable_offset(tp)
+                    if end is None or end < 0:
+                        end = consumer.highwater(tp)
+                    if end is None:
+                        continue  # nothing fetched yet
+                    position = await asyncio.wait_for(consumer.position(tp), POSITION_WAIT)
+                except Exception:  # not assigned any more, or no position yet
+                    continue
+                lag[(self._label(tp.topic), owned.number)] = max(0, end - position)
+        self.lag = lag
+
+
+class BatchHistogram:
+    """A histogram that takes n equal observations at once, for one bucket search and a
+    few additions per batch (prometheus_client's Histogram observes one at a time)."""
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...]) -> None:
+        self.name, self.documentation = name, documentation
+        self.bounds = buckets
+        self.counts = [0] * (len(buckets) + 1)  # the last: above every bound
+        self.sum = 0.0
+
+    def observe(self, value: float, n: int = 1) -> None:
+        self.counts[bisect_left(self.bounds, value)] += n
+        self.sum += value * n
+
+    def collect(self) -> Iterator[Metric]:
+        cumulative, total = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += count
+            cumulative.append((_bound_text(bound), total))
+        yield HistogramMetricFamily(
+            self.name, self.documentation, buckets=cumulative, sum_value=self.sum
+        )
+
+
+def _bound_text(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
+class _ServiceCollector:
+    """What the service counts anyway, read at scrape time."""
+
+    def __init__(self, metrics: StreamMetrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return []  # unchecked: the families are only known at collect time
+
+    def collect(self) -> Iterator[Metric]:
+        service = self.metrics.service
+        if service is None:
+            return
+        yield CounterMetricFamily(
+            "marginstream_engine_loads", "Engines loaded from the local store (one per "
+            "partition opened: at each assignment and after each reopen)", value=service.loads,
+        )  # fmt: skip
+        owned = list(service.partitions.values())
+        yield GaugeMetricFamily(
+            "marginstream_partitions_open", "Owned partitions open and applying records",
+            value=sum(o.active for o in owned),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "marginstream_partitions_restoring", "Owned partitions being opened (restoring "
+            "their store from the changelog, or waiting to)",
+            value=sum(not o.active for o in owned),
+        )  # fmt: skip
+        remaining = GaugeMetricFamily(
+            "marginstream_restore_remaining_offsets", "Changelog offsets a restore under "
+            "way has still to read, by partition", labels=["partition"],
+        )  # fmt: skip
+        for partition, reading in sorted(service.changelog.readings.items()):
+            if reading.until is not None:
+                left = max(0, reading.until - reading.store.changelog_offset())
+                remaining.add_metric([str(partition)], left)
+        yield remaining
+        lag = GaugeMetricFamily(
+            "marginstream_consumer_lag", "Records of an open partition's inputs not yet "
+            "applied (at the last scrape), by input topic and partition",
+            labels=["topic", "partition"],
+        )  # fmt: skip
+        for (topic, partition), behind in sorted(self.metrics.lag.items()):
+            lag.add_metric([topic, str(partition)], behind)
+        yield lag
