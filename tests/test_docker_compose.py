@@ -138,3 +138,13 @@ def test_every_kafka_client_logs_in_with_scram_over_tls(tmp_path: Path):
     assert "sasl.enabled.mechanisms=SCRAM-SHA-512" in properties
     scram = (secrets / "scram-users").read_text()
     assert f"SCRAM-SHA-512=[name={WORKER_USER},password=" in scram
+
+
+def test_web_ports_are_published_on_loopback_and_workers_reach_each_other():
+    workers = [s for s in COMPOSE["services"].values() if "faust" in s.get("command", [])]
+    for worker in workers:
+        assert worker["ports"], worker
+        assert all(port.startswith("127.0.0.1:") for port in worker["ports"]), worker["ports"]
+        environment = worker["environment"]
+        assert environment["MARGINSTREAM_WEB_BIND"] == "0.0.0.0"
+        assert environment["MARGINSTREAM_WEB_TOKEN"] == "${MARGINSTREAM_WEB_TOKEN:-}"
