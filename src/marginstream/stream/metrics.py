@@ -85,9 +85,10 @@ class StreamMetrics:
             "(market: the fan-out copies of prices and instruments, one per partition)",
             ["topic"], registry=registry,
         )  # fmt: skip
-        self._alerts = Counter(
+        self._alert_counter = alerts = Counter(
             "marginstream_alerts", "Alerts published, by level", ["level"], registry=registry
         )
+        self._alerts = {level: alerts.labels(level) for level in ALERT_LEVELS}  # from 0
         self._dead_letters = Counter(
             "marginstream_dead_letters", "Dead letters published, by class of reason",
             ["reason"], registry=registry,
@@ -130,8 +131,8 @@ class StreamMetrics:
     def output(self, output: Output) -> None:
         """An output about to be sent."""
         if output.topic == ALERTS:
-            level = output.value.get("type")
-            self._alerts.labels(level if level in ALERT_LEVELS else "other").inc()
+            child = self._alerts.get(output.value.get("type"))
+            (child or self._alert_counter.labels("other")).inc()
         elif output.topic == DEAD_LETTERS:
             self._dead_letters.labels(reason_class(str(output.value.get("reason")))).inc()
 
