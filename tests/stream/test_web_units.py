@@ -105,11 +105,19 @@ def test_dead_letter_reasons_fall_in_a_few_classes():
         "wrong_type",
         "invalid_field",
         "out_of_bounds",
-        "key_mismatch",
+        "misrouted",
         "unknown_account",
         "missing_field",
     ], list(zip(reasons, classes, strict=True))
     assert reason_class("not JSON (unexpected character)") == "not_json"
+    assert reason_class("record of 70000 bytes is over the 65536-byte limit") == "too_large"
+    assert reason_class("no value (a tombstone)") == "no_value"
+    origin = "a record in the market fan-out topic without valid origin headers"
+    assert reason_class(origin) == "no_origin"
+    # What the sender chose (an account id) does not choose the class.
+    assert reason_class("unknown account bytes is over: it has made no deposit") == (
+        "unknown_account"
+    )
     assert reason_class("something nobody wrote yet " + "x" * 1000) == "other"
     # The label set is fixed, whatever the reasons.
     assert len({name for name, _ in REASON_CLASSES} | {"other"}) == len(REASON_CLASSES) + 1

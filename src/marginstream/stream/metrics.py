@@ -44,10 +44,10 @@ REASON_CLASSES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (name, re.compile(pattern))
     for name, pattern in (
         ("not_json", r"^not JSON"),
-        ("no_origin", r"without its origin headers"),
-        ("too_large", r"\b(bytes|KiB|too large|larger than)\b"),
-        ("key_mismatch", r"^key .* does not match"),
-        ("wrong_partition", r"\bpartition\b"),
+        ("too_large", r"^record of \d+ bytes is over"),
+        ("no_value", r"^no value"),
+        ("no_origin", r"^a record in the market fan-out topic without"),
+        ("misrouted", r"^misrouted"),
         ("unknown_account", r"^unknown account"),
         ("unknown_instrument", r"^unknown instrument"),
         ("duplicate", r"^duplicate "),
