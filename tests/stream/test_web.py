@@ -46,17 +46,23 @@ def raw_get(worker: LocalWorker, target: bytes) -> tuple[int, bytes, bytes]:
 
 def test_loopback_by_default_no_faust_views_clean_answers(deployment: Deployment):
     default = deployment.worker("default").start()
-    everywhere = deployment.worker("everywhere")
-    everywhere.env = {**everywhere.env, "MARGINSTREAM_WEB_BIND": "0.0.0.0"}
-    everywhere.start()
-    by_faust = deployment.worker("by-faust")
-    by_faust.extra_args = ["--web-bind", "0.0.0.0"]  # faust's own option still works
-    by_faust.start()
-    for worker in (default, everywhere, by_faust):
-        worker.wait_ready()
+    # Two more workers of a deployment of their own: default keeps every partition.
+    others = Deployment(deployment.bootstrap, deployment.root / "others")
+    try:
+        everywhere = others.worker("everywhere")
+        everywhere.env = {**everywhere.env, "MARGINSTREAM_WEB_BIND": "0.0.0.0"}
+        everywhere.start()
+        by_faust = others.worker("by-faust")
+        by_faust.extra_args = ["--web-bind", "0.0.0.0"]  # faust's own option still works
+        by_faust.start()
+        for worker in (everywhere, by_faust):
+            worker.wait_ready()
+        assert listening(everywhere.port) == {"0.0.0.0"}
+        assert listening(by_faust.port) == {"0.0.0.0"}
+    finally:
+        others.stop_all()
+    default.wait_ready(partitions=deployment.partitions)
     assert listening(default.port) == {"127.0.0.1"}
-    assert listening(everywhere.port) == {"0.0.0.0"}
-    assert listening(by_faust.port) == {"0.0.0.0"}
 
     for path in ("/table/", "/table/x/", "/router/", "/router/topics", "/", "/graph/",
                  "/performance/", "/assignment/"):  # fmt: skip
