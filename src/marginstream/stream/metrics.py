@@ -1,10 +1,10 @@
 """A worker's Prometheus metrics, served by GET /metrics (stream/web.py).
 
-Every app has its own registry (never prometheus_client's global one), so two apps in
-one process, as in some tests, count apart. The processing loop calls in once per batch
-of one input (records applied, their processing time) and once per output sent (alerts,
-dead letters); what the service already counts (engine loads, consumer positions,
-restores under way) is read when /metrics is scraped.
+Every app has its own registry (never prometheus_client's global one): two apps in one
+process count apart. The processing loop calls in once per batch of one input (records
+applied, their processing time) and once per output sent (alerts, dead letters); what
+the service already counts (engine loads, consumer positions, restores under way) is
+read when /metrics is scraped.
 
 Labels are bounded: topic is one of the worker's inputs, level one of the alert types,
 reason one of REASON_CLASSES (a dead letter's reason is free text), kind and operation
