@@ -20,6 +20,7 @@ from marginstream.stream.metrics import (
     reason_class,
 )
 from marginstream.stream.settings import SettingsError, StreamSettings
+from marginstream.stream.store import StoreFailed
 from marginstream.stream.web import authorized, bad_account, routing_url
 
 
@@ -138,12 +139,14 @@ def test_producer_failures_are_counted_by_kind():
     metrics.failed("commit", ProducerFenced())  # not yet classified: the close path
     metrics.failed("send", RecordTooLargeError())
     metrics.failed("commit", KafkaConnectionError())
+    metrics.failed("commit", StoreFailed("disk full"))
     samples = _samples(metrics)
     name = "marginstream_producer_failures_total"
     assert samples[(name, (("kind", "fenced"), ("operation", "send")))] == 1
     assert samples[(name, (("kind", "fenced"), ("operation", "commit")))] == 1
     assert samples[(name, (("kind", "refused"), ("operation", "send")))] == 1
     assert samples[(name, (("kind", "other"), ("operation", "commit")))] == 1
+    assert samples[(name, (("kind", "store"), ("operation", "commit")))] == 1
 
 
 def test_batch_histogram_takes_a_batch_at_once():

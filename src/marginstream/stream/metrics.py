@@ -31,6 +31,7 @@ from prometheus_client.core import (
 from marginstream.core.alerts import LIQUIDATION, MARGIN_CALL, RECOVERED
 from marginstream.core.envelope import DEAD_LETTERS
 from marginstream.stream.commit import DeliveryRefused, PartitionLost, classified
+from marginstream.stream.store import StoreFailed
 
 if TYPE_CHECKING:
     from marginstream.core.envelope import Output
@@ -95,7 +96,8 @@ class StreamMetrics:
         )  # fmt: skip
         self._failures = Counter(
             "marginstream_producer_failures", "Sends and commits of a partition's transaction "
-            "that failed, by kind (fenced, refused, other) and operation (send, commit, close)",
+            "that failed, by kind (fenced, refused, store, other) and operation (send, commit, "
+            "close)",
             ["kind", "operation"], registry=registry,
         )  # fmt: skip
         self._changelog_read = Counter(
@@ -139,13 +141,8 @@ class StreamMetrics:
     def failed(self, operation: str, error: BaseException) -> None:
         """A send or commit of a partition's transaction failed."""
         error = classified(error)
-        kind = (
-            "fenced"
-            if isinstance(error, PartitionLost)
-            else "refused"
-            if isinstance(error, DeliveryRefused)
-            else "other"
-        )
+        kinds = ((PartitionLost, "fenced"), (DeliveryRefused, "refused"), (StoreFailed, "store"))
+        kind = next((name for kind, name in kinds if isinstance(error, kind)), "other")
         self._failures.labels(kind, operation).inc()
 
     def restored(self, partition: int, read: int, applied: int) -> None:
