@@ -212,8 +212,10 @@ class _Handler(RequestHandler):
             "request line or header too long" if isinstance(exc, LineTooLong)
             else "malformed request"
         )  # fmt: skip
-        log.info("refused a request from %s: %s (%s)", request.remote, reason,
-                 type(exc).__name__)  # fmt: skip
+        # A warning: the worker's repeat filter (quietlog) keeps a flood of them to one line
+        # every few seconds, with a count.
+        log.warning("refused a request from %s: %s (%s)", request.remote, reason,
+                    type(exc).__name__)  # fmt: skip
         response = aiohttp_web.json_response({"error": reason}, status=status)
         response.force_close()
         return response
