@@ -9,9 +9,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from marginstream.core.keys import account_partition
 from marginstream.feeds.demo import DemoMarket, demo_events
 from marginstream.localworker import LocalWorker
-from marginstream.stream.web import account_partition
 from tests.stream.harness import Deployment, wait_settled
 
 TOKEN = "test-token-0123456789"

@@ -33,12 +33,12 @@ from aiohttp import web as aiohttp_web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
-from aiokafka.partitioner import murmur2
 from faust import web as faust_web
 from faust.web.drivers import aiohttp as faust_aiohttp
 from prometheus_client.exposition import choose_encoder
 from yarl import URL
 
+from marginstream.core.keys import account_partition
 from marginstream.core.records import MAX_ID_LENGTH
 from marginstream.core.reports import account_state
 from marginstream.core.risk import assess
@@ -52,11 +52,6 @@ log = logging.getLogger(__name__)
 
 ROUTED = "X-Marginstream-Routed"  # set on a routed request: its receiver never routes again
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="marginstream"'}
-
-
-def account_partition(account: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives the account's key."""
-    return (murmur2(account.encode()) & 0x7FFFFFFF) % partitions
 
 
 def routing_url(host: str, bind: str, port: int) -> str:
