@@ -32,7 +32,7 @@ def envelope(
     market fan-out copies no more than that of a record over the limit).
     """
     key_text = None if key is None else key.decode(errors="replace")
-    size = len(key or b"") + (len(value or b"") if whole is None else whole[0])
+    size = len(key or b"") + max(len(value or b""), whole[0] if whole else 0)  # never less
     decoded: object
     if size > limit:
         decoded = NotJson(f"record of {size} bytes is over the {limit}-byte limit")
