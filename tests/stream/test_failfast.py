@@ -274,15 +274,28 @@ def test_sigterm_with_the_broker_frozen_mid_commit_stops_the_worker_within_10s(
     runs = segments(records)
     big = max(range(len(runs)), key=lambda n: len(runs[n]))
     deployment.produce([record for run in runs[:big] for record in run])
-    asyncio.run(produce_runs(runs[big], deployment.bootstrap, deployment.prefix))
-    time.sleep(0.2)
     pid = own_broker.running_pid()
     assert pid is not None
-    os.kill(pid, signal.SIGSTOP)
-    try:
+    produced = big
+    # Freeze the broker while records are applied and not committed: a window of about
+    # one commit interval after they are fetched, which a loaded machine can miss. Try
+    # again, with the next run, until a freeze lands in it.
+    frozen = False
+    for delay in (0.2, 0.1, 0.3, 0.05, 0.4, 0.15, 0.25, 0.35)[: len(runs) - big]:
+        asyncio.run(produce_runs(runs[produced], deployment.bootstrap, deployment.prefix))
+        produced += 1
+        time.sleep(delay)
+        os.kill(pid, signal.SIGSTOP)
         time.sleep(2.0)
         lag = (worker.health() or {}).get("commit_lag", {})
-        assert sum(p["pending"] for p in lag.values()) > 0, lag  # a commit is hanging
+        # Records applied and not sealed, or sealed and their commit not through.
+        frozen = any(p["pending"] or p["step"] not in ("open", "committed") for p in lag.values())
+        if frozen:
+            break
+        os.kill(pid, signal.SIGCONT)
+        deployment.wait_applied()
+    assert frozen, "no freeze landed while records were pending"
+    try:
         took, code = terminate(worker)
         assert took < 10.0, (took, code, worker.log_tail())
     finally:
@@ -290,4 +303,4 @@ def test_sigterm_with_the_broker_frozen_mid_commit_stops_the_worker_within_10s(
     # Nothing it had not committed is visible: a fresh worker ends on the replay's state.
     worker.start()
     worker.wait_ready(timeout=90)
-    final_checks(deployment, Reference.of([r for run in runs[: big + 1] for r in run]))
+    final_checks(deployment, Reference.of([r for run in runs[:produced] for r in run]))

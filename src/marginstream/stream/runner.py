@@ -391,6 +391,7 @@ class RiskService(Service):
                 o.number: {
                     "pending": o.work.records if o.work else 0,
                     "last_delay": round(o.commit_delay, 3),
+                    "step": o.transaction.step if o.transaction else None,  # of the commit
                 }
                 for o in owned
             },
