@@ -133,3 +133,13 @@ def test_with_partitions_a_record_off_its_keys_partition_is_misrouted(tmp_path: 
         "misrouted: expected key 'a' on partition 0, got key 'a' on partition 1"
     )
     assert state["value"]["cash"] == "10"
+
+
+def test_with_partitions_a_line_without_one_goes_where_kafka_would_put_its_key(tmp_path: Path):
+    deposit = {"type": "deposit", "transfer_id": "t1", "account": "mm", "amount": "10", "ts": 1}
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(orjson.dumps({"topic": "transfers", "key": "mm", "value": deposit}))
+    result = marginstream("replay", str(events), "--partitions", "4", "--state")
+    assert result.returncode == 0, result.stderr
+    [state] = lines(result.stdout)
+    assert state["value"]["cash"] == "10"

@@ -180,6 +180,13 @@ def test_the_size_limit_counts_the_key_and_is_configurable(venue: Venue):
     assert letter["key"] == "k" * MAX_KEY_CHARS  # the key is cut too
 
 
+def test_a_reason_quoting_the_record_is_bounded_too(venue: Venue):
+    for topic in ("orders", "transfers", "prices", "instruments"):
+        letter = only(venue.send(topic, {"type": "Z" * 60_000}, key="alice"))
+        assert letter["reason"].startswith("type 'ZZZ") and len(letter["reason"]) <= 512
+        assert len(orjson.dumps(letter)) < 4096
+
+
 def test_a_record_keyed_by_another_account_or_by_none_is_misrouted(venue: Venue):
     before = ledger_and_market(venue)
     raw = orjson.dumps({**DEPOSIT, "amount": "5000"})

@@ -93,6 +93,9 @@ def _with(base: dict, **changes) -> dict:
         (_with(OPTION, expiry=...), "expiry must be an ISO-8601 UTC time"),
         (_with(OPTION, expiry="2026-12-25T08:00:00"), "expiry must be in UTC"),
         (_with(OPTION, expiry="Christmas"), "expiry is not an ISO-8601 time"),
+        (_with(OPTION, expiry="1969-12-31T23:59:59Z"), "expiry is out of range"),
+        (_with(OPTION, expiry=-1), "expiry is out of range"),
+        (_with(OPTION, expiry="9999-12-31T00:00:00Z"), "expiry is out of range"),
         (_with(OPTION, option_type="straddle"), "option_type must be call or put"),
         (_with(OPTION, strike="-5"), "strike must be positive"),
         (
@@ -105,6 +108,14 @@ def test_refusals_name_the_fault(value, reason):
     with pytest.raises(RecordError) as caught:
         parse_instrument(value)
     assert str(caught.value).startswith(reason)
+
+
+@pytest.mark.parametrize("expiry", ["1970-01-01T00:00:00Z", 0, "5000-01-01T00:00:00Z"])
+def test_every_expiry_accepted_reads_back_from_its_stored_form(expiry):
+    """1970-01-01 was accepted as text, stored as 0, and refused when read back: every
+    partition failed to open, on every restart."""
+    instrument = parse_instrument(_with(OPTION, expiry=expiry))
+    assert parse_instrument(instrument.to_dict()) == instrument
 
 
 def test_a_new_definition_may_change_tiers_status_and_strike_but_not_the_contract():

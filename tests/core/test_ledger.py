@@ -7,7 +7,7 @@ from decimal import Decimal as D
 from marginstream.core.instruments import parse_instrument
 from marginstream.core.ledger import Account
 from marginstream.core.records import FillRecord
-from tests.core.venue import SPEC_TIERS
+from tests.core.venue import SPEC_TIERS, Venue
 
 PERP = parse_instrument(
     {
@@ -180,3 +180,23 @@ def test_account_state_round_trips_through_its_dict():
     fill(account, CALL, "sell", "1", "3")
     restored = Account.from_dict(account.to_dict())
     assert restored == account
+
+
+def test_figures_keep_a_bounded_number_of_places_through_thousands_of_partial_closes():
+    """An outside test's market maker: 15.999 long, then 1-lot buys and sells. Each partial
+    close divided the cost exactly by the quantity (1/16 is exact), adding places until a
+    figure filled the context's 200 digits and the next fill trapped Inexact: the worker
+    crash-looped. Quotients now keep at most 18 places."""
+    venue = Venue()
+    venue.perpetual("BTC-PERP")
+    venue.mark("BTC-PERP", "60000")
+    venue.deposit("mm", "1000000")
+    venue.fill("mm", "BTC-PERP", "buy", "15.999", "60000")
+    for _ in range(3000):
+        venue.fill("mm", "BTC-PERP", "buy", "0.001", "60003")
+        venue.fill("mm", "BTC-PERP", "sell", "0.001", "60002")
+    account = venue.engine.accounts["mm"]
+    position = account.positions["BTC-PERP"]
+    for figure in (account.cash, position.cost, position.realized):
+        assert -figure.as_tuple().exponent <= 40, figure
+    assert position.qty == D("15.999")

@@ -129,6 +129,15 @@ def test_rounding_leaves_no_trace_for_the_next_operation():
     with pytest.raises(RecordError):
         parse_decimal("0.0000000000001", "qty")  # rounds while checking its places
     decimal_text(Decimal("1") / Decimal("3"))  # normalises a 28-digit value
+    assert divide_rounded(Decimal("272.548571428571428571"), Decimal("0.5")) == Decimal(
+        "545.097142857142857142"
+    )  # exact in 18 places: nothing rounded
+
+
+def test_a_quotient_keeps_at_most_18_places_even_when_exact():
+    """Exact quotients with more places are rounded too, or the places of a cost would
+    grow with each partial close (tests/core/test_ledger.py has the market maker)."""
     assert divide_rounded(Decimal("272.548571428571428571"), Decimal("0.16")) == Decimal(
-        "1703.42857142857142856875"
-    )  # exact: 20 places kept, not rounded to 18
+        "1703.428571428571428569"
+    )  # 1703.42857142857142856875, half-even at 18 places
+    assert divide_rounded(Decimal(1), Decimal(16)) == Decimal("0.0625")

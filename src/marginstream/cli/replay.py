@@ -3,7 +3,8 @@
 Each input line is {"topic", "key", "value"} in processing order, optionally with the
 "partition" it was read from. Records get that partition (else 0) and, as offset, their
 ordinal within their topic and partition. With --partitions N an account record must
-sit on its key's partition among N, as the live worker checks. A line that is not JSON
+sit on its key's partition among N, as the live worker checks; a line that names no
+partition is put where Kafka's default partitioner would put its key. A line that is not JSON
 or lacks topic/value becomes a dead letter naming its line number; the replay goes on.
 
 Each value goes through the worker's own intake (core/intake.py) as the bytes
@@ -25,6 +26,8 @@ from marginstream.cli.errors import CommandError
 from marginstream.core import DEAD_LETTERS, EngineConfig, Output, RiskEngine, intake
 from marginstream.core.alerts import Thresholds
 from marginstream.core.deadletters import original
+from marginstream.core.keys import account_partition
+from marginstream.core.records import ACCOUNT_TOPICS
 from marginstream.core.reports import account_state
 from marginstream.core.risk import assess
 
@@ -49,6 +52,7 @@ def _line_dead_letter(number: int, reason: str, text: str) -> Output:
 def replay_lines(engine: RiskEngine, lines: Iterable[str]) -> Iterator[Output]:
     """Every output of the engine for the given input lines, in order."""
     offsets: dict[tuple[str, int], int] = defaultdict(int)
+    partitions = engine.config.partitions
     for number, line in enumerate(lines, start=1):
         text = line.rstrip("\n")
         if not text.strip():
@@ -58,7 +62,11 @@ def replay_lines(engine: RiskEngine, lines: Iterable[str]) -> Iterator[Output]:
         except orjson.JSONDecodeError as error:
             yield _line_dead_letter(number, f"not JSON ({error})", text)
             continue
-        partition = item.get("partition", 0) if isinstance(item, dict) else None
+        partition = item.get("partition") if isinstance(item, dict) else None
+        if partition is None and isinstance(item, dict):  # where a producer would put it
+            key = item.get("key")
+            account_record = item.get("topic") in ACCOUNT_TOPICS and isinstance(key, str)
+            partition = account_partition(key, partitions) if partitions and account_record else 0
         if (
             not isinstance(item, dict)
             or not isinstance(item.get("topic"), str)

@@ -2,7 +2,7 @@
 
 A dead letter is bounded whatever the record was: it carries an excerpt of the original
 value (at most EXCERPT_BYTES), with the value's length and sha256 to find the whole of
-it upstream, and a key cut to MAX_KEY_CHARS.
+it upstream, a key cut to MAX_KEY_CHARS, and a reason cut to MAX_REASON_CHARS.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from marginstream.core.envelope import DEAD_LETTERS, Envelope, NotJson, Output
 
 EXCERPT_BYTES = 1024
 MAX_KEY_CHARS = 256
+MAX_REASON_CHARS = 512  # a reason may quote the record: never more than this of it
 
 
 def dead_letter(envelope: Envelope, reason: str) -> Output:
@@ -25,6 +26,8 @@ def dead_letter(envelope: Envelope, reason: str) -> Output:
     if raw is None:  # built in memory (tests, the replay of a line): its JSON text
         raw = b"" if isinstance(value, NotJson) else orjson.dumps(value)
     key = None if envelope.key is None else envelope.key[:MAX_KEY_CHARS]
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[: MAX_REASON_CHARS - 3] + "..."
     return Output(
         DEAD_LETTERS,
         key,

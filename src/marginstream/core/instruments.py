@@ -148,19 +148,30 @@ def _rate(raw: object, field: str) -> Decimal:
     return rate
 
 
+MAX_EXPIRY_MS = 10**14  # as records' ts: about the year 5138
+
+
 def parse_expiry(raw: object) -> int:
-    """ISO-8601 UTC (or epoch milliseconds) to epoch milliseconds."""
-    if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
-        return raw
-    if not isinstance(raw, str):
+    """ISO-8601 UTC (or epoch milliseconds, as stored) to epoch milliseconds.
+
+    One range for both, so that whatever a record brought in, its stored form reads back
+    (an expiry of 1970-01-01 once passed here as text and failed as its stored 0).
+    """
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        ms = raw
+    elif isinstance(raw, str):
+        try:
+            moment = datetime.fromisoformat(raw.strip())
+        except ValueError:
+            raise RecordError(f"expiry is not an ISO-8601 time: {raw[:60]!r}") from None
+        if moment.tzinfo is None or moment.utcoffset() != UTC.utcoffset(None):
+            raise RecordError(f"expiry must be in UTC (end with Z or +00:00): {raw[:60]!r}")
+        ms = int(moment.timestamp() * 1000)
+    else:
         raise RecordError("expiry must be an ISO-8601 UTC time, e.g. 2026-12-25T08:00:00Z")
-    try:
-        moment = datetime.fromisoformat(raw.strip())
-    except ValueError:
-        raise RecordError(f"expiry is not an ISO-8601 time: {raw!r}") from None
-    if moment.tzinfo is None or moment.utcoffset() != UTC.utcoffset(None):
-        raise RecordError(f"expiry must be in UTC (end with Z or +00:00): {raw!r}")
-    return int(moment.timestamp() * 1000)
+    if not 0 <= ms < MAX_EXPIRY_MS:
+        raise RecordError(f"expiry is out of range (1970 to 5138): {str(raw)[:60]!r}")
+    return ms
 
 
 def _tiers(margin: dict[str, Any]) -> tuple[Tier, ...]:

@@ -251,5 +251,6 @@ def parse_record(topic: str, value: object) -> Record:
         raise RecordError(f"unknown topic {topic!r}")
     if not isinstance(kind, str) or kind not in allowed:
         expected = ", ".join(sorted(allowed))
-        raise RecordError(f"type {kind!r} does not belong on topic {topic} (expected {expected})")
+        shown = repr(kind) if len(repr(kind)) <= 60 else repr(kind)[:57] + "..."
+        raise RecordError(f"type {shown} does not belong on topic {topic} (expected {expected})")
     return _PARSERS[kind](value)
