@@ -143,3 +143,31 @@ def test_with_partitions_a_line_without_one_goes_where_kafka_would_put_its_key(t
     assert result.returncode == 0, result.stderr
     [state] = lines(result.stdout)
     assert state["value"]["cash"] == "10"
+
+
+def test_an_engine_failure_names_the_line_in_one_error_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    """Bad input is a dead letter; an exception is a bug of the engine (as the Inexact an
+    outside test found), which the replay reports like a bad file: the line, the error."""
+    from decimal import Inexact
+
+    from marginstream.cli import main
+    from marginstream.core import RiskEngine
+
+    deposit = {"type": "deposit", "transfer_id": "t1", "account": "a", "amount": "10", "ts": 1}
+    events = tmp_path / "events.jsonl"
+    line = orjson.dumps({"topic": "transfers", "key": "a", "value": deposit})
+    events.write_bytes(line + b"\n" + line.replace(b"t1", b"t2"))
+    apply = RiskEngine.apply
+
+    def failing(engine, envelope):
+        if envelope.offset == 1:
+            raise Inexact([Inexact])
+        return apply(engine, envelope)
+
+    monkeypatch.setattr(RiskEngine, "apply", failing)
+    assert main(["replay", str(events)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("marginstream: error: line 2: the engine failed on this record")
+    assert "Traceback" not in error and len(error.strip().splitlines()) == 1

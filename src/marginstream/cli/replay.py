@@ -85,7 +85,14 @@ def replay_lines(engine: RiskEngine, lines: Iterable[str]) -> Iterator[Output]:
         offsets[topic, partition] += 1
         raw_key = None if key is None else str(key).encode()
         envelope = intake.envelope(topic, partition, offset, raw_key, orjson.dumps(item["value"]))
-        yield from engine.apply(envelope).outputs
+        try:
+            outcome = engine.apply(envelope)
+        except Exception as error:  # bad input is a dead letter: this is a bug of the engine
+            raise CommandError(
+                f"line {number}: the engine failed on this record ({error!r}); a worker stops "
+                "on it too: please report it with the line"
+            ) from error
+        yield from outcome.outputs
 
 
 def state_lines(engine: RiskEngine) -> Iterator[dict[str, Any]]:
