@@ -6,7 +6,8 @@ Points (the steps of stream/commit.py): before-commit (the n-th commit's outputs
 changelog records acknowledged by Kafka, its transaction not committed), after-commit
 (the n-th transaction committed, the local store not yet written), during-recovery (the
 changelog batch holding the n-th record read, before it is written to the store),
-engine-error (raises before the n-th record is applied, as a bug in the engine would).
+engine-error (raises on the n-th record applied, and on that record whenever it is
+applied again, as a bug of the engine that a record triggers would).
 
 Raising points of the worker's other parts: store-write (the n-th write of a local store,
 a commit's step 6 or a restore's batch, and every later one raise OSError ENOSPC, as a
@@ -29,9 +30,23 @@ class FaultPoints:
         self.point: str | None = None
         self.at = 0
         self.count = 0
+        self.failing_on: object = None  # what the n-th pass was given (engine-error)
         if spec:
             point, _, at = spec.partition(":")
             self.point, self.at = point, int(at or 1)
+
+    def fail_on(self, point: str, subject: object) -> None:
+        """Pass point with subject; raise InjectedFault on the n-th pass's subject, then
+        and whenever it comes again."""
+        if point != self.point:
+            return
+        self.count += 1
+        if self.count == self.at:
+            self.failing_on = subject
+            print(f"marginstream-fault: {point} at {time.time():.3f}", file=sys.stderr,
+                  flush=True)  # fmt: skip
+        if self.failing_on is not None and subject == self.failing_on:
+            raise InjectedFault(f"fault point {point} reached on {subject}")
 
     def armed(self, point: str) -> bool:
         return point == self.point

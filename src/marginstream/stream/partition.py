@@ -48,6 +48,10 @@ ORIGIN_TOPIC, ORIGIN_PARTITION, ORIGIN_OFFSET = "ms-topic", "ms-partition", "ms-
 WHOLE_BYTES, WHOLE_SHA256 = "ms-bytes", "ms-sha256"
 
 
+class EngineFailed(RuntimeError):
+    """The engine raised on a record: a bug, which stops the partition (not the worker)."""
+
+
 class Phase(enum.Enum):
     RESTORING = "restoring"
     ACTIVE = "active"
@@ -137,9 +141,13 @@ class OwnedPartition:
         for message in messages:
             if message.offset < next_offset:
                 continue  # fetched before the seek of this opening
-            FAULTS.fail("engine-error")
             envelope, from_market = self.envelope(message)
-            outcome = work.apply(envelope, read_from, message.offset)
+            try:
+                FAULTS.fail_on("engine-error", (read_from, message.offset))
+                outcome = work.apply(envelope, read_from, message.offset)
+            except Exception as error:  # bad input is a dead letter: this is a bug
+                at = f"{envelope.topic}[{envelope.partition}]@{envelope.offset}"
+                raise EngineFailed(f"the engine failed on {at}: {error!r}") from error
             next_offset = message.offset + 1
             for output in outcome.outputs:
                 # Every partition sees each market record; one dead letter for it is enough.

@@ -10,18 +10,20 @@ owns it now), at once otherwise (a broker restart).
 The processing loop, the commit loop and the rebalance callbacks take turns under one
 lock, so a partition is never applied to, committed and dropped at the same time.
 
-Anything the worker cannot carry on from (an engine error, a record Kafka refuses for
-good, a local store that cannot be written, a task that dies: the processing loop and its
+Anything the worker cannot carry on from (a record Kafka refuses for good, a local
+store that cannot be written, a task that dies: the processing loop and its
 fetches, the commit loop, the changelog reader, the fan-out) ends the process at once
 with a non-zero status and one line on stderr ("marginstream: worker stops: <reason>"):
 whatever it had not committed is aborted, and the next owner starts from what Kafka
 holds. A broker away is not such a failure: the clients reconnect, a failed commit
-reopens its partition from Kafka.
+reopens its partition from Kafka. An engine failure on a record stops that partition
+only (_stop_partition says why).
 
 /health/'s status, computed by status():
 
 - "failed": the worker is not processing and is not about to. It is stopping (SIGTERM
-  received, or a failure is ending it); a task has ended; its group membership has been
+  received, or a failure is ending it); a task has ended; an engine failure stopped a
+  partition (_stop_partition); its group membership has been
   unconfirmed (no heartbeat answered: a broker away, a network cut) for more than one
   session timeout, i.e. two after the last heartbeat answered, when the group has given
   its partitions to others or cannot give them to anyone; or a partition has kept failing
@@ -59,7 +61,7 @@ from marginstream.stream.fanout import FanOut
 from marginstream.stream.faults import FAULTS
 from marginstream.stream.group import CoPartitionedAssignor
 from marginstream.stream.metrics import StreamMetrics
-from marginstream.stream.partition import Context, OwnedPartition, Phase
+from marginstream.stream.partition import Context, EngineFailed, OwnedPartition, Phase
 from marginstream.stream.settings import StreamSettings
 from marginstream.stream.store import StoreDirectory, StoreFailed
 from marginstream.stream.topics import TopicNames
@@ -117,6 +119,7 @@ class RiskService(Service):
         self.started_at = time.monotonic()
         self.stopping = False  # SIGTERM received (stream/worker.py) or on_stop begun
         self.open_failing_since: dict[int, float] = {}  # partition -> first failed opening
+        self.stopped: dict[int, str] = {}  # partition -> the engine failure that stopped it
 
     def configure(self, url: str, stores_root: Path) -> None:
         """Where this worker's web view answers (told to the group, for routing) and
@@ -242,6 +245,7 @@ class RiskService(Service):
             task.cancel()
         self.openers.clear()
         self.open_failing_since.clear()
+        self.stopped.clear()
         closing = list(self.partitions.values())
         self.partitions.clear()
         fenced = await asyncio.gather(*(owned.close(commit_first) for owned in closing))
@@ -272,6 +276,8 @@ class RiskService(Service):
                         await owned.apply(tp, messages)
                     except (PartitionLost, KafkaError) as error:
                         await self._failed(owned, "send", error)
+                    except EngineFailed as error:
+                        await self._stop_partition(owned, str(error))
 
     async def _commit_loop(self) -> None:
         """Commits run on their own clock: aiokafka's getmany can wait, past its timeout,
@@ -318,6 +324,19 @@ class RiskService(Service):
         log.warning("partition %d: %s failed: %r; reopened", owned.number, what, error)
         await self._reopen(owned, delay=0.5)
 
+    async def _stop_partition(self, owned: OwnedPartition, reason: str) -> None:
+        """The engine failed on a record: stop the partition, neither skipping the record
+        (a fill the ledger never saw would make every later figure of its account wrong)
+        nor stopping the worker (the group would hand the partition to the next worker,
+        which would fail on it too, until none was left). The worker goes on with its
+        other partitions and /health/ says failed, naming the record; what was applied
+        since the last commit is aborted. A rebalance opens the partition again."""
+        log.error("partition %d stopped: %s", owned.number, reason)
+        self.stopped[owned.number] = reason
+        self.partitions.pop(owned.number, None)
+        self.consumer.pause(*owned.inputs)
+        await owned.close(commit_first=False)
+
     async def _watch_stalls(self) -> None:
         while True:
             await asyncio.sleep(1.0)
@@ -346,6 +365,8 @@ class RiskService(Service):
             return "stopping"
         if any(task.done() for task in self.tasks):
             return "a task has ended"
+        if self.stopped:
+            return "; ".join(f"partition {p} stopped: {why}" for p, why in self.stopped.items())
         now = time.monotonic()
         limit = FAILED_AFTER_SESSIONS * self.settings.session_timeout
         # The start counts as a confirmation: a worker gets two sessions to join.
