@@ -55,9 +55,12 @@ def old_settings(env: dict[str, str]) -> dict[str, Any]:
     """Where marginstream is imported from with env (as the worker will be started), and
     that code's default commit interval."""
     probe = (
-        "import json, marginstream; from marginstream.stream.settings import StreamSettings; "
+        "import json, importlib.util, marginstream; "
+        "from marginstream.stream.settings import StreamSettings; "
         "print(json.dumps({'file': marginstream.__file__, "
-        "'commit_interval': StreamSettings().commit_interval}))"
+        "'commit_interval': StreamSettings().commit_interval, "
+        # From 9d0ffcc on, names are ours (stream/topics.py): group <prefix><app id>...
+        "'current_names': importlib.util.find_spec('marginstream.stream.topics') is not None}))"
     )
     completed = subprocess.run(
         [sys.executable, "-c", probe],
@@ -69,16 +72,31 @@ def old_settings(env: dict[str, str]) -> dict[str, Any]:
     return json.loads(completed.stdout)
 
 
+def worker_pythonpath(worker: LocalWorker) -> str | None:
+    assert worker.process is not None
+    environ = Path(f"/proc/{worker.process.pid}/environ").read_bytes().split(b"\0")
+    return next(
+        (v.decode().partition("=")[2] for v in environ if v.startswith(b"PYTHONPATH=")), None
+    )
+
+
+def recent_code_evidence(worker: LocalWorker, source: Path, file: str) -> dict[str, Any]:
+    """That a worker of 9d0ffcc or later ran the code at source (the names are ours, so
+    only where it imported marginstream from tells)."""
+    evidence = {"pid": worker.process and worker.process.pid, "imported_from": file,
+                "pythonpath": worker_pythonpath(worker)}  # fmt: skip
+    if evidence["pythonpath"] != str(source) or not file.startswith(str(source)):
+        raise RuntimeError(f"the before worker does not look like the old code: {evidence}")
+    return evidence
+
+
 def old_code_evidence(
     worker: LocalWorker, deployment: LocalDeployment, source: Path, changelog: str
 ) -> dict[str, Any]:
     """That the worker ran the old code: its environment, its health view (the current one
     has commit counters) and its naming (the old changelog name, the old group)."""
     assert worker.process is not None
-    environ = Path(f"/proc/{worker.process.pid}/environ").read_bytes().split(b"\0")
-    pythonpath = next(
-        (v.decode().partition("=")[2] for v in environ if v.startswith(b"PYTHONPATH=")), None
-    )
+    pythonpath = worker_pythonpath(worker)
     health = worker.health() or {}
 
     async def names() -> tuple[list[str], list[str]]:

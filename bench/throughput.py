@@ -63,7 +63,13 @@ from bench.cluster import (
     write_span,
 )
 from bench.common import write_result
-from bench.oldcode import OLD_GROUP_TOPICS, old_code_evidence, old_settings, worktree
+from bench.oldcode import (
+    OLD_GROUP_TOPICS,
+    old_code_evidence,
+    old_settings,
+    recent_code_evidence,
+    worktree,
+)
 from bench.streams import deposits, market, trading
 from marginstream.feeds.driver import Consumed, GaveUp, produce_runs, wait_applied
 from marginstream.feeds.segments import segments
@@ -111,11 +117,17 @@ def before(
         worker = deployment.worker("w1").start()
         try:
             worker.wait_ready()
-            consumed = {deployment.app_id: [deployment.prefix + t for t in OLD_GROUP_TOPICS]}
-            feed(setup, deployment, consumed, worker)
-            changelog = f"{deployment.app_id}-state-changelog"
-            result = timed(deployment, consumed, measured, worker, changelog)
-            result["evidence"] = old_code_evidence(worker, deployment, source, changelog)
+            if imported.get("current_names"):  # 9d0ffcc and later: named as ours
+                consumed = deployment.names.consumed()
+                feed(setup, deployment, consumed, worker)
+                result = timed(deployment, consumed, measured, worker)
+                result["evidence"] = recent_code_evidence(worker, source, imported["file"])
+            else:
+                consumed = {deployment.app_id: [deployment.prefix + t for t in OLD_GROUP_TOPICS]}
+                feed(setup, deployment, consumed, worker)
+                changelog = f"{deployment.app_id}-state-changelog"
+                result = timed(deployment, consumed, measured, worker, changelog)
+                result["evidence"] = old_code_evidence(worker, deployment, source, changelog)
         finally:
             deployment.stop_all()
     result["ref"], result["commit"] = ref, commit
