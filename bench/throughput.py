@@ -358,9 +358,10 @@ def main() -> None:
         if args.before:
             figures["before"] = before(bootstrap, root, args.before, setup, measured, extra_env)
             old = figures["before"]
+            span = old.get("changelog_span_records_per_second")  # a worker of 93ca5cb or before
             print(
-                f"before ({args.before}): {shown(old)}; its changelog span "
-                f"{old['changelog_span_records_per_second']:,.0f} records/s"
+                f"before ({args.before}): {shown(old)}"
+                + (f"; its changelog span {span:,.0f} records/s" if span else "")
             )
         if not args.skip_peer:
             figures["peer"] = quix_peer(bootstrap, root, setup, measured)
