@@ -97,7 +97,7 @@ class RiskEngine:
     def part(self, key: StateKey) -> dict[str, Any] | None:
         kind, name = key
         if kind == "account":
-            return self.accounts[name].to_dict()
+            return self._account_part(name)
         if key == GUARD_KEY:
             return self.guard.part()
         if kind == "ids":
@@ -106,10 +106,18 @@ class RiskEngine:
 
     def parts(self) -> dict[StateKey, dict[str, Any] | None]:
         parts = self.market.parts()
-        parts.update({("account", a): acc.to_dict() for a, acc in self.accounts.items()})
+        parts.update({("account", a): self._account_part(a) for a in self.accounts})
         parts.update(self.ids.parts())
         parts[GUARD_KEY] = self.guard.part()
         return parts
+
+    def _account_part(self, account_id: str) -> dict[str, Any]:
+        """The account, and the newest chunk of its used ids (core/seenids.py)."""
+        data = self.accounts[account_id].to_dict()
+        newest = self.ids.newest(account_id)
+        if newest:
+            data["ids"] = newest
+        return data
 
     @classmethod
     def from_parts(
@@ -122,6 +130,7 @@ class RiskEngine:
         )
         ids = SeenIds.from_parts(
             ((key, v) for key, v in parts.items() if key[0] == "ids"),
+            ((n, v["ids"]) for (k, n), v in parts.items() if k == "account" and "ids" in v),
             config.duplicate_retention_ms,
         )
         guard = ReplayGuard.from_part(parts.get(GUARD_KEY))
@@ -156,7 +165,10 @@ class RiskEngine:
             account = Account(record.account)
         outputs = self.desk.handle(account, record, self._trigger(envelope))
         self.accounts[account.account_id] = account
-        return outputs, {("account", account.account_id), *self.ids.take_dirty()}
+        changed = {("account", account.account_id)}
+        if self.ids.dirty:  # a chunk of used ids sealed or dropped
+            changed |= self.ids.take_dirty()
+        return outputs, changed
 
     def _check_placement(self, envelope: Envelope, account: str) -> None:
         """An account record must be keyed by its account, on that key's partition."""

@@ -1,11 +1,13 @@
-"""Fill and transfer ids already used, within the duplicate retention, outside the accounts.
+"""Fill and transfer ids already used, within the duplicate retention, bounded in size.
 
 An account part must stay small however much the account trades (SPEC section 4: no
-state record grows without bound), so the ids an account used are kept apart from it,
-in chunks of at most CHUNK_IDS ids, one state part per chunk:
-("ids", "<kind>/<chunk number>/<account>"). A new id joins the account's newest chunk;
-the oldest chunk is dropped (its part deleted) once every id in it is older than the
-retention, counted back from the newest event time the account has used an id at.
+state record grows without bound), so an account's used ids are kept in chunks of at most
+CHUNK_IDS ids. A new id joins the account's newest chunk, which travels inside the
+account part (the account is written anyway when a fill or transfer changes it: no extra
+record per input). A chunk that fills up is sealed and written once as a part of its
+own, ("ids", "<kind>/<chunk number>/<account>"); the oldest sealed chunk is dropped (its
+part deleted) once every id in it is older than the retention, counted back from the
+newest event time the account has used an id at.
 
 An id is a duplicate when it is held and was used within the retention of the record
 that uses it again. Chunks only bound the size of a part; they do not change that rule.
@@ -19,7 +21,7 @@ from typing import Any
 
 from marginstream.core.delivery.parts import StateKey
 
-CHUNK_IDS = 256  # ids of at most 128 characters: under 40 KiB a part
+CHUNK_IDS = 128  # ids of at most 128 characters: under 20 KiB a chunk
 KINDS = ("fill", "transfer")
 
 
@@ -29,7 +31,8 @@ def chunk_key(kind: str, number: int, account: str) -> StateKey:
 
 @dataclass
 class _Window:
-    """One account's ids of one kind: chunks first, first + 1, ..., oldest first."""
+    """One account's ids of one kind: chunks first, first + 1, ..., oldest first; every
+    chunk but the newest is sealed (full)."""
 
     first: int = 0
     chunks: list[dict[str, int]] = field(default_factory=list)  # id -> event time
@@ -41,12 +44,22 @@ class _Window:
         number = self.where.get(identifier)
         return None if number is None else self.chunks[number - self.first][identifier]
 
+    def add_chunk(self, number: int, chunk: dict[str, int]) -> None:
+        self.chunks.append(chunk)
+        self.newest.append(max(chunk.values(), default=0))
+        self.where.update(dict.fromkeys(chunk, number))
+        self.latest = max(self.latest, self.newest[-1])
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.chunks) - 1
+
 
 class SeenIds:
     def __init__(self, retention_ms: int) -> None:
         self.retention_ms = retention_ms
         self.windows: dict[tuple[str, str], _Window] = {}
-        self.dirty: set[StateKey] = set()
+        self.dirty: set[StateKey] = set()  # sealed chunks written or dropped
 
     def seen(self, account: str, kind: str, identifier: str, ts: int) -> bool:
         window = self.windows.get((account, kind))
@@ -54,18 +67,21 @@ class SeenIds:
         return used is not None and used >= ts - self.retention_ms
 
     def remember(self, account: str, kind: str, identifier: str, ts: int) -> None:
+        """Note an id used at ts (the caller writes the account part, which holds the
+        newest chunk)."""
         window = self.windows.get((account, kind))
         if window is None:
             window = self.windows[(account, kind)] = _Window()
         if not window.chunks or len(window.chunks[-1]) >= CHUNK_IDS:
             window.chunks.append({})
             window.newest.append(ts)
-        number = window.first + len(window.chunks) - 1
-        window.chunks[-1][identifier] = ts
+        chunk, number = window.chunks[-1], window.last
+        chunk[identifier] = ts
         window.newest[-1] = max(window.newest[-1], ts)
         window.where[identifier] = number
         window.latest = max(window.latest, ts)
-        self.dirty.add(chunk_key(kind, number, account))
+        if len(chunk) >= CHUNK_IDS:  # sealed: out of the account part, into its own
+            self.dirty.add(chunk_key(kind, number, account))
         self._expire(account, kind, window)
 
     def _expire(self, account: str, kind: str, window: _Window) -> None:
@@ -79,41 +95,59 @@ class SeenIds:
             window.first += 1
 
     def take_dirty(self) -> set[StateKey]:
+        if not self.dirty:
+            return self.dirty
         dirty, self.dirty = self.dirty, set()
         return dirty
 
     # -- parts ------------------------------------------------------------------------
 
     def part(self, key: StateKey) -> dict[str, Any] | None:
-        """A chunk's stored form; None for a chunk dropped (its part is deleted)."""
+        """A sealed chunk's stored form; None for a chunk dropped (its part is deleted)."""
         kind, number, account = _parse(key[1])
         window = self.windows.get((account, kind))
         if window is None or not 0 <= number - window.first < len(window.chunks):
             return None
-        return {"ids": window.chunks[number - window.first]}
+        chunk = window.chunks[number - window.first]
+        return {"ids": chunk} if len(chunk) >= CHUNK_IDS else None
 
     def parts(self) -> dict[StateKey, dict[str, Any] | None]:
         return {
             chunk_key(kind, window.first + i, account): {"ids": chunk}
             for (account, kind), window in self.windows.items()
             for i, chunk in enumerate(window.chunks)
+            if len(chunk) >= CHUNK_IDS
         }
 
+    def newest(self, account: str) -> dict[str, Any]:
+        """What the account part carries: each kind's newest chunk, if it is not sealed."""
+        carried = {}
+        for kind in KINDS:
+            window = self.windows.get((account, kind))
+            if window is not None and window.chunks and len(window.chunks[-1]) < CHUNK_IDS:
+                carried[kind] = {"n": window.last, "ids": window.chunks[-1]}
+        return carried
+
     @classmethod
-    def from_parts(cls, parts: Iterable[tuple[StateKey, Any]], retention_ms: int) -> SeenIds:
+    def from_parts(
+        cls,
+        sealed: Iterable[tuple[StateKey, Any]],
+        carried: Iterable[tuple[str, dict[str, Any]]],
+        retention_ms: int,
+    ) -> SeenIds:
+        """From the sealed chunks' parts, and what each account part carries (newest())."""
         seen = cls(retention_ms)
         found: dict[tuple[str, str], dict[int, dict[str, int]]] = {}
-        for key, data in parts:
+        for key, data in sealed:
             kind, number, account = _parse(key[1])
             found.setdefault((account, kind), {})[number] = dict(data["ids"])
+        for account, newest in carried:
+            for kind, chunk in newest.items():
+                found.setdefault((account, kind), {})[int(chunk["n"])] = dict(chunk["ids"])
         for (account, kind), chunks in found.items():
             window = seen.windows[(account, kind)] = _Window(first=min(chunks))
             for number in range(window.first, max(chunks) + 1):
-                chunk = chunks.get(number, {})
-                window.chunks.append(chunk)
-                window.newest.append(max(chunk.values(), default=0))
-                window.where.update(dict.fromkeys(chunk, number))
-            window.latest = max(window.newest)
+                window.add_chunk(number, chunks.get(number, {}))
         return seen
 
 

@@ -78,6 +78,7 @@ class OwnedPartition:
         self.phase = Phase.RESTORING
         self.store: RocksPartStore = context.stores.of(number)
         self.inputs = [TopicPartition(t, number) for t in context.names.risk_inputs()]
+        self.markets = frozenset(context.names.spec(t) for t in context.names.market_inputs())
         self.producer: AIOKafkaProducer | None = None
         self.transaction: Transaction | None = None
         self.work: PartitionState | None = None
@@ -195,7 +196,7 @@ class OwnedPartition:
         without one (not written by the fan-out) is dead-lettered where it lies."""
         names, limit = self.context.names, self.context.settings.max_record_bytes
         if message.topic == names.fanout:
-            found = _origin(message.headers, names, self.context.settings.market_partitions)
+            found = _origin(message.headers, self.markets, self.context.settings.market_partitions)
             if found is not None:
                 origin, whole = found
                 return intake.envelope(*origin, message.key, message.value, limit, whole), True
@@ -256,7 +257,7 @@ def origin_headers(
 
 
 def _origin(
-    headers: Any, names: TopicNames, market_partitions: int
+    headers: Any, markets: frozenset[str], market_partitions: int
 ) -> tuple[tuple[str, int, int], tuple[int, str] | None] | None:
     """Where a market copy was first read, (topic, partition, offset), and its whole's
     (length, sha256) if it was cut; None unless that is a market input's partition (the
@@ -273,7 +274,6 @@ def _origin(
             whole = (int(found[WHOLE_BYTES]), found[WHOLE_SHA256].decode())
     except (KeyError, ValueError, UnicodeDecodeError):
         return None
-    market = {names.spec(topic) for topic in names.market_inputs()}
-    if origin[0] not in market or not 0 <= origin[1] < market_partitions or origin[2] < 0:
+    if origin[0] not in markets or not 0 <= origin[1] < market_partitions or origin[2] < 0:
         return None
     return origin, whole

@@ -10,8 +10,9 @@ the changelog of format 1 was a prefix of the writes in order, so a record is in
 state exactly when some part saw it or a later record of its source.
 
 Format 3 moves an account's used fill and transfer ids ("fills_seen", "transfers_seen")
-out of its account part into chunks of their own (core/seenids.py), so that no part
-grows with the account's activity. Those ids are moved when read, and the account and
+out of its account part into chunks of at most 128 (core/seenids.py; the newest travels
+in the account part, the full ones in parts of their own), so that no part grows with
+the account's activity. Those ids are moved when read, and the account and
 its chunks are rewritten together at the partition's next commit (Upgraded.rewrite).
 
 Other parts are upgraded as they are read, and rewritten the next time they change.
@@ -53,8 +54,13 @@ def _move_used_ids(current: dict[StateKey, Any], retention_ms: int) -> set[State
         for kind, field in (("fill", "fills_seen"), ("transfer", "transfers_seen")):
             for identifier, ts in data[field].items():
                 ids.remember(key[1], kind, identifier, ts)
-        current[key] = {k: v for k, v in data.items() if k not in ("fills_seen", "transfers_seen")}
         moved.add(key)
+    for key in moved:
+        data = current[key]
+        current[key] = {k: v for k, v in data.items() if k not in ("fills_seen", "transfers_seen")}
+        newest = ids.newest(key[1])
+        if newest:
+            current[key]["ids"] = newest
     ids.take_dirty()
     chunks = ids.parts()
     current.update(chunks)
