@@ -60,6 +60,7 @@ from marginstream.stream.commit import DeliveryRefused, PartitionLost, classifie
 from marginstream.stream.fanout import FanOut
 from marginstream.stream.faults import FAULTS
 from marginstream.stream.group import CoPartitionedAssignor
+from marginstream.stream.health import report, watch_heartbeats
 from marginstream.stream.metrics import StreamMetrics
 from marginstream.stream.partition import Context, EngineFailed, OwnedPartition, Phase
 from marginstream.stream.settings import StreamSettings
@@ -152,7 +153,7 @@ class RiskService(Service):
         await self.fanout.start()
         await self.consumer.start()
         self.consumer.subscribe(self.names.risk_inputs(), listener=_Listener(self))
-        _watch_heartbeats(self.consumer, self._confirmed)
+        watch_heartbeats(self.consumer, self._confirmed)
         self.tasks = [
             asyncio.ensure_future(_guarded(name, run))
             for name, run in (
@@ -390,52 +391,7 @@ class RiskService(Service):
         return "ok"
 
     def health(self) -> dict[str, Any]:
-        counts = self.changelog.counts
-        owned = self.partitions.values()
-        return {
-            "status": self.status(),
-            "failing": self.failing(),
-            "assigned": sorted(self.partitions),
-            "partitions": sorted(o.number for o in owned if o.active),
-            "standby": self.changelog.following(),
-            "accounts": sum(len(o.work.engine.accounts) for o in owned if o.work),
-            "records": sum(o.applied for o in owned),
-            "commits": sum(o.commits for o in owned),
-            "engine_loads": self.loads,
-            "fenced": self.fenced,
-            "reopened": self.reopened,
-            "changelog_records_read": counts.read,
-            "changelog_records_applied": counts.applied,
-            "changelog_records_stale": counts.stale,
-            "market_copies": self.fanout.copied,
-            "commit_lag": {  # per partition: records applied, not committed; last delay
-                o.number: {
-                    "pending": o.work.records if o.work else 0,
-                    "last_delay": round(o.commit_delay, 3),
-                    "step": o.transaction.step if o.transaction else None,  # of the commit
-                }
-                for o in owned
-            },
-        }
-
-
-def _watch_heartbeats(consumer: AIOKafkaConsumer, confirmed: Callable[[float], None]) -> None:
-    """Call confirmed(sent) for every heartbeat the group coordinator answers.
-
-    aiokafka has no hook for it; its coordinator's _do_heartbeat is wrapped (it returns
-    True when the group still counts the member in).
-    """
-    coordinator = consumer._coordinator
-    beat = coordinator._do_heartbeat
-
-    async def do_heartbeat() -> bool:
-        sent = time.monotonic()
-        answered = await beat()
-        if answered:
-            confirmed(sent)
-        return answered
-
-    coordinator._do_heartbeat = do_heartbeat
+        return report(self)
 
 
 class _Listener(ConsumerRebalanceListener):
