@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -185,6 +186,20 @@ def test_a_worker_started_without_kafka_exits_2_with_one_line(tmp_path):
     lines = worker.log_path.read_text().splitlines()
     errors = [line for line in lines if line.startswith("marginstream: error: ")]
     assert len(errors) == 1 and f"cannot reach Kafka at {nobody}" in errors[0], errors
+
+
+def test_a_worker_whose_web_port_is_taken_exits_2_with_one_line(kafka_bootstrap, tmp_path):
+    """Once an aiohttp traceback and status 1 (an outside tester's second worker)."""
+    deployment = Deployment(kafka_bootstrap, tmp_path)
+    worker = deployment.worker("w1")
+    with socket.create_server(("127.0.0.1", worker.port)):
+        worker.start()
+        code, _ = exit_time(worker, 60)
+    assert code == 2
+    lines = worker.log_path.read_text().splitlines()
+    errors = [line for line in lines if line.startswith("marginstream: error: ")]
+    assert len(errors) == 1 and f"cannot listen on 127.0.0.1:{worker.port}" in errors[0], errors
+    assert "Traceback" not in worker.log_path.read_text()
 
 
 def test_sigterm_mid_stream_stops_the_worker_cleanly_within_10s(deployment: Deployment):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterable
@@ -67,6 +68,7 @@ class RiskApp(faust.App):
         quiet_debug_logging()
         quietlog.install()
         bound_shutdown(self.risk)
+        _check_web_port(self.conf.web_bind, self.conf.web_port)  # faust's web starts later
         try:
             counts = await ensure_topics(self.settings)
         except TopicError as error:
@@ -92,6 +94,15 @@ class RiskApp(faust.App):
 
     async def _wait_for_table_recovery_completed(self) -> bool:
         return False  # no faust tables: our partitions open themselves (stream/partition.py)
+
+
+def _check_web_port(host: str, port: int) -> None:
+    """One line and status 2 if the web port is taken (aiohttp would print a traceback)."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as error:
+        _cannot_start(f"cannot listen on {host}:{port} for the web views: {error.strerror}")
 
 
 def _cannot_start(reason: str) -> NoReturn:
