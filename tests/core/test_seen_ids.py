@@ -57,6 +57,9 @@ def test_no_part_grows_with_the_fills_of_one_account_and_old_chunks_are_deleted(
     largest = 0
     for n in range(20_000):
         side = "buy" if n % 2 == 0 else "sell"
+        if n % 50 == 0:  # the venue's clock: the index's time
+            index = {"type": "index", "underlying": "BTC", "price": "60000", "ts": T0 + 10 * n}
+            state.apply(Envelope("prices", 0, n, "BTC", index), Source("prices", 0), n)
         outcome = state.apply(
             Envelope("orders", 0, 1000 + n, "mm", fill_value(f"fill-{n:08d}", T0 + 10 * n, side)),
             read_from=Source("orders", 0),
@@ -81,7 +84,7 @@ def test_no_part_grows_with_the_fills_of_one_account_and_old_chunks_are_deleted(
 def test_chunks_round_trip_through_their_parts():
     ids = SeenIds(RETENTION)
     for n in range(3 * CHUNK_IDS + 7):
-        ids.remember("a/b", "fill", f"x{n}", T0 + n)
+        ids.remember("a/b", "fill", f"x{n}", T0 + n, clock=T0)
     assert len(ids.parts()) == 3  # sealed; the newest (7 ids) travels in the account part
     carried = [("a/b", ids.newest("a/b"))]
     again = SeenIds.from_parts(ids.parts().items(), carried, RETENTION)
@@ -125,3 +128,24 @@ def test_a_fill_writes_its_account_part_only_until_its_chunk_is_sealed():
     assert all(c == account for c in changed[: CHUNK_IDS - 1])
     assert changed[CHUNK_IDS - 1] == account | {("ids", "fill/0/mm")}
     assert changed[CHUNK_IDS] == account
+
+
+def test_one_record_dated_ahead_does_not_make_the_account_forget_its_ids():
+    """An outside tester's account: 300 fills, one dated 8 days ahead, 300 more. Counted
+    from the account's newest time, every sealed chunk was dropped, and repeats of the
+    first fills (1 day after them) were applied twice. Counted from the venue's clock
+    (the index), they are still held."""
+    venue = market_maker(EngineConfig())  # 7 days
+    venue.send("prices", {"type": "index", "underlying": "BTC", "price": "60000", "ts": T0})
+    for n in range(300):
+        assert not is_dead(venue.send("orders", fill_value(f"f{n}", T0 + 10 + n, "buy")))
+    ahead = T0 + 8 * 86_400_000 + 1000
+    assert not is_dead(venue.send("orders", fill_value("ahead", ahead, "sell")))
+    for n in range(300, 700):
+        assert not is_dead(venue.send("orders", fill_value(f"f{n}", T0 + 10 + n, "sell")))
+    day = 86_400_000
+    for n in (0, 1, 129, 250, 299, 450, 699):
+        assert is_dead(venue.send("orders", fill_value(f"f{n}", T0 + day, "buy"))), n
+    venue.deposit("mm", "5", transfer_id="t-old")
+    venue.send("orders", fill_value("ahead2", ahead + day, "buy"))
+    assert is_dead(venue.deposit("mm", "5", transfer_id="t-old"))

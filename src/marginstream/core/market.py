@@ -149,6 +149,12 @@ class Market:
         self._changed(instrument.symbol)
         return {instrument.symbol}
 
+    def clock(self) -> int:
+        """The venue's event time as its market data tells it: the newest index time (0
+        before any). What drops used ids (core/seenids.py), which an account's own
+        records must not move."""
+        return max((index.ts for index in self.index.values()), default=0)
+
     def apply_index(self, record: IndexRecord) -> set[str]:
         self._tick()
         self.index[record.underlying] = IndexPrice(record.price, record.ts, self.seq)

@@ -130,7 +130,7 @@ class Desk:
         if self.market.settlement(fill.symbol) is not None:
             raise RecordError(f"instrument {fill.symbol} is settled: no fill can follow")
         account.apply_fill(fill, instrument, self.market.funding(fill.symbol))
-        self.ids.remember(account.account_id, "fill", fill.fill_id, fill.ts)
+        self.ids.remember(account.account_id, "fill", fill.fill_id, fill.ts, self.market.clock())
         rows = risk_rows(account, self.market)
         self.view.sync(account, [fill.symbol], self.market, rows)
         return self.level_check(account, trigger, fill.ts, rows)
@@ -140,7 +140,9 @@ class Desk:
     ) -> list[Output]:
         self._check_new_transfer(account, deposit)
         account.deposit(deposit.amount)
-        self.ids.remember(account.account_id, "transfer", deposit.transfer_id, deposit.ts)
+        self.ids.remember(
+            account.account_id, "transfer", deposit.transfer_id, deposit.ts, self.market.clock()
+        )
         self.view.sync(account, [], self.market)
         return self.level_check(account, trigger, deposit.ts)
 
@@ -157,7 +159,10 @@ class Desk:
         elif before.available - float(amount) < 0:
             available = risk_text(before.available)
             reason = f"insufficient margin: available {available} < {decimal_text(amount)}"
-        self.ids.remember(account.account_id, "transfer", withdrawal.transfer_id, withdrawal.ts)
+        self.ids.remember(
+            account.account_id, "transfer", withdrawal.transfer_id, withdrawal.ts,
+            self.market.clock(),
+        )  # fmt: skip
         available_after = before.available
         if reason is None:
             account.withdraw(amount)

@@ -7,7 +7,11 @@ account part (the account is written anyway when a fill or transfer changes it: 
 record per input). A chunk that fills up is sealed and written once as a part of its
 own, ("ids", "<kind>/<chunk number>/<account>"); the oldest sealed chunk is dropped (its
 part deleted) once every id in it is older than the retention, counted back from the
-newest event time the account has used an id at.
+venue's clock: the newest index time (market data), or the account's newest id time if
+that is earlier. Not from the account's own records alone: one fill dated a week ahead
+once made an account forget all but its last 128 ids, and repeats were applied twice.
+With no index price yet, nothing is dropped. A repeat that arrives later than the
+retention behind that clock is not caught: memory is bounded by it.
 
 An id is a duplicate when it is held and was used within the retention of the record
 that uses it again. Chunks only bound the size of a part; they do not change that rule.
@@ -66,9 +70,9 @@ class SeenIds:
         used = None if window is None else window.ts_of(identifier)
         return used is not None and used >= ts - self.retention_ms
 
-    def remember(self, account: str, kind: str, identifier: str, ts: int) -> None:
-        """Note an id used at ts (the caller writes the account part, which holds the
-        newest chunk)."""
+    def remember(self, account: str, kind: str, identifier: str, ts: int, clock: int) -> None:
+        """Note an id used at ts, the venue's clock at clock (the caller writes the
+        account part, which holds the newest chunk)."""
         window = self.windows.get((account, kind))
         if window is None:
             window = self.windows[(account, kind)] = _Window()
@@ -82,10 +86,12 @@ class SeenIds:
         window.latest = max(window.latest, ts)
         if len(chunk) >= CHUNK_IDS:  # sealed: out of the account part, into its own
             self.dirty.add(chunk_key(kind, number, account))
-        self._expire(account, kind, window)
+        self._expire(account, kind, window, clock)
 
-    def _expire(self, account: str, kind: str, window: _Window) -> None:
-        cutoff = window.latest - self.retention_ms
+    def _expire(self, account: str, kind: str, window: _Window, clock: int) -> None:
+        if clock <= 0:
+            return
+        cutoff = min(window.latest, clock) - self.retention_ms
         while len(window.chunks) > 1 and window.newest[0] < cutoff:
             for identifier in window.chunks.pop(0):
                 if window.where.get(identifier) == window.first:

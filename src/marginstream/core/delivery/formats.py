@@ -53,7 +53,7 @@ def _move_used_ids(current: dict[StateKey, Any], retention_ms: int) -> set[State
             continue
         for kind, field in (("fill", "fills_seen"), ("transfer", "transfers_seen")):
             for identifier, ts in data[field].items():
-                ids.remember(key[1], kind, identifier, ts)
+                ids.remember(key[1], kind, identifier, ts, clock=0)  # none dropped here
         moved.add(key)
     for key in moved:
         data = current[key]
