@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
+import orjson
+
 from marginstream.core.instruments import parse_instrument
 from marginstream.core.ledger import Account
 from marginstream.core.records import FillRecord
@@ -200,3 +202,23 @@ def test_figures_keep_a_bounded_number_of_places_through_thousands_of_partial_cl
     for figure in (account.cash, position.cost, position.realized):
         assert -figure.as_tuple().exponent <= 40, figure
     assert position.qty == D("15.999")
+
+
+def test_an_account_record_does_not_grow_with_every_instrument_it_ever_traded():
+    """An outside test traded 12k option listings once each, opened and closed: the closed
+    positions stayed in the account's record until it passed Kafka's 1 MB and the worker
+    crash-looped. A closed position now leaves the account, its realised PnL kept."""
+    venue = Venue()
+    venue.perpetual("BTC-PERP")
+    venue.mark("BTC-PERP", "60000")
+    venue.deposit("mm", "1000000")
+    for n in range(2000):
+        symbol = f"BTC-{n:07d}-PERP"
+        venue.perpetual(symbol)
+        venue.mark(symbol, "100")
+        venue.fill("mm", symbol, "buy", "1", "100")
+        venue.fill("mm", symbol, "sell", "1", "101")
+    account = venue.engine.accounts["mm"]
+    assert account.positions == {} and account.closed_realized == 2000
+    assert len(orjson.dumps(venue.engine.part(("account", "mm")))) < 2048
+    assert account.cash == 1000000 + 2000

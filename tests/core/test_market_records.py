@@ -103,8 +103,8 @@ def test_settlement_closes_positions_cancels_orders_and_expires_the_instrument(v
     assert a.cash == 10000 + 1000 - 100 + 2000
     assert b.cash == 10000 - 1000 + 100 - 2000
     assert a.orders == {}
-    assert a.positions["BTC-FUT"].qty == 0 and a.positions["BTC-FUT"].realized == 1000
-    assert a.positions["BTC-50000-P"].realized == 1900
+    # Settled positions are closed, and leave the account with their realised PnL.
+    assert a.positions == {} and a.closed_realized == 1000 + 1900
     assert venue.engine.market.instruments["BTC-FUT"].status.value == "expired"
     refused = only(venue.order("a", "BTC-FUT", "buy", "1", "61000"))
     assert refused["reason"] == "instrument BTC-FUT is expired"

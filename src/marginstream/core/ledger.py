@@ -82,6 +82,7 @@ class Account:
     orders: dict[str, OpenOrder] = field(default_factory=dict)
     fees: Decimal = ZERO  # paid, net of rebates
     funding: Decimal = ZERO  # settled into cash: > 0 received, < 0 paid
+    closed_realized: Decimal = ZERO  # realised PnL of the positions closed and dropped
     level: str = HEALTHY
     alert_seq: int = 0
     decision_seq: int = 0
@@ -157,7 +158,17 @@ class Account:
         self.fees += fill.fee
         if fill.order_id is not None:
             self._fill_order(fill)
+        self._drop_if_closed(position)
         return realized
+
+    @exact
+    def _drop_if_closed(self, position: Position) -> None:
+        """A closed position leaves the account (its realised PnL joins `closed_realized`):
+        kept, the account's record grew with every instrument it ever traded, past what
+        Kafka accepts (an outside test: 12k option listings)."""
+        if position.qty == 0:
+            self.closed_realized += position.realized
+            del self.positions[position.symbol]
 
     def _fill_order(self, fill: FillRecord) -> None:
         order = self.orders.get(fill.order_id or "")
@@ -189,6 +200,7 @@ class Account:
             self.cash += realized
         position.realized += realized
         position.qty = position.cost = ZERO
+        self._drop_if_closed(position)
         return realized
 
     # -- orders --------------------------------------------------------------------
@@ -214,6 +226,7 @@ class Account:
             "orders": {i: o.to_list() for i, o in self.orders.items()},
             "fees": decimal_text(self.fees),
             "funding": decimal_text(self.funding),
+            "closed_realized": decimal_text(self.closed_realized),
             "level": self.level,
             "alert_seq": self.alert_seq,
             "decision_seq": self.decision_seq,
@@ -221,14 +234,18 @@ class Account:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Account:
-        return cls(
+        account = cls(
             account_id=data["account"],
             cash=Decimal(data["cash"]),
             positions={s: Position.from_list(s, v) for s, v in data["positions"].items()},
             orders={i: OpenOrder.from_list(i, v) for i, v in data["orders"].items()},
             fees=Decimal(data["fees"]),
             funding=Decimal(data["funding"]),
+            closed_realized=Decimal(data.get("closed_realized", "0")),  # format 3 added it
             level=data["level"],
             alert_seq=data["alert_seq"],
             decision_seq=data["decision_seq"],
         )
+        for position in list(account.positions.values()):  # formats 1 and 2 kept them
+            account._drop_if_closed(position)
+        return account
