@@ -5,8 +5,12 @@ and `marginstream replay` both drive this class, so a replay is the reference
 the live system is checked against.
 
 State is a set of parts, each under a StateKey: one per account, per
-instrument, per index, and the replay guard. An Outcome names the parts a
-record changed; the shell commits exactly those (core/delivery).
+instrument, per index, per sealed chunk of an account's used ids, and the replay
+guard. An Outcome names the parts a record changed; the shell commits exactly
+those (core/delivery).
+
+Records enter through core/intake.py (size limit, JSON); an account record must be
+keyed by its account, on that key's partition (core/keys.py).
 
 A record this state has already seen (its offset is at or below the last one
 the replay guard saw from its source) changes nothing and publishes nothing:
