@@ -124,13 +124,12 @@ class Desk:
         return [Output(DECISIONS, account.account_id, decision)]
 
     def fill(self, account: Account, fill: FillRecord, trigger: dict[str, Any]) -> list[Output]:
-        if self.ids.seen(account.account_id, "fill", fill.fill_id, fill.ts):
-            raise RecordError(f"duplicate fill_id {fill.fill_id}")
+        self._check_new_id(account, "fill", fill.fill_id, fill.ts)
         instrument = self.market.instrument(fill.symbol)
         if self.market.settlement(fill.symbol) is not None:
             raise RecordError(f"instrument {fill.symbol} is settled: no fill can follow")
         account.apply_fill(fill, instrument, self.market.funding(fill.symbol))
-        self.ids.remember(account.account_id, "fill", fill.fill_id, fill.ts, self.market.clock())
+        self._remember_id(account, "fill", fill.fill_id, fill.ts)
         rows = risk_rows(account, self.market)
         self.view.sync(account, [fill.symbol], self.market, rows)
         return self.level_check(account, trigger, fill.ts, rows)
@@ -138,18 +137,16 @@ class Desk:
     def deposit(
         self, account: Account, deposit: TransferRecord, trigger: dict[str, Any]
     ) -> list[Output]:
-        self._check_new_transfer(account, deposit)
+        self._check_new_id(account, "transfer", deposit.transfer_id, deposit.ts)
         account.deposit(deposit.amount)
-        self.ids.remember(
-            account.account_id, "transfer", deposit.transfer_id, deposit.ts, self.market.clock()
-        )
+        self._remember_id(account, "transfer", deposit.transfer_id, deposit.ts)
         self.view.sync(account, [], self.market)
         return self.level_check(account, trigger, deposit.ts)
 
     def withdrawal(
         self, account: Account, withdrawal: TransferRecord, trigger: dict[str, Any]
     ) -> list[Output]:
-        self._check_new_transfer(account, withdrawal)
+        self._check_new_id(account, "transfer", withdrawal.transfer_id, withdrawal.ts)
         before = figures(account, self.market)
         cash = cash_with_funding(account, self.market)
         amount = withdrawal.amount
@@ -159,10 +156,7 @@ class Desk:
         elif before.available - float(amount) < 0:
             available = risk_text(before.available)
             reason = f"insufficient margin: available {available} < {decimal_text(amount)}"
-        self.ids.remember(
-            account.account_id, "transfer", withdrawal.transfer_id, withdrawal.ts,
-            self.market.clock(),
-        )  # fmt: skip
+        self._remember_id(account, "transfer", withdrawal.transfer_id, withdrawal.ts)
         available_after = before.available
         if reason is None:
             account.withdraw(amount)
@@ -177,6 +171,11 @@ class Desk:
             outputs += self.level_check(account, trigger, withdrawal.ts)
         return outputs
 
-    def _check_new_transfer(self, account: Account, transfer: TransferRecord) -> None:
-        if self.ids.seen(account.account_id, "transfer", transfer.transfer_id, transfer.ts):
-            raise RecordError(f"duplicate transfer_id {transfer.transfer_id}")
+    # -- used ids (core/seenids.py) ----------------------------------------------------
+
+    def _check_new_id(self, account: Account, kind: str, identifier: str, ts: int) -> None:
+        if self.ids.seen(account.account_id, kind, identifier, ts):
+            raise RecordError(f"duplicate {kind}_id {identifier}")
+
+    def _remember_id(self, account: Account, kind: str, identifier: str, ts: int) -> None:
+        self.ids.remember(account.account_id, kind, identifier, ts, self.market.clock())
