@@ -43,8 +43,7 @@ class FaultPoints:
         self.count += 1
         if self.count == self.at:
             self.failing_on = subject
-            print(f"marginstream-fault: {point} at {time.time():.3f}", file=sys.stderr,
-                  flush=True)  # fmt: skip
+            _announce(point)
         if self.failing_on is not None and subject == self.failing_on:
             raise InjectedFault(f"fault point {point} reached on {subject}")
 
@@ -68,11 +67,15 @@ class FaultPoints:
         if self.count >= self.at:
             message = f"fault point {point} reached ({self.count})"
             if self.count == self.at:
-                print(f"marginstream-fault: {point} at {time.time():.3f}", file=sys.stderr,
-                      flush=True)  # fmt: skip
+                _announce(point)
             if disk_full:
                 raise OSError(errno.ENOSPC, f"No space left on device ({message})")
             raise InjectedFault(message)
+
+
+def _announce(point: str) -> None:
+    """The first raise at point, timed, for a test to time what follows."""
+    print(f"marginstream-fault: {point} at {time.time():.3f}", file=sys.stderr, flush=True)
 
 
 class InjectedFault(RuntimeError):
