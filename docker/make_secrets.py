@@ -18,24 +18,15 @@ import sys
 from pathlib import Path
 
 from marginstream.localbroker.secure import BrokerSecurity, make_pki
-from marginstream.localbroker.server import kafka_uuid
+from marginstream.localbroker.server import SINGLE_NODE, kafka_uuid, properties_text
 
 HERE = Path(__file__).resolve().parent
 WORKER_USER = "marginstream"
 
 BROKER = {
-    "process.roles": "broker,controller",
-    "node.id": "1",
+    **SINGLE_NODE,
     "controller.quorum.voters": "1@kafka:9093",
-    "controller.listener.names": "CONTROLLER",
     "log.dirs": "/var/lib/kafka/data",
-    "offsets.topic.replication.factor": "1",
-    "transaction.state.log.replication.factor": "1",
-    "transaction.state.log.min.isr": "1",
-    "share.coordinator.state.topic.replication.factor": "1",
-    "share.coordinator.state.topic.min.isr": "1",
-    "group.initial.rebalance.delay.ms": "0",
-    "auto.create.topics.enable": "false",
 }
 
 
@@ -49,8 +40,7 @@ def main() -> int:
         print(f"{out} already has secrets (--force replaces them)", file=sys.stderr)
         return 1
     pki = make_pki(out, hosts=("kafka", "localhost", "127.0.0.1"))
-    users = {"admin": secrets.token_urlsafe(24).replace("-", "."), WORKER_USER: ""}
-    users[WORKER_USER] = secrets.token_urlsafe(24).replace("-", ".")
+    users = {user: secrets.token_urlsafe(24).replace("-", ".") for user in ("admin", WORKER_USER)}
     security = BrokerSecurity(pki, users)
     properties = {**BROKER, **security.properties(9092, 9093)}
     properties.update(
@@ -59,9 +49,7 @@ def main() -> int:
             "advertised.listeners": "SASL_SSL://kafka:9092",
         }
     )
-    write(out / "server.properties", "".join(
-        f"{key}={value}".replace("\n", "\\n") + "\n" for key, value in properties.items()
-    ))  # fmt: skip
+    write(out / "server.properties", properties_text(properties))
     write(out / "scram-users", " ".join(security.scram_arguments()) + "\n")
     write(out / "cluster-id", kafka_uuid() + "\n")
     write(out / "worker.password", users[WORKER_USER] + "\n")

@@ -55,35 +55,46 @@ logger.request.level = WARN
 """
 
 
+# What every single-node KRaft broker of ours needs, whatever its listeners (the local
+# broker here, and the compose setup's, docker/make_secrets.py).
+SINGLE_NODE = {
+    "process.roles": "broker,controller",
+    "node.id": "1",
+    "controller.listener.names": "CONTROLLER",
+    # One broker: every internal topic must accept a replication factor of 1,
+    # or consumer groups and Kafka transactions never become available.
+    "offsets.topic.replication.factor": "1",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "share.coordinator.state.topic.replication.factor": "1",
+    "share.coordinator.state.topic.min.isr": "1",
+    "group.initial.rebalance.delay.ms": "0",
+    # Topics are created on purpose, with their partition counts: a client's metadata
+    # request must never create one with the broker's default of 1.
+    "auto.create.topics.enable": "false",
+}
+
+
 def _server_properties(
     port: int, controller_port: int, log_dirs: Path, security: BrokerSecurity | None = None
 ) -> str:
-    # No comments after values: .properties files would take them as part of the value.
     settings = {
-        "process.roles": "broker,controller",
-        "node.id": "1",
+        **SINGLE_NODE,
         "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
         "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
         "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
-        "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "log.dirs": str(log_dirs),
-        # One broker: every internal topic must accept a replication factor of 1,
-        # or consumer groups and Kafka transactions never become available.
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
-        "group.initial.rebalance.delay.ms": "0",
-        # Topics are created on purpose, with their partition counts: a client's metadata
-        # request must never create one with the broker's default of 1.
-        "auto.create.topics.enable": "false",
     }
     if security is not None:
         settings.update(security.properties(port, controller_port))
-    # Inline PEM values span lines: .properties reads \n as a newline.
+    return properties_text(settings)
+
+
+def properties_text(settings: dict[str, str]) -> str:
+    """A .properties file: no comments after values (they would be part of the value),
+    and inline PEM values, which span lines, with their newlines as \\n."""
     return "".join(f"{key}={value}".replace("\n", "\\n") + "\n" for key, value in settings.items())
 
 
