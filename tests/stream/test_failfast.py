@@ -117,16 +117,12 @@ def test_a_store_that_cannot_be_written_stops_the_worker(deployment: Deployment)
     """As a full disk would: the store write after a committed transaction fails. The
     worker must stop (not retry the commit), within 5 s, with one line; restarted, it
     reads what the store lacks from the changelog."""
-    reference = Reference.of(RECORDS)
-    worker = deployment.worker("w1").start(fault="store-write:3")  # the third commit's write
-    worker.wait_ready()
-    code, exited_at = feed_until_it_dies(deployment, worker, RECORDS)
-    assert code == 1
-    assert exited_at - fault_time(worker, "store-write") < 5.0
-    [line] = stop_lines(worker)
-    assert "could not be written" in line and "No space left on device" in line, line
+    # The third commit's write.
+    worker = a_fault_stops_the_worker(
+        deployment, "store-write:3", "could not be written", "No space left on device"
+    )
     assert "commit failed" not in worker.log_path.read_text()  # never taken for a retry
-    final_checks(deployment, reference)
+    final_checks(deployment, Reference.of(RECORDS))
 
 
 def test_a_real_full_disk_stops_the_worker(deployment: Deployment):
@@ -164,15 +160,24 @@ def test_a_real_full_disk_stops_the_worker(deployment: Deployment):
 
 
 def test_an_exception_in_the_fetch_loop_stops_the_worker(deployment: Deployment):
-    reference = Reference.of(RECORDS)
-    worker = deployment.worker("w1").start(fault="fetch-error:1")  # the first fetch with records
+    # The first fetch with records.
+    a_fault_stops_the_worker(
+        deployment, "fetch-error:1", "the processing task failed", "fault point fetch-error"
+    )
+    final_checks(deployment, Reference.of(RECORDS))
+
+
+def a_fault_stops_the_worker(deployment: Deployment, fault: str, *said: str) -> LocalWorker:
+    """A worker with fault armed, fed until it dies (and restarted without it): status 1
+    within 5 s of the fault, one stop line saying each of said."""
+    worker = deployment.worker("w1").start(fault=fault)
     worker.wait_ready()
     code, exited_at = feed_until_it_dies(deployment, worker, RECORDS)
     assert code == 1
-    assert exited_at - fault_time(worker, "fetch-error") < 5.0
+    assert exited_at - fault_time(worker, fault.partition(":")[0]) < 5.0
     [line] = stop_lines(worker)
-    assert "the processing task failed" in line and "fault point fetch-error" in line, line
-    final_checks(deployment, reference)
+    assert all(words in line for words in said), line
+    return worker
 
 
 def test_a_worker_started_without_kafka_exits_2_with_one_line(tmp_path):
