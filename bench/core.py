@@ -37,6 +37,7 @@ import orjson
 from bench.common import write_result
 from bench.oldcode import worktree
 from bench.streams import deposits, market, trading
+from marginstream import core
 from marginstream.core import EngineConfig, RiskEngine, intake
 from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.store import MemoryPartStore
@@ -127,6 +128,7 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         "records_per_cpu_second": round(len(measured) / cpu),
         "cpu_us_per_record": round(cpu / len(measured) * 1e6, 1),
         "split_us_per_record": split(setup, measured, args.commit),
+        "core_imported_from": str(Path(core.__file__).parent),  # evidence for --before
     }
     return figures, digests(loop)
 
