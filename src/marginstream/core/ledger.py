@@ -40,7 +40,8 @@ class Position:
         return divide_rounded(self.cost, LEDGER_CONTEXT.multiply(self.qty, contract_size))
 
     def to_list(self) -> list[str]:
-        return [decimal_text(v) for v in (self.qty, self.cost, self.realized, self.funding_index)]
+        text = decimal_text
+        return [text(self.qty), text(self.cost), text(self.realized), text(self.funding_index)]
 
     @classmethod
     def from_list(cls, symbol: str, values: list[str]) -> Position:
@@ -223,7 +224,7 @@ class Account:
             "account": self.account_id,
             "cash": decimal_text(self.cash),
             "positions": {s: p.to_list() for s, p in self.positions.items()},
-            "orders": {i: o.to_list() for i, o in self.orders.items()},
+            "orders": {i: o.to_list() for i, o in self.orders.items()} if self.orders else {},
             "fees": decimal_text(self.fees),
             "funding": decimal_text(self.funding),
             "closed_realized": decimal_text(self.closed_realized),

@@ -82,6 +82,7 @@ class Market:
     _models: dict[str, OptionValue | None] = field(default_factory=dict)
     # symbol -> (seq, risk mark, funding index) as floats, valid while seq is the market's.
     _floats: dict[str, tuple[int, float | None, float]] = field(default_factory=dict)
+    _clock: tuple[int, int] = (-1, 0)  # (seq, clock()), valid while seq is the market's
 
     # -- reading ----------------------------------------------------------------
 
@@ -153,7 +154,13 @@ class Market:
         """The venue's event time as its market data tells it: the newest index time (0
         before any). What drops used ids (core/seenids.py), which an account's own
         records must not move."""
-        return max((index.ts for index in self.index.values()), default=0)
+        if not self.index:
+            return 0
+        seq, clock = self._clock
+        if seq != self.seq:  # every market change ticks seq first
+            clock = max(index.ts for index in self.index.values())
+            self._clock = (self.seq, clock)
+        return clock
 
     def apply_index(self, record: IndexRecord) -> set[str]:
         self._tick()

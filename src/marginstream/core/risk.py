@@ -19,6 +19,11 @@ from marginstream.core.margin import short_option_margin
 from marginstream.core.market import Market
 from marginstream.core.numbers import ZERO, exact
 
+# Named tuples built several times per record are made with tuple.__new__: their own
+# __new__ is a Python function, which costs twice the tuple.
+_new = tuple.__new__
+_NONE: list[OpenOrder] = []  # a row without open orders (never changed)
+
 
 class RowInputs(NamedTuple):
     """One (account, instrument) pair as floats: the position and its open orders.
@@ -68,8 +73,7 @@ class PositionRisk:
     risk: RowRisk
 
 
-@dataclass(frozen=True, slots=True)
-class MarginFigures:
+class MarginFigures(NamedTuple):
     """What a decision or a level check needs: equity, initial and maintenance margin."""
 
     equity: float
@@ -115,11 +119,11 @@ def row_inputs(
     if position is not None:
         qty, cost = float(position.qty), float(position.cost)
         funding_index = float(position.funding_index)
-        if position.qty != 0:
+        if position.qty:
             fallback = cost / (qty * instrument.size)
-    return RowInputs(
-        qty, cost, funding_index, buy, sell, premium if instrument.is_option else 0.0, fallback
-    )
+    if not instrument.is_option:
+        premium = 0.0
+    return _new(RowInputs, (qty, cost, funding_index, buy, sell, premium, fallback))
 
 
 @exact
@@ -161,7 +165,7 @@ def row_risk(row: RowInputs, instrument: Instrument, market: Market) -> RowRisk:
         else:  # the same figure, computed once
             initial = tiers.initial_margin(notional)
         maintenance = tiers.maintenance_margin(notional)
-        return RowRisk(unrealized + accrual, unrealized, initial, maintenance, price)
+        return _new(RowRisk, (unrealized + accrual, unrealized, initial, maintenance, price))
     assert instrument.strike is not None
     strike = float(instrument.strike)
     index = market.risk_index(instrument.underlying)
@@ -176,7 +180,7 @@ def row_risk(row: RowInputs, instrument: Instrument, market: Market) -> RowRisk:
     sell_reservation = (new_short - short) * size * per_initial
     initial = position_initial + max(row.premium, sell_reservation)
     value = q * size * price
-    return RowRisk(value, value - row.cost, initial, maintenance, price)
+    return _new(RowRisk, (value, value - row.cost, initial, maintenance, price))
 
 
 def row_greeks(row: RowInputs, instrument: Instrument, market: Market) -> Greeks:
@@ -202,8 +206,8 @@ def orders_by_symbol(
 
 def risk_symbols(account: Account, orders: dict[str, list[OpenOrder]]) -> list[str]:
     """The symbols that carry risk for the account, in a stable order."""
-    held = {s for s, p in account.positions.items() if p.qty != 0}
-    return sorted(held | orders.keys())
+    held = [s for s, p in account.positions.items() if p.qty]
+    return sorted(held if not orders else orders.keys() | held)
 
 
 class RiskRow(NamedTuple):
@@ -222,14 +226,14 @@ def risk_row(account: Account, market: Market, symbol: str, orders: list[OpenOrd
     instrument = market.instruments[symbol]
     position = account.positions.get(symbol)
     inputs = row_inputs(position, orders, instrument)
-    return RiskRow(instrument, position, inputs, row_risk(inputs, instrument, market))
+    return _new(RiskRow, (instrument, position, inputs, row_risk(inputs, instrument, market)))
 
 
 def risk_rows(account: Account, market: Market, extra_order: OpenOrder | None = None) -> Rows:
     """Each risk-carrying row of the account (optionally as if extra_order were also open)."""
-    orders = orders_by_symbol(account, extra_order)
+    orders = orders_by_symbol(account, extra_order) if account.orders or extra_order else {}
     return {
-        symbol: risk_row(account, market, symbol, orders.get(symbol, []))
+        symbol: risk_row(account, market, symbol, orders.get(symbol, _NONE))
         for symbol in risk_symbols(account, orders)
     }
 
@@ -247,10 +251,11 @@ def total(account: Account, rows: Rows) -> MarginFigures:
     equity = float(account.cash)
     initial = maintenance = 0.0
     for row in rows.values():
-        equity += row.risk.value
-        initial += row.risk.initial
-        maintenance += row.risk.maintenance
-    return MarginFigures(equity, initial, maintenance)
+        risk = row.risk
+        equity += risk.value
+        initial += risk.initial
+        maintenance += risk.maintenance
+    return _new(MarginFigures, (equity, initial, maintenance))
 
 
 def figures(
