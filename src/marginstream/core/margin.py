@@ -36,9 +36,13 @@ class TierTable:
         return cls(tuple(lower), tuple(width), tuple(initial), tuple(maintenance))
 
     def initial_margin(self, notional: float) -> float:
+        if 0.0 < notional <= self.width[0]:  # _sliced's first case, without its call
+            return self.initial[0] * notional
         return _sliced(notional, self.lower, self.width, self.initial)
 
     def maintenance_margin(self, notional: float) -> float:
+        if 0.0 < notional <= self.width[0]:
+            return self.maintenance[0] * notional
         return _sliced(notional, self.lower, self.width, self.maintenance)
 
 
@@ -57,11 +61,11 @@ def _sliced(
     if 0.0 < notional <= width[0]:
         return rates[0] * notional
     total = 0.0
-    for low, span, rate in zip(lower, width, rates, strict=True):
+    for low, span, rate in zip(lower, width, rates, strict=False):  # TierTable.of: one length
         above = notional - low
         if above <= 0.0:
             break
-        total += rate * min(above, span)
+        total += rate * (span if span < above else above)  # min(above, span), uncalled
     return total
 
 

@@ -100,6 +100,13 @@ class Market:
         """The cumulative funding index as a float (a risk figure)."""
         return self._risk_floats(symbol)[2]
 
+    def risk_floats(self, symbol: str) -> tuple[float | None, float]:
+        """(risk_mark, risk_funding) in one look-up, for the per-row risk."""
+        cached = self._floats.get(symbol)
+        if cached is None or cached[0] != self.seq:
+            cached = self._risk_floats(symbol)
+        return cached[1], cached[2]
+
     def _risk_floats(self, symbol: str) -> tuple[int, float | None, float]:
         # Decimal to float costs a string conversion; each record's risk reads these many
         # times. Every market change ticks seq first, which retires all of them.

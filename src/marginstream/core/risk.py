@@ -146,21 +146,21 @@ def _order_totals(orders: list[OpenOrder], instrument: Instrument) -> tuple[floa
 def row_risk(row: RowInputs, instrument: Instrument, market: Market) -> RowRisk:
     """The formulas of SPEC section 3 for one row; riskview applies them to arrays."""
     size = instrument.size
-    mark = market.risk_mark(instrument.symbol)
-    marked = mark is not None
+    mark, funding = market.risk_floats(instrument.symbol)
     price = mark if mark is not None else row.fallback_price
     q = row.qty
-    if instrument.kind is not Kind.OPTION:
+    if not instrument.is_option:
         tiers = market.tier_tables[instrument.symbol]
-        unrealized = q * size * price - row.cost if marked else 0.0
+        unrealized = q * size * price - row.cost if mark is not None else 0.0
         accrual = 0.0
         if instrument.kind is Kind.PERPETUAL:
-            accrual = -q * size * (market.risk_funding(instrument.symbol) - row.funding_index)
+            accrual = -q * size * (funding - row.funding_index)
         notional = abs(q) * size * price
-        if row.buy or row.sell:  # the worse side of the open orders
+        buy, sell = row.buy, row.sell
+        if buy or sell:  # the worse side of the open orders
             initial = max(
-                tiers.initial_margin(abs(q + row.buy) * size * price),
-                tiers.initial_margin(abs(q - row.sell) * size * price),
+                tiers.initial_margin(abs(q + buy) * size * price),
+                tiers.initial_margin(abs(q - sell) * size * price),
             )
         else:  # the same figure, computed once
             initial = tiers.initial_margin(notional)

@@ -148,10 +148,10 @@ class RiskView:
         as it is now (`known`) are taken as they are.
         """
         number = self._account(account.account_id)
-        self._accounts["cash"][number] = float(account.cash)
-        self._accounts["level"][number] = LEVELS.index(account.level)
+        accounts = self._accounts.arrays
+        accounts["cash"][number] = float(account.cash)
+        accounts["level"][number] = LEVELS.index(account.level)
         orders: dict[str, list[OpenOrder]] | None = None
-        columns = self._rows
         for symbol in symbols:
             row = self._row(number, self._instrument_number[symbol])
             computed = known.get(symbol) if known is not None else None
@@ -160,6 +160,7 @@ class RiskView:
                     orders = orders_by_symbol(account)
                 computed = risk_row(account, market, symbol, orders.get(symbol, []))
             self._write_row(row, computed.inputs)
+            columns = self._rows.arrays  # after _row, which may have grown them
             risk = computed.risk
             columns["value"][row] = risk.value
             columns["initial"][row] = risk.initial
@@ -254,8 +255,9 @@ class RiskView:
         return row
 
     def _write_row(self, row: int, inputs: RowInputs) -> None:
-        for name in _ROW_FIELDS:
-            self._rows[name][row] = getattr(inputs, name)
+        columns = self._rows.arrays
+        for name, figure in zip(_ROW_FIELDS, inputs, strict=True):  # RowInputs' order
+            columns[name][row] = figure
 
     def _rows_for(self, symbols: Iterable[str]) -> np.ndarray:
         parts = []
