@@ -66,7 +66,7 @@ class EngineConfig:
     max_open_orders: int = MAX_OPEN_ORDERS
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     outputs: list[Output]
     changed: set[StateKey] = field(default_factory=set)  # parts to write

@@ -31,7 +31,7 @@ def envelope(
     whole: the original value's length and sha256, when value is only its beginning (the
     market fan-out copies no more than that of a record over the limit).
     """
-    key_text = None if key is None else key.decode(errors="replace")
+    key_text = None if key is None else key.decode("utf-8", "replace")
     size = len(key or b"") + max(len(value or b""), whole[0] if whole else 0)  # never less
     decoded: object
     if size > limit:
@@ -43,7 +43,8 @@ def envelope(
             decoded = orjson.loads(value)
         except orjson.JSONDecodeError as error:
             decoded = NotJson(f"not JSON ({error})")
-    return Envelope(topic, partition, offset, key_text, decoded, value, whole)
+    # Envelope(...) without its Python __new__: every record read comes through here.
+    return tuple.__new__(Envelope, (topic, partition, offset, key_text, decoded, value, whole))
 
 
 def cut(

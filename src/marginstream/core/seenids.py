@@ -86,7 +86,8 @@ class SeenIds:
         window.latest = max(window.latest, ts)
         if len(chunk) >= CHUNK_IDS:  # sealed: out of the account part, into its own
             self.dirty.add(chunk_key(kind, number, account))
-        self._expire(account, kind, window, clock)
+        if clock > 0:
+            self._expire(account, kind, window, clock)
 
     def _expire(self, account: str, kind: str, window: _Window, clock: int) -> None:
         if clock <= 0:
