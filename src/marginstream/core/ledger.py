@@ -90,13 +90,13 @@ class Account:
 
     # -- cash ----------------------------------------------------------------------
 
-    @exact
+    # One operation each: the context's own method is what @exact would run, at a fifth
+    # of the cost of switching contexts around it.
     def deposit(self, amount: Decimal) -> None:
-        self.cash += amount
+        self.cash = LEDGER_CONTEXT.add(self.cash, amount)
 
-    @exact
     def withdraw(self, amount: Decimal) -> None:
-        self.cash -= amount
+        self.cash = LEDGER_CONTEXT.subtract(self.cash, amount)
 
     @exact
     def settle_funding(

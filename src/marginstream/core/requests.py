@@ -87,7 +87,7 @@ class Desk:
         rows = risk_rows(account, self.market)
         before = after = total(account, rows)
         reason = order_rejection(account, order, self.market, self.max_open_orders)
-        rows_after = None
+        rows_after = pending = None
         if reason is None and not order.reduce_only:
             pending = OpenOrder(
                 order.order_id, order.symbol, order.side, order.qty, order.price, False, order.ts
@@ -100,7 +100,10 @@ class Desk:
                     f"{risk_text(after.available)} after reserving for the order"
                 )
         if reason is None:
-            account.add_order(order)  # the pending order: rows_after are the account's rows
+            if pending is None:  # reduce-only: it reserves no margin
+                account.add_order(order)
+            else:  # the order rows_after were computed with: they are the account's rows
+                account.orders[order.order_id] = pending
             self.view.sync(account, [order.symbol], self.market, rows_after)
         else:
             after = before

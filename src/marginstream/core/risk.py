@@ -118,7 +118,8 @@ def row_inputs(
         buy, sell, premium, fallback = _order_totals(orders, instrument)
     if position is not None:
         qty, cost = float(position.qty), float(position.cost)
-        funding_index = float(position.funding_index)
+        settled = position.funding_index  # ZERO itself until funding is first paid: 0.0
+        funding_index = 0.0 if settled is ZERO else float(settled)
         if position.qty:
             fallback = cost / (qty * instrument.size)
     if not instrument.is_option:
