@@ -17,7 +17,7 @@ from marginstream.core.instruments import Instrument, Kind
 from marginstream.core.ledger import Account, OpenOrder, Position
 from marginstream.core.margin import short_option_margin
 from marginstream.core.market import Market
-from marginstream.core.numbers import ZERO, exact
+from marginstream.core.numbers import LEDGER_CONTEXT, ZERO, exact
 
 # Named tuples built several times per record are made with tuple.__new__: their own
 # __new__ is a Python function, which costs twice the tuple.
@@ -127,21 +127,38 @@ def row_inputs(
     return _new(RowInputs, (qty, cost, funding_index, buy, sell, premium, fallback))
 
 
-@exact
 def _order_totals(orders: list[OpenOrder], instrument: Instrument) -> tuple[float, ...]:
-    """(buy qty, sell qty, buy premium, average price) of the orders that reserve margin."""
+    """(buy qty, sell qty, buy premium, average price) of the orders that reserve margin.
+
+    Sums are exact: each operation is LEDGER_CONTEXT's own (what @exact would run, without
+    switching contexts). Only options reserve premium (row_inputs drops it for others).
+    """
+    add, multiply = LEDGER_CONTEXT.add, LEDGER_CONTEXT.multiply
+    option = instrument.is_option
     buy = sell = premium = notional = ZERO
     for order in orders:
         if order.reduce_only:
             continue
-        notional += order.qty * order.price
+        amount = multiply(order.qty, order.price)
+        notional = add(notional, amount)
         if order.side == "buy":
-            buy += order.qty
-            premium += order.qty * order.price * instrument.contract_size
+            buy = add(buy, order.qty)
+            if option:
+                premium = add(premium, multiply(amount, instrument.contract_size))
         else:
-            sell += order.qty
-    average = float(notional) / float(buy + sell) if buy + sell else 0.0
-    return float(buy), float(sell), float(premium), average
+            sell = add(sell, order.qty)
+    # buy + sell is one of them when the other is untouched ZERO: the same value, so the
+    # same float, without an addition and a second conversion.
+    buy_qty = 0.0 if buy is ZERO else float(buy)
+    sell_qty = 0.0 if sell is ZERO else float(sell)
+    if sell is ZERO:
+        both = buy_qty
+    elif buy is ZERO:
+        both = sell_qty
+    else:
+        both = float(add(buy, sell))
+    average = float(notional) / both if both else 0.0
+    return buy_qty, sell_qty, float(premium) if option else 0.0, average
 
 
 def row_risk(row: RowInputs, instrument: Instrument, market: Market) -> RowRisk:
@@ -243,7 +260,8 @@ def with_order(rows: Rows, account: Account, market: Market, order: OpenOrder) -
     """risk_rows(account, market, extra_order=order), from the account's rows: only the
     order's symbol has a new row."""
     symbol = order.symbol
-    orders = [o for o in account.orders.values() if o.symbol == symbol] + [order]
+    orders = [o for o in account.orders.values() if o.symbol == symbol]
+    orders.append(order)
     changed = {**rows, symbol: risk_row(account, market, symbol, orders)}
     return changed if symbol in rows else dict(sorted(changed.items()))
 
