@@ -129,9 +129,10 @@ class Desk:
     def fill(self, account: Account, fill: FillRecord, trigger: dict[str, Any]) -> list[Output]:
         self._check_new_id(account, "fill", fill.fill_id, fill.ts)
         instrument = self.market.instrument(fill.symbol)
-        if self.market.settlement(fill.symbol) is not None:
+        quote = self.market.quotes[fill.symbol]  # its settlement and funding, in one look-up
+        if quote.settlement is not None:
             raise RecordError(f"instrument {fill.symbol} is settled: no fill can follow")
-        account.apply_fill(fill, instrument, self.market.funding(fill.symbol))
+        account.apply_fill(fill, instrument, quote.funding)
         self._remember_id(account, "fill", fill.fill_id, fill.ts)
         rows = risk_rows(account, self.market)
         self.view.sync(account, [fill.symbol], self.market, rows)

@@ -44,7 +44,12 @@ def state_key(raw: bytes) -> StateKey | None:
 
 
 def encode_part(version: int, data: Any) -> bytes:
-    return bytes((FORMAT,)) + version.to_bytes(8, "big") + orjson.dumps(data)
+    return part_header(version) + orjson.dumps(data)
+
+
+def part_header(version: int) -> bytes:
+    """What every part a commit writes begins with (encode_part): made once per commit."""
+    return bytes((FORMAT,)) + version.to_bytes(8, "big")
 
 
 def format_of(value: bytes | None) -> int | None:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import orjson
+
 from marginstream.core.delivery.formats import upgrade
 from marginstream.core.delivery.parts import (
     StateKey,
     StoredPart,
     decode_part,
-    encode_part,
+    part_header,
     part_key,
     state_key,
 )
@@ -56,14 +58,14 @@ class PartitionState:
     def seal(self) -> Sealed:
         """Take what was applied since the last seal, for one commit."""
         self.version += 1
-        parts = [(part_key(key), self._encoded(key)) for key in sorted(self.changed)]
+        header, part, dumps = part_header(self.version), self.engine.part, orjson.dumps
+        parts = []
+        for key in sorted(self.changed):  # encode_part, its header made once
+            data = part(key)
+            parts.append((part_key(key), None if data is None else header + dumps(data)))
         sealed = Sealed(self.version, parts, self.offsets, self.records)
         self.changed, self.offsets, self.records = set(), {}, 0
         return sealed
-
-    def _encoded(self, key: StateKey) -> bytes | None:
-        data = self.engine.part(key)
-        return None if data is None else encode_part(self.version, data)  # None: deleted
 
 
 def load(store: PartStore, config: EngineConfig | None = None) -> PartitionState:
