@@ -178,7 +178,7 @@ class RiskEngine:
         """An account record must be keyed by its account, on that key's partition."""
         partitions = self.config.partitions
         expected = None if partitions is None else account_partition(account, partitions)
-        if envelope.key == account and expected in (None, envelope.partition):
+        if envelope.key == account and (expected is None or expected == envelope.partition):
             return
         where = "" if expected is None else f" on partition {expected}"
         raise RecordError(
