@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import gc
 import hashlib
 import json
 import os
@@ -122,6 +123,9 @@ def measure(
     setup, measured = records
     loop = Loop(args.commit)
     loop.run(setup)
+    if args.gc_freeze:  # what a worker that froze its restored state would see
+        gc.collect()
+        gc.freeze()
     began = time.process_time()
     loop.run(measured)
     loop.seal()
@@ -187,7 +191,8 @@ def before(
     command = [sys.executable, "-m", "bench.core", "--accounts", str(args.accounts),
                "--instruments", str(args.instruments), "--records", str(args.records),
                "--commit", str(args.commit), "--out", str(out)]  # fmt: skip
-    subprocess.run(command + (["--profiled"] if profiled else []), env=env, check=True)
+    command += ["--profiled"] if profiled else []
+    subprocess.run(command + (["--gc-freeze"] if args.gc_freeze else []), env=env, check=True)
     found = json.loads(out.read_text())
     return found["figures"], found["digests"]
 
@@ -228,6 +233,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the best run counts")
     parser.add_argument("--before", metavar="REF", help="also run the core of this commit")
     parser.add_argument("--out", help="write figures and digests here as JSON, and stop")
+    parser.add_argument(
+        "--gc-freeze", action="store_true", help="gc.freeze() after the setup, before and after"
+    )
     parser.add_argument("--profiled", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.out:  # one run, for the --before of a later commit
@@ -238,7 +246,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-core-") as directory:
         figures, found, old_figures, old_digests = rounds(args, Path(directory))
     result: dict[str, Any] = {"accounts": args.accounts, "instruments": args.instruments,
-                              "commit_every": args.commit, "after": figures}  # fmt: skip
+                              "commit_every": args.commit, "gc_freeze": args.gc_freeze,
+                              "after": figures}  # fmt: skip
     print(f"after:  {figures['records_per_cpu_second']:,} records/CPU s, "
           f"{figures['cpu_us_per_record']} µs/record")  # fmt: skip
     differing = None
