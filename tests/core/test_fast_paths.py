@@ -16,6 +16,7 @@ from marginstream.core.ledger import OpenOrder
 from marginstream.core.numbers import (
     RecordError,
     _checked,
+    _rounding,
     _show,
     decimal_text,
     exact,
@@ -116,3 +117,21 @@ orders = st.lists(
 def test_order_totals_are_the_exact_sums_as_floats(open_orders, instrument):
     expected = _general_order_totals(open_orders, instrument)
     assert repr(_order_totals(open_orders, instrument)) == repr(expected)
+
+
+def _general_decimal_text(value: Decimal) -> str:
+    if value == 0:
+        return "0"
+    text = str(value)
+    if "E" in text:
+        return format(value.normalize(_rounding()), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False))
+@example(Decimal("-0.000"))
+@example(Decimal("100"))
+@example(Decimal("1E+2"))
+@example(Decimal("2.50"))
+def test_decimal_text_is_plain_without_trailing_zeros(value):
+    assert decimal_text(value) == _general_decimal_text(value)

@@ -164,6 +164,8 @@ def decimal_text(value: Decimal) -> str:
     text = str(value)  # plain unless its exponent is large: then normalise and format
     if "E" in text:
         return format(value.normalize(_rounding()), "f")
+    if text[-1] != "0":  # no trailing zero to strip (str() never ends a Decimal with ".")
+        return text
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
