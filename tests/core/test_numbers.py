@@ -82,6 +82,13 @@ def test_risk_text_keeps_fifteen_significant_digits():
     assert risk_text(-0.0) == "0"
 
 
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_risk_text_is_the_decimal_text_of_the_fifteen_digit_value(value: float):
+    """The fast path (no exponent: the %g text as it is) prints what the Decimal path did."""
+    expected = "0" if value == 0 else decimal_text(Decimal(f"{value:.15g}"))
+    assert risk_text(value) == expected
+
+
 def test_divide_rounded_is_exact_when_it_can_be_and_half_even_otherwise():
     assert divide_rounded(Decimal(330), Decimal(3)) == Decimal(110)
     # 100 / 3 = 33.333...: rounded at 1e-18, half-even

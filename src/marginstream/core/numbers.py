@@ -159,7 +159,8 @@ def risk_text(value: float) -> str:
         return "inf" if value > 0 else "-inf"
     if value == 0:
         return "0"
-    return decimal_text(Decimal(f"{value:.15g}"))
+    text = f"{value:.15g}"  # without an exponent, already decimal_text's form
+    return decimal_text(Decimal(text)) if "e" in text else text
 
 
 def _show(raw: object) -> str:

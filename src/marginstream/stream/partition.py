@@ -32,6 +32,7 @@ from marginstream.core import DEAD_LETTERS, EngineConfig, Envelope, intake
 from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.unit import PartitionState, load
 from marginstream.core.envelope import NotJson
+from marginstream.core.keys import account_partition
 from marginstream.stream.changelog import ChangelogReader
 from marginstream.stream.commit import PartitionLost, Transaction, classified, commit
 from marginstream.stream.faults import FAULTS
@@ -88,6 +89,7 @@ class OwnedPartition:
         self.commit_delay = 0.0  # from the last record applied to the commit that took it
         self.applied = 0  # records applied and committed by this opening
         self.commits = 0
+        self.output_partitions: dict[str, int] = {}  # output topic -> its partition count
 
     @property
     def active(self) -> bool:
@@ -155,11 +157,13 @@ class OwnedPartition:
                 if from_market and output.topic == DEAD_LETTERS and self.number != 0:
                     continue
                 metrics.output(output)
+                topic = names.full(output.topic)
                 key = None if output.key is None else output.key.encode()
                 try:
                     sent = await transaction.producer.send(
-                        names.full(output.topic), orjson.dumps(output.value), key=key
-                    )
+                        topic, orjson.dumps(output.value), key=key,
+                        partition=self._output_partition(topic, output.key),
+                    )  # fmt: skip
                 except Exception as error:  # fenced, refused, or a broker away
                     raise classified(error) from error
                 transaction.sends.append(sent)
@@ -169,6 +173,32 @@ class OwnedPartition:
             self.applied_at = time.monotonic()
             if self.pending_since is None:
                 self.pending_since = self.applied_at
+
+    def _output_partition(self, topic: str, key: str | None) -> int | None:
+        """Kafka's default partitioner's choice for a keyed output, computed once per key
+        (aiokafka's own murmur2, in Python, costs more than the rest of a send). None:
+        left to the producer (no key, or the topic's partitions not known yet)."""
+        if key is None:
+            return None
+        count = self.output_partitions.get(topic)
+        if count is None:
+            producer = self.producer
+            found = producer.client.cluster.partitions_for_topic(topic) if producer else None
+            if not found:
+                return None
+            count = self.output_partitions[topic] = len(found)
+        return account_partition(key, count)
+
+    async def caught_up(self) -> bool:
+        """Has the partition applied everything its inputs hold (committed records)?"""
+        consumer = self.context.consumer
+        for tp in self.inputs:
+            end = consumer.last_stable_offset(tp)
+            if end is None or end < 0:
+                end = consumer.highwater(tp)
+            if end is None or await consumer.position(tp) < end:
+                return False
+        return True
 
     def due(self, now: float) -> bool:
         return (

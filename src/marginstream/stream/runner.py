@@ -269,16 +269,21 @@ class RiskService(Service):
             if batches:
                 FAULTS.fail("fetch-error")
             async with self.lock:
+                applied: dict[int, OwnedPartition] = {}
                 for tp, messages in batches.items():
                     owned = self.partitions.get(tp.partition)
                     if owned is None or not owned.active:
                         continue
                     try:
                         await owned.apply(tp, messages)
+                        applied[owned.number] = owned
                     except (PartitionLost, KafkaError) as error:
                         await self._failed(owned, "send", error)
                     except EngineFailed as error:
                         await self._stop_partition(owned, str(error))
+                # A partition that has read everything there is commits now: its outputs
+                # are visible one commit after the fetch, not one interval after.
+                await self._commit([o for o in applied.values() if await o.caught_up()])
 
     async def _commit_loop(self) -> None:
         """Commits run on their own clock: aiokafka's getmany can wait, past its timeout,
@@ -297,7 +302,11 @@ class RiskService(Service):
 
     async def _commit_due(self) -> None:
         now = time.monotonic()
-        due = [owned for owned in self.partitions.values() if owned.due(now)]
+        await self._commit([owned for owned in self.partitions.values() if owned.due(now)])
+
+    async def _commit(self, due: list[OwnedPartition]) -> None:
+        """Commit each of due, concurrently (each has its own producer)."""
+        due = [owned for owned in due if owned.active and owned.pending_since is not None]
         if not due:
             return
         timeout = max(30.0, self.settings.session_timeout)
