@@ -141,7 +141,7 @@ class RiskService(Service):
             isolation_level="read_committed",
             partition_assignment_strategy=(self.assignor,),
             session_timeout_ms=int(settings.session_timeout * 1000),
-            heartbeat_interval_ms=int(min(3.0, settings.session_timeout / 3) * 1000),
+            heartbeat_interval_ms=settings.heartbeat_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             **settings.kafka_options(),
         )
