@@ -196,7 +196,12 @@ class OwnedPartition:
             end = consumer.last_stable_offset(tp)
             if end is None or end < 0:
                 end = consumer.highwater(tp)
-            if end is None or await consumer.position(tp) < end:
+            if end is None:
+                return False
+            try:  # position waits when it must be reset: not caught up, then
+                if await asyncio.wait_for(consumer.position(tp), 0.1) < end:
+                    return False
+            except (Exception, TimeoutError):
                 return False
         return True
 
