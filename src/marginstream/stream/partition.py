@@ -90,6 +90,8 @@ class OwnedPartition:
         self.applied = 0  # records applied and committed by this opening
         self.commits = 0
         self.output_partitions: dict[str, int] = {}  # output topic -> its partition count
+        self.idle = False  # it had read everything its inputs held, at its last fetch
+        self.commit_began = 0.0  # when its last commit began
 
     @property
     def active(self) -> bool:
@@ -107,6 +109,10 @@ class OwnedPartition:
             acks="all",
             linger_ms=5,
             max_batch_size=256 * 1024,
+            # The broker answers "concurrent transactions" while it writes the previous
+            # commit's markers; aiokafka retries after this (100 ms by default), which
+            # put most of 0.1 s into every output's latency.
+            retry_backoff_ms=5,
             **context.settings.kafka_options(),
         )
         self.producer = producer
@@ -205,12 +211,20 @@ class OwnedPartition:
                 return False
         return True
 
-    def due(self, now: float) -> bool:
-        return (
-            self.active
-            and self.pending_since is not None
-            and now - self.pending_since >= self.context.settings.commit_interval
-        )
+    def due_at(self) -> float | None:
+        """When the pending records are to be committed (None: nothing pending).
+
+        One commit interval after the oldest of them; or, for a partition that has read
+        everything there is, one interval after its last commit began, which is at once
+        after a quiet spell. Each commit is a Kafka transaction, whose markers cost the
+        broker more than the records in it: a partition commits at most once an
+        interval, so a steady trickle of records cannot turn into a transaction each.
+        """
+        if not self.active or self.pending_since is None:
+            return None
+        interval = self.context.settings.commit_interval
+        due = self.pending_since + interval
+        return min(due, self.commit_began + interval) if self.idle else due
 
     async def commit(self) -> None:
         if self.active:
@@ -219,6 +233,7 @@ class OwnedPartition:
     async def _commit_pending(self) -> None:
         if self.work is None or not self.work.records:
             return
+        self.commit_began = time.monotonic()
         assert self.transaction is not None
         self.applied += await commit(self.work, self.transaction, self.store)
         self.commits += 1

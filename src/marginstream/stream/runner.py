@@ -281,9 +281,9 @@ class RiskService(Service):
                         await self._failed(owned, "send", error)
                     except EngineFailed as error:
                         await self._stop_partition(owned, str(error))
-                # A partition that has read everything there is commits now: its outputs
-                # are visible one commit after the fetch, not one interval after.
-                await self._commit([o for o in applied.values() if await o.caught_up()])
+                for owned in applied.values():
+                    owned.idle = await owned.caught_up()
+                await self._commit_due()  # a quiet partition's records, at once
 
     async def _commit_loop(self) -> None:
         """Commits run on their own clock: aiokafka's getmany can wait, past its timeout,
@@ -294,15 +294,16 @@ class RiskService(Service):
                 await self._commit_due()
 
     def _wait_seconds(self) -> float:
-        pending = [o.pending_since for o in self.partitions.values() if o.pending_since]
-        if not pending:
+        due = [at for o in self.partitions.values() if (at := o.due_at()) is not None]
+        if not due:
             return 0.05
-        left = min(pending) + self.settings.commit_interval - time.monotonic()
-        return min(max(0.0, left), 0.05)
+        return min(max(0.0, min(due) - time.monotonic()), 0.05)
 
     async def _commit_due(self) -> None:
         now = time.monotonic()
-        await self._commit([owned for owned in self.partitions.values() if owned.due(now)])
+        await self._commit(
+            [o for o in self.partitions.values() if (at := o.due_at()) is not None and at <= now]
+        )
 
     async def _commit(self, due: list[OwnedPartition]) -> None:
         """Commit each of due, concurrently (each has its own producer)."""
