@@ -32,11 +32,11 @@ from marginstream.core import DEAD_LETTERS, EngineConfig, Envelope, intake
 from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.unit import PartitionState, load
 from marginstream.core.envelope import NotJson
-from marginstream.core.keys import account_partition
 from marginstream.stream.changelog import ChangelogReader
 from marginstream.stream.commit import PartitionLost, Transaction, classified, commit
 from marginstream.stream.faults import FAULTS
 from marginstream.stream.metrics import StreamMetrics
+from marginstream.stream.outputs import OutputBatches
 from marginstream.stream.settings import StreamSettings
 from marginstream.stream.store import RocksPartStore, StoreDirectory
 from marginstream.stream.topics import TopicNames
@@ -82,6 +82,7 @@ class OwnedPartition:
         self.markets = frozenset(context.names.spec(t) for t in context.names.market_inputs())
         self.producer: AIOKafkaProducer | None = None
         self.transaction: Transaction | None = None
+        self.outputs: OutputBatches | None = None
         self.work: PartitionState | None = None
         self.next_offsets: dict[TopicPartition, int] = {}
         self.pending_since: float | None = None  # when the oldest uncommitted record was applied
@@ -89,7 +90,6 @@ class OwnedPartition:
         self.commit_delay = 0.0  # from the last record applied to the commit that took it
         self.applied = 0  # records applied and committed by this opening
         self.commits = 0
-        self.output_partitions: dict[str, int] = {}  # output topic -> its partition count
         self.idle = False  # it had read everything its inputs held, at its last fetch
         self.commit_began = 0.0  # when its last commit began
 
@@ -129,6 +129,7 @@ class OwnedPartition:
                 consumer.seek(tp, offset)
                 self.next_offsets[tp] = offset
         self.transaction = Transaction(producer, names.changelog, self.number, names.group, [])
+        self.outputs = OutputBatches(self.transaction)
         self.phase = Phase.ACTIVE
         consumer.resume(*self.inputs)
         log.info(
@@ -141,8 +142,8 @@ class OwnedPartition:
 
     async def apply(self, tp: TopicPartition, messages: list[Any]) -> None:
         """Apply records read from one input, in order; their outputs join the transaction."""
-        work, transaction = self.work, self.transaction
-        assert work is not None and transaction is not None
+        work, outputs = self.work, self.outputs
+        assert work is not None and outputs is not None
         names, metrics = self.context.names, self.context.metrics
         read_from = Source(tp.topic, tp.partition)
         next_offset = self.next_offsets.get(tp, 0)
@@ -163,37 +164,14 @@ class OwnedPartition:
                 if from_market and output.topic == DEAD_LETTERS and self.number != 0:
                     continue
                 metrics.output(output)
-                topic = names.full(output.topic)
-                key = None if output.key is None else output.key.encode()
-                try:
-                    sent = await transaction.producer.send(
-                        topic, orjson.dumps(output.value), key=key,
-                        partition=self._output_partition(topic, output.key),
-                    )  # fmt: skip
-                except Exception as error:  # fenced, refused, or a broker away
-                    raise classified(error) from error
-                transaction.sends.append(sent)
+                await outputs.add(names.full(output.topic), output.key, orjson.dumps(output.value))
+        await outputs.flush()
         self.next_offsets[tp] = next_offset
         metrics.applied(tp.topic, work.records - before, started)
         if work.records:
             self.applied_at = time.monotonic()
             if self.pending_since is None:
                 self.pending_since = self.applied_at
-
-    def _output_partition(self, topic: str, key: str | None) -> int | None:
-        """Kafka's default partitioner's choice for a keyed output, computed once per key
-        (aiokafka's own murmur2, in Python, costs more than the rest of a send). None:
-        left to the producer (no key, or the topic's partitions not known yet)."""
-        if key is None:
-            return None
-        count = self.output_partitions.get(topic)
-        if count is None:
-            producer = self.producer
-            found = producer.client.cluster.partitions_for_topic(topic) if producer else None
-            if not found:
-                return None
-            count = self.output_partitions[topic] = len(found)
-        return account_partition(key, count)
 
     async def caught_up(self) -> bool:
         """Has the partition applied everything its inputs hold (committed records)?"""
@@ -289,7 +267,7 @@ class OwnedPartition:
             await asyncio.wait_for(producer.abort_transaction(), 5.0)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(producer.stop(), 5.0)
-        self.work = self.transaction = self.producer = None
+        self.work = self.transaction = self.producer = self.outputs = None
         return fenced
 
 
