@@ -86,7 +86,10 @@ async def decision_latency(
     deployment: LocalDeployment, accounts: list[str], rate: int, seconds: float
 ) -> dict:
     consumer = new_consumer(
-        deployment.bootstrap, deployment.prefix + "decisions", isolation_level="read_committed"
+        deployment.bootstrap,
+        deployment.prefix + "decisions",
+        isolation_level="read_committed",
+        fetch_max_wait_ms=10,  # a fetch answered as soon as a decision is committed
     )
     producer = AIOKafkaProducer(bootstrap_servers=deployment.bootstrap, acks="all", linger_ms=1)
     await consumer.start()

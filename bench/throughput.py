@@ -83,15 +83,19 @@ def ours(
     setup: list[dict],
     measured: list[dict],
     extra_env: dict[str, str],
+    workers: int = 1,
 ) -> dict[str, Any]:
-    deployment = bench_deployment(bootstrap, root / "ours", extra_env=extra_env)
-    worker = deployment.worker("w1").start()
+    """Our workers (one unless scaling out) on the stream, set-up first then timed."""
+    deployment = bench_deployment(bootstrap, root / f"ours-{workers}", extra_env=extra_env)
+    started = [deployment.worker(f"w{n}").start() for n in range(1, workers + 1)]
     try:
-        worker.wait_ready()
+        for worker in started:
+            worker.wait_ready()
         consumed = deployment.names.consumed()
-        feed(setup, deployment, consumed, worker)
-        result = timed(deployment, consumed, measured, worker)
-        result["health"] = worker.health()
+        feed(setup, deployment, consumed, started)
+        result = timed(deployment, consumed, measured, started)
+        result["health"] = [worker.health() for worker in started]
+        result["workers"] = workers
     finally:
         deployment.stop_all()
     result["commit_interval"] = commit_interval(extra_env, StreamSettings().commit_interval)
@@ -119,14 +123,14 @@ def before(
             worker.wait_ready()
             if imported.get("current_names"):  # 9d0ffcc and later: named as ours
                 consumed = deployment.names.consumed()
-                feed(setup, deployment, consumed, worker)
-                result = timed(deployment, consumed, measured, worker)
+                feed(setup, deployment, consumed, [worker])
+                result = timed(deployment, consumed, measured, [worker])
                 result["evidence"] = recent_code_evidence(worker, source, imported["file"])
             else:
                 consumed = {deployment.app_id: [deployment.prefix + t for t in OLD_GROUP_TOPICS]}
-                feed(setup, deployment, consumed, worker)
+                feed(setup, deployment, consumed, [worker])
                 changelog = f"{deployment.app_id}-state-changelog"
-                result = timed(deployment, consumed, measured, worker, changelog)
+                result = timed(deployment, consumed, measured, [worker], changelog)
                 result["evidence"] = old_code_evidence(worker, deployment, source, changelog)
         finally:
             deployment.stop_all()
@@ -140,31 +144,35 @@ def commit_interval(extra_env: dict[str, str], default: float) -> float:
 
 
 def feed(
-    setup: Sequence[dict], deployment: LocalDeployment, consumed: Consumed, worker: LocalWorker
+    setup: Sequence[dict],
+    deployment: LocalDeployment,
+    consumed: Consumed,
+    workers: Sequence[LocalWorker],
 ) -> None:
     """Produce the set-up run by run (one topic at a time), each applied before the next."""
     for run in segments(setup):
         asyncio.run(produce_runs(run, deployment.bootstrap, deployment.prefix))
-        applied(deployment.bootstrap, consumed, worker)
+        applied(deployment.bootstrap, consumed, workers)
 
 
-def applied(bootstrap: str, consumed: Consumed, worker: LocalWorker) -> None:
+def applied(bootstrap: str, consumed: Consumed, workers: Sequence[LocalWorker]) -> None:
     """Wait until the groups have committed everything; a dead worker ends the wait."""
 
     def gone() -> bool:
-        return not worker.alive()
+        return not all(worker.alive() for worker in workers)
 
     try:
         asyncio.run(wait_applied(bootstrap, consumed, timeout=3600, give_up=gone))
     except (GaveUp, TimeoutError) as error:
-        raise RuntimeError(f"{error}; the worker's log ends:\n{worker.log_tail()}") from error
+        tails = "\n".join(worker.log_tail() for worker in workers if not worker.alive())
+        raise RuntimeError(f"{error}; the dead workers' logs end:\n{tails}") from error
 
 
 def timed(
     deployment: LocalDeployment,
     consumed: Consumed,
     measured: list[dict],
-    worker: LocalWorker,
+    workers: Sequence[LocalWorker],
     changelog: str | None = None,
 ) -> dict[str, Any]:
     """End to end, and first to last by the decisions' producer timestamps (the module's
@@ -177,7 +185,7 @@ def timed(
     logged_before = asyncio.run(end_offsets(bootstrap, changelog)) if changelog else {}
     began = time.perf_counter()
     asyncio.run(produce(bootstrap, measured, deployment.prefix))
-    applied(bootstrap, consumed, worker)
+    applied(bootstrap, consumed, workers)
     seconds = time.perf_counter() - began
     span, decided = asyncio.run(write_span(bootstrap, decisions, decided_before, committed=True))
     result = rates(len(measured), span, seconds)
@@ -335,6 +343,14 @@ def main() -> None:
         type=float,
         help="MARGINSTREAM_COMMIT_INTERVAL for ours and before (default: each code's own)",
     )
+    parser.add_argument(
+        "--scale-out",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="N",
+        help="also ours with N workers on the 8 partitions (e.g. 2 4), each in a fresh deployment",
+    )
     args = parser.parse_args()
 
     setup = market(args.instruments) + deposits(args.accounts)
@@ -363,6 +379,10 @@ def main() -> None:
                 f"before ({args.before}): {shown(old)}"
                 + (f"; its changelog span {span:,.0f} records/s" if span else "")
             )
+        for workers in args.scale_out:
+            scaled = figures.setdefault("scale_out", {})
+            scaled[workers] = ours(bootstrap, root, setup, measured, extra_env, workers)
+            print(f"marginstream, {workers} workers: {shown(scaled[workers])}")
         if not args.skip_peer:
             figures["peer"] = quix_peer(bootstrap, root, setup, measured)
             print(f"Quix Streams peer:  {figures['peer']['records_per_second']:,.0f} records/s")

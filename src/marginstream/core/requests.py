@@ -72,10 +72,11 @@ class Desk:
         self, account: Account, trigger: dict[str, Any], ts: int | None, rows: Rows | None = None
     ) -> list[Output]:
         """The alert due if the account's figures (from its current rows) put it at a new level."""
-        current = total(account, rows) if rows is not None else figures(account, self.market)
-        if self.thresholds.level(current.margin_ratio) == account.level:
+        if rows is None:
+            rows = risk_rows(account, self.market)
+        if self.thresholds.level(total(account, rows).margin_ratio) == account.level:
             return []
-        risk = assess(account, self.market)  # the same sums, with positions for the alert
+        risk = assess(account, self.market, rows=rows)  # the same sums, with positions
         alert = raise_alert(account, risk, self.thresholds, trigger, ts)
         assert alert is not None
         self.view.set_level(account.account_id, account.level)

@@ -295,14 +295,22 @@ def cash_with_funding(account: Account, market: Market) -> Decimal:
     return cash
 
 
-def assess(account: Account, market: Market, extra_order: OpenOrder | None = None) -> AccountRisk:
-    """Every risk figure of the account: those of `figures`, plus positions and Greeks."""
+def assess(
+    account: Account,
+    market: Market,
+    extra_order: OpenOrder | None = None,
+    rows: Rows | None = None,
+) -> AccountRisk:
+    """Every risk figure of the account: those of `figures`, plus positions and Greeks.
+    rows: the account's risk_rows (with extra_order), when the caller has them already."""
     equity = float(account.cash)
     initial = maintenance = 0.0
     greeks = Greeks()
     by_underlying: dict[str, Greeks] = {}
     positions: list[PositionRisk] = []
-    for row in risk_rows(account, market, extra_order).values():
+    if rows is None:
+        rows = risk_rows(account, market, extra_order)
+    for row in rows.values():
         instrument, position, risk = row.instrument, row.position, row.risk
         equity += risk.value
         initial += risk.initial

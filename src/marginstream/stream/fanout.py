@@ -49,7 +49,7 @@ class FanOut:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             session_timeout_ms=int(settings.session_timeout * 1000),
-            heartbeat_interval_ms=int(min(3.0, settings.session_timeout / 3) * 1000),
+            heartbeat_interval_ms=settings.heartbeat_ms,
             **settings.kafka_options(),
         )
         self.producer = AIOKafkaProducer(

@@ -36,6 +36,7 @@ from marginstream.stream.changelog import ChangelogReader
 from marginstream.stream.commit import PartitionLost, Transaction, classified, commit
 from marginstream.stream.faults import FAULTS
 from marginstream.stream.metrics import StreamMetrics
+from marginstream.stream.outputs import OutputBatches
 from marginstream.stream.settings import StreamSettings
 from marginstream.stream.store import RocksPartStore, StoreDirectory
 from marginstream.stream.topics import TopicNames
@@ -81,6 +82,7 @@ class OwnedPartition:
         self.markets = frozenset(context.names.spec(t) for t in context.names.market_inputs())
         self.producer: AIOKafkaProducer | None = None
         self.transaction: Transaction | None = None
+        self.outputs: OutputBatches | None = None
         self.work: PartitionState | None = None
         self.next_offsets: dict[TopicPartition, int] = {}
         self.pending_since: float | None = None  # when the oldest uncommitted record was applied
@@ -88,6 +90,8 @@ class OwnedPartition:
         self.commit_delay = 0.0  # from the last record applied to the commit that took it
         self.applied = 0  # records applied and committed by this opening
         self.commits = 0
+        self.idle = False  # it had read everything its inputs held, at its last fetch
+        self.commit_began = 0.0  # when its last commit began
 
     @property
     def active(self) -> bool:
@@ -105,6 +109,10 @@ class OwnedPartition:
             acks="all",
             linger_ms=5,
             max_batch_size=256 * 1024,
+            # The broker answers "concurrent transactions" while it writes the previous
+            # commit's markers; aiokafka retries after this (100 ms by default), which
+            # put most of 0.1 s into every output's latency.
+            retry_backoff_ms=5,
             **context.settings.kafka_options(),
         )
         self.producer = producer
@@ -121,6 +129,7 @@ class OwnedPartition:
                 consumer.seek(tp, offset)
                 self.next_offsets[tp] = offset
         self.transaction = Transaction(producer, names.changelog, self.number, names.group, [])
+        self.outputs = OutputBatches(self.transaction)
         self.phase = Phase.ACTIVE
         consumer.resume(*self.inputs)
         log.info(
@@ -133,8 +142,8 @@ class OwnedPartition:
 
     async def apply(self, tp: TopicPartition, messages: list[Any]) -> None:
         """Apply records read from one input, in order; their outputs join the transaction."""
-        work, transaction = self.work, self.transaction
-        assert work is not None and transaction is not None
+        work, outputs = self.work, self.outputs
+        assert work is not None and outputs is not None
         names, metrics = self.context.names, self.context.metrics
         read_from = Source(tp.topic, tp.partition)
         next_offset = self.next_offsets.get(tp, 0)
@@ -155,14 +164,8 @@ class OwnedPartition:
                 if from_market and output.topic == DEAD_LETTERS and self.number != 0:
                     continue
                 metrics.output(output)
-                key = None if output.key is None else output.key.encode()
-                try:
-                    sent = await transaction.producer.send(
-                        names.full(output.topic), orjson.dumps(output.value), key=key
-                    )
-                except Exception as error:  # fenced, refused, or a broker away
-                    raise classified(error) from error
-                transaction.sends.append(sent)
+                await outputs.add(names.full(output.topic), output.key, orjson.dumps(output.value))
+        await outputs.flush()
         self.next_offsets[tp] = next_offset
         metrics.applied(tp.topic, work.records - before, started)
         if work.records:
@@ -170,12 +173,36 @@ class OwnedPartition:
             if self.pending_since is None:
                 self.pending_since = self.applied_at
 
-    def due(self, now: float) -> bool:
-        return (
-            self.active
-            and self.pending_since is not None
-            and now - self.pending_since >= self.context.settings.commit_interval
-        )
+    async def caught_up(self) -> bool:
+        """Has the partition applied everything its inputs hold (committed records)?"""
+        consumer = self.context.consumer
+        for tp in self.inputs:
+            end = consumer.last_stable_offset(tp)
+            if end is None or end < 0:
+                end = consumer.highwater(tp)
+            if end is None:
+                return False
+            try:  # position waits when it must be reset: not caught up, then
+                if await asyncio.wait_for(consumer.position(tp), 0.1) < end:
+                    return False
+            except (Exception, TimeoutError):
+                return False
+        return True
+
+    def due_at(self) -> float | None:
+        """When the pending records are to be committed (None: nothing pending).
+
+        One commit interval after the oldest of them; or, for a partition that has read
+        everything there is, one interval after its last commit began, which is at once
+        after a quiet spell. Each commit is a Kafka transaction, whose markers cost the
+        broker more than the records in it: a partition commits at most once an
+        interval, so a steady trickle of records cannot turn into a transaction each.
+        """
+        if not self.active or self.pending_since is None:
+            return None
+        interval = self.context.settings.commit_interval
+        due = self.pending_since + interval
+        return min(due, self.commit_began + interval) if self.idle else due
 
     async def commit(self) -> None:
         if self.active:
@@ -184,6 +211,7 @@ class OwnedPartition:
     async def _commit_pending(self) -> None:
         if self.work is None or not self.work.records:
             return
+        self.commit_began = time.monotonic()
         assert self.transaction is not None
         self.applied += await commit(self.work, self.transaction, self.store)
         self.commits += 1
@@ -239,7 +267,7 @@ class OwnedPartition:
             await asyncio.wait_for(producer.abort_transaction(), 5.0)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(producer.stop(), 5.0)
-        self.work = self.transaction = self.producer = None
+        self.work = self.transaction = self.producer = self.outputs = None
         return fenced
 
 

@@ -141,7 +141,7 @@ class RiskService(Service):
             isolation_level="read_committed",
             partition_assignment_strategy=(self.assignor,),
             session_timeout_ms=int(settings.session_timeout * 1000),
-            heartbeat_interval_ms=int(min(3.0, settings.session_timeout / 3) * 1000),
+            heartbeat_interval_ms=settings.heartbeat_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             **settings.kafka_options(),
         )
@@ -269,16 +269,21 @@ class RiskService(Service):
             if batches:
                 FAULTS.fail("fetch-error")
             async with self.lock:
+                applied: dict[int, OwnedPartition] = {}
                 for tp, messages in batches.items():
                     owned = self.partitions.get(tp.partition)
                     if owned is None or not owned.active:
                         continue
                     try:
                         await owned.apply(tp, messages)
+                        applied[owned.number] = owned
                     except (PartitionLost, KafkaError) as error:
                         await self._failed(owned, "send", error)
                     except EngineFailed as error:
                         await self._stop_partition(owned, str(error))
+                for owned in applied.values():
+                    owned.idle = await owned.caught_up()
+                await self._commit_due()  # a quiet partition's records, at once
 
     async def _commit_loop(self) -> None:
         """Commits run on their own clock: aiokafka's getmany can wait, past its timeout,
@@ -289,15 +294,20 @@ class RiskService(Service):
                 await self._commit_due()
 
     def _wait_seconds(self) -> float:
-        pending = [o.pending_since for o in self.partitions.values() if o.pending_since]
-        if not pending:
+        due = [at for o in self.partitions.values() if (at := o.due_at()) is not None]
+        if not due:
             return 0.05
-        left = min(pending) + self.settings.commit_interval - time.monotonic()
-        return min(max(0.0, left), 0.05)
+        return min(max(0.0, min(due) - time.monotonic()), 0.05)
 
     async def _commit_due(self) -> None:
         now = time.monotonic()
-        due = [owned for owned in self.partitions.values() if owned.due(now)]
+        await self._commit(
+            [o for o in self.partitions.values() if (at := o.due_at()) is not None and at <= now]
+        )
+
+    async def _commit(self, due: list[OwnedPartition]) -> None:
+        """Commit each of due, concurrently (each has its own producer)."""
+        due = [owned for owned in due if owned.active and owned.pending_since is not None]
         if not due:
             return
         timeout = max(30.0, self.settings.session_timeout)
