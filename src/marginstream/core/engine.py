@@ -23,10 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from marginstream.core.accounts import Accounts
 from marginstream.core.alerts import Thresholds
 from marginstream.core.deadletters import dead_letter
 from marginstream.core.delivery.guard import GUARD_KEY, ReplayGuard
-from marginstream.core.delivery.parts import StateKey
+from marginstream.core.delivery.parts import StateKey, decode_part, part_key
+from marginstream.core.delivery.store import PartReader
 from marginstream.core.envelope import Envelope, Output
 from marginstream.core.keys import account_partition
 from marginstream.core.ledger import Account
@@ -81,20 +83,40 @@ class RiskEngine:
         market: Market | None = None,
         guard: ReplayGuard | None = None,
         ids: SeenIds | None = None,
+        reader: PartReader | None = None,
+        sealed: dict[str, list[StateKey]] | None = None,
     ) -> None:
+        """accounts: every account, in memory (from_parts); or, with reader, none: each is
+        decoded from reader when first touched, with its sealed used-id chunks (sealed:
+        their keys by account), and the caller loads the view (core/delivery/unit.py)."""
         self.config = config = config or EngineConfig()
-        self.accounts: dict[str, Account] = accounts if accounts is not None else {}
         self.market = market or Market()
         self.guard = guard or ReplayGuard()
         self.ids = ids or SeenIds(config.duplicate_retention_ms)
         self.view = RiskView(config.thresholds)
+        self.reader = reader
+        self.sealed = sealed if sealed is not None else {}
+        self.accounts = Accounts(self.view, reader, self._decoded)
+        if reader is not None:
+            self.ids.touch = self.accounts.get
         self.desk = Desk(
             self.market, self.view, config.thresholds, self.ids, config.max_open_orders
         )
         for symbol in sorted(self.market.instruments):
             self.view.define(symbol, self.market)
-        for account in self.accounts.values():
+        for account in (accounts or {}).values():
             self.view.sync(account, risk_symbols(account, orders_by_symbol(account)), self.market)
+            self.accounts[account.account_id] = account
+
+    def _decoded(self, account_id: str, data: dict[str, Any]) -> None:
+        """An account read from the store: its used ids join the window (seenids.py)."""
+        assert self.reader is not None
+        chunks = []
+        for key in self.sealed.pop(account_id, ()):
+            raw = self.reader.get(part_key(key))
+            if raw is not None:
+                chunks.append((key, decode_part(raw).data))
+        self.ids.load_account(account_id, data.get("ids", {}), chunks)
 
     # -- state parts ----------------------------------------------------------------
 
@@ -109,8 +131,9 @@ class RiskEngine:
         return self.market.part(key)
 
     def parts(self) -> dict[StateKey, dict[str, Any] | None]:
+        """Every part (every account decoded: for replay and tests, not the hot path)."""
         parts = self.market.parts()
-        parts.update({("account", a): self._account_part(a) for a in self.accounts})
+        parts.update({("account", a): self._account_part(a) for a in sorted(self.accounts)})
         parts.update(self.ids.parts())
         parts[GUARD_KEY] = self.guard.part()
         return parts
@@ -254,4 +277,4 @@ class RiskEngine:
     # -- reading --------------------------------------------------------------------
 
     def account_ids(self) -> list[str]:
-        return sorted(self.accounts)
+        return sorted(self.view.account_ids())

@@ -10,21 +10,35 @@ outlives a failed commit or a rebalance.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
+import orjson
+
+from marginstream.core.accounts import view_columns
+from marginstream.core.delivery import viewsnapshot
 from marginstream.core.delivery.formats import upgrade
+from marginstream.core.delivery.guard import GUARD_KEY, ReplayGuard
 from marginstream.core.delivery.parts import (
+    FORMAT,
+    FORMAT1_KINDS,
+    PART_KINDS,
     StateKey,
     StoredPart,
     decode_part,
     encode_part,
+    format_of,
     part_key,
     state_key,
+    version_of,
 )
 from marginstream.core.delivery.sources import Source
-from marginstream.core.delivery.store import PartStore
+from marginstream.core.delivery.store import PartReader, PartStore
 from marginstream.core.engine import EngineConfig, Outcome, RiskEngine
 from marginstream.core.envelope import Envelope
+from marginstream.core.market import Market
+from marginstream.core.seenids import chunk_owner
 
 
 @dataclass(frozen=True)
@@ -44,6 +58,7 @@ class PartitionState:
     changed: set[StateKey] = field(default_factory=set)
     offsets: dict[Source, int] = field(default_factory=dict)
     records: int = 0  # read since the last seal
+    loaded_from: str = "parts"  # how the view was built: "snapshot", "parts", or "eager"
 
     def apply(self, envelope: Envelope, read_from: Source, offset: int) -> Outcome:
         """Apply one record read at (read_from, offset); the envelope names its origin."""
@@ -66,8 +81,32 @@ class PartitionState:
         return None if data is None else encode_part(self.version, data)  # None: deleted
 
 
+def save_view(work: PartitionState, store: PartStore) -> bool:
+    """Save the risk view's snapshot (delivery/viewsnapshot.py) if the store holds exactly
+    work's state: nothing applied since the last commit's local write, and loaded lazily
+    (so wholly in the current format). True if saved."""
+    if work.records or work.changed or work.engine.reader is None:
+        return False
+    viewsnapshot.save(store, work.engine.view, work.version)
+    return True
+
+
 def load(store: PartStore, config: EngineConfig | None = None) -> PartitionState:
-    """The partition's state as its store holds it, earlier formats upgraded."""
+    """The partition's state as its store holds it, earlier formats upgraded.
+
+    A store wholly in the current format is loaded lazily: the market, the guard and the
+    risk view (from the view's snapshot if it matches the store, else from the account
+    parts, decoded to floats only); each account is decoded when first touched
+    (core/accounts.py). A store with parts of an earlier format is loaded whole, and
+    upgraded.
+    """
+    config = config or EngineConfig()
+    lazy = _lazy(store, config)
+    return lazy if lazy is not None else load_eager(store, config)
+
+
+def load_eager(store: PartStore, config: EngineConfig | None = None) -> PartitionState:
+    """Every part decoded into the engine's objects (earlier formats upgraded)."""
     stored: dict[StateKey, StoredPart] = {}
     version = 0
     for raw_key, raw_value in store.items():
@@ -79,4 +118,67 @@ def load(store: PartStore, config: EngineConfig | None = None) -> PartitionState
     config = config or EngineConfig()
     upgraded = upgrade(stored, config.duplicate_retention_ms)
     engine = RiskEngine.from_parts(upgraded.parts, config)
-    return PartitionState(engine, version, changed=upgraded.rewrite)
+    return PartitionState(engine, version, changed=upgraded.rewrite, loaded_from="eager")
+
+
+_ACCOUNT = b"account/"
+_SMALL_KINDS = tuple(k for k in (*PART_KINDS, *FORMAT1_KINDS) if k not in ("account", "ids"))
+
+
+def _lazy(store: PartStore, config: EngineConfig) -> PartitionState | None:
+    """The lazily loaded state; None if a part is in an earlier format (load it whole)."""
+    small: dict[StateKey, Any] = {}
+    version = 0
+    for kind in _SMALL_KINDS:
+        for raw_key, raw_value in store.items(f"{kind}/".encode()):
+            key = state_key(raw_key)
+            if key is None:
+                continue
+            if format_of(raw_value) != FORMAT:
+                return None
+            part = decode_part(raw_value)
+            small[key] = part.data
+            version = max(version, part.version)
+    sealed: dict[str, list[StateKey]] = {}
+    for raw_key in store.keys(b"ids/"):
+        key = state_key(raw_key)
+        if key is not None:
+            sealed.setdefault(chunk_owner(key[1])[0], []).append(key)
+    market = Market.from_parts({k: v for k, v in small.items() if k[0] in ("instrument", "index")})
+    guard = ReplayGuard.from_part(small.get(GUARD_KEY))
+    engine = RiskEngine(config, None, market, guard, None, store, sealed)
+    view, symbols = engine.view, engine.view.symbols()
+    header = viewsnapshot.header_of(store)
+    if viewsnapshot.usable(header, store.changelog_offset(), symbols):
+        assert header is not None
+        if viewsnapshot.load_into(store, header, view):
+            version = max(version, int(header["version"]))
+            return PartitionState(engine, version, loaded_from="snapshot")
+    found = _AccountParts(store)
+    view.load(*view_columns(iter(found), market, symbols))
+    if found.legacy:
+        return None
+    return PartitionState(engine, max(version, found.version, _chunk_version(store)))
+
+
+class _AccountParts:
+    """The account parts as (id, data), noting the highest version and any earlier format."""
+
+    def __init__(self, store: PartReader) -> None:
+        self.store = store
+        self.version = 0
+        self.legacy = False
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        skip = len(_ACCOUNT)
+        for raw_key, raw_value in self.store.items(_ACCOUNT):
+            if raw_value[0] != FORMAT:
+                self.legacy = True
+                return
+            self.version = max(self.version, int.from_bytes(raw_value[1:9], "big"))
+            yield raw_key[skip:].decode(), orjson.loads(memoryview(raw_value)[9:])
+
+
+def _chunk_version(store: PartReader) -> int:
+    """The highest version of the sealed id chunks (read, not decoded)."""
+    return max((version_of(v) for _, v in store.items(b"ids/")), default=0)

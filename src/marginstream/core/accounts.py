@@ -1,0 +1,130 @@
+"""A partition's accounts, each decoded from its stored part when first touched.
+
+An account lives only in the store until a record names it, a market move needs it
+(the risk view's candidates, a settlement's holders) or a read asks for it. Between two
+commits the store holds the last committed state, and an account not touched since the
+engine was loaded has not changed since, so decoding it from the store then is exact
+(a failed commit drops the whole engine: core/delivery/unit.py).
+
+The set of accounts is the risk view's: every account has its columns there from the
+moment it exists (loaded in bulk, or added by its first deposit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, MutableMapping
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+
+from marginstream.core.alerts import LEVELS
+from marginstream.core.delivery.parts import decode_part, part_key
+from marginstream.core.delivery.store import PartReader
+from marginstream.core.ledger import Account, OpenOrder, Position
+from marginstream.core.market import Market
+from marginstream.core.risk import row_inputs
+from marginstream.core.riskview import RiskView
+
+
+class Accounts(MutableMapping[str, Account]):
+    """Account id -> Account, decoded on first access from reader (None: all in memory)."""
+
+    def __init__(
+        self,
+        view: RiskView,
+        reader: PartReader | None = None,
+        on_decode: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.view = view
+        self.reader = reader
+        self.on_decode = on_decode
+        self.loaded: dict[str, Account] = {}
+        self.decodes = 0  # accounts decoded from the store (tests count them)
+
+    def __getitem__(self, account_id: str) -> Account:
+        account = self.loaded.get(account_id)
+        if account is not None:
+            return account
+        if self.reader is None or not self.view.knows(account_id):
+            raise KeyError(account_id)
+        raw = self.reader.get(part_key(("account", account_id)))
+        if raw is None:
+            raise KeyError(account_id)
+        data = decode_part(raw).data
+        account = Account.from_dict(data)
+        self.decodes += 1
+        if self.on_decode is not None:
+            self.on_decode(account_id, data)
+        self.loaded[account_id] = account
+        return account
+
+    def get(self, account_id: str, default: Any = None) -> Any:  # the hot path's lookup
+        account = self.loaded.get(account_id)
+        if account is not None:
+            return account
+        try:
+            return self[account_id]
+        except KeyError:
+            return default
+
+    def __setitem__(self, account_id: str, account: Account) -> None:
+        self.view.add_account(account_id)
+        self.loaded[account_id] = account
+
+    def __delitem__(self, account_id: str) -> None:
+        raise TypeError("an account is never deleted")
+
+    def __contains__(self, account_id: object) -> bool:
+        return isinstance(account_id, str) and self.view.knows(account_id)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self.view.account_ids()))
+
+    def __len__(self) -> int:
+        return len(self.view.account_ids())
+
+
+def view_columns(
+    parts: Iterator[tuple[str, dict[str, Any]]], market: Market, symbols: list[str]
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """RiskView.load's arguments from (account id, account part) pairs, with no Account.
+
+    The row inputs are row_inputs' own (the same floats as sync's), from the positions
+    and orders that carry risk: a closed position (formats 1 and 2 kept some) is no row,
+    as Account.from_dict drops it.
+    """
+    numbers = {symbol: n for n, symbol in enumerate(symbols)}
+    instruments = market.instruments
+    ids: list[str] = []
+    cash: list[float] = []
+    level: list[int] = []
+    row_account: list[int] = []
+    row_instrument: list[int] = []
+    inputs: list[tuple[float, ...]] = []
+    for number, (account_id, data) in enumerate(parts):
+        ids.append(account_id)
+        cash.append(float(data["cash"]))  # float(str) == float(Decimal(str)): both exact
+        level.append(LEVELS.index(data["level"]))
+        positions, orders = data["positions"], data["orders"]
+        if not positions and not orders:
+            continue
+        grouped: dict[str, list[OpenOrder]] = {}
+        for order_id, values in orders.items():
+            grouped.setdefault(values[0], []).append(OpenOrder.from_list(order_id, values))
+        held = {s: v for s, v in positions.items() if Decimal(v[0]) != 0}
+        for symbol in sorted(held.keys() | grouped.keys()):
+            values = held.get(symbol)
+            position = None if values is None else Position.from_list(symbol, values)
+            row = row_inputs(position, grouped.get(symbol, []), instruments[symbol])
+            row_account.append(number)
+            row_instrument.append(numbers[symbol])
+            inputs.append(row)
+    return (
+        ids,
+        np.array(cash, dtype=np.float64),
+        np.array(level, dtype=np.float64),
+        np.array(row_account, dtype=np.int64),
+        np.array(row_instrument, dtype=np.int64),
+        np.array(inputs, dtype=np.float64).reshape(len(inputs), 7),
+    )
