@@ -13,7 +13,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from marginstream.core import Envelope, RiskEngine
+from marginstream.core import EngineConfig, Envelope, RiskEngine
 from marginstream.core.delivery import viewsnapshot
 from marginstream.core.delivery.parts import encode_part, part_key
 from marginstream.core.delivery.store import MemoryPartStore
@@ -31,6 +31,9 @@ def _store_of(engine: RiskEngine) -> MemoryPartStore:
 
 def _run(work: PartitionState, records: list[Envelope]) -> list:
     return [o for e in records for o in work.apply(e, e.source, e.offset).outputs]
+
+
+EVICTING = EngineConfig(resident_accounts=0)  # every clean account evicted at every seal
 
 
 def _commit(work: PartitionState, store: MemoryPartStore) -> list[tuple[bytes, bytes | None]]:
@@ -68,6 +71,21 @@ def test_a_lazy_partition_writes_and_publishes_what_the_eager_one_does(history, 
     assert outputs + rest == expected
     assert _commit(lazy, lazy_store) == _commit(eager, eager_store)
     assert lazy.engine.parts() == eager.engine.parts() == reference.parts()
+
+
+@LAZY
+@given(histories, st.integers(1, 6))
+def test_evicting_clean_accounts_at_each_commit_changes_nothing(history, every):
+    venue = opened_venue()
+    records = envelopes(history, venue)
+    lazy_store, eager_store = _store_of(venue.engine), _store_of(venue.engine)
+    lazy, eager = load(lazy_store, EVICTING), load_eager(eager_store)
+    for start in range(0, len(records), every):
+        batch = records[start : start + every]
+        assert _run(lazy, batch) == _run(eager, batch)
+        assert _commit(lazy, lazy_store) == _commit(eager, eager_store)
+        assert len(lazy.engine.accounts.loaded) <= len({e.key for e in batch})
+    assert lazy.engine.parts() == eager.engine.parts()
 
 
 @LAZY
@@ -149,3 +167,41 @@ def test_a_snapshot_of_other_instruments_or_format_is_refused():
     assert not viewsnapshot.usable(header, offset + 1, symbols)
     assert not viewsnapshot.usable(header, offset, symbols[:-1])
     assert not viewsnapshot.usable({**header, "format": 0}, offset, symbols)
+
+
+def test_evicted_accounts_keep_their_sealed_used_ids_exactly():
+    """Two accounts, 2,000 fills each across chunks sealed and expired, commits every 30
+    records, everything evicted at each: the same outputs (repeats refused within the
+    retention, accepted after) and parts as an engine that keeps everything decoded."""
+    retention = 5_000
+    venue = opened_venue(config=EngineConfig(duplicate_retention_ms=retention))
+    venue.mark("BTC-PERP", "60000")
+    lazy_store, eager_store = _store_of(venue.engine), _store_of(venue.engine)
+    config = EngineConfig(duplicate_retention_ms=retention, resident_accounts=0)
+    lazy, eager = load(lazy_store, config), load_eager(eager_store, config)
+    t0, records = venue.ts, []
+    for n in range(4_000):
+        ts = t0 + 10 * n
+        account = ("a0", "a1")[(n // 50) % 2]  # runs: a commit may change one only
+        fill_id = f"f{n}"
+        if n % 5 == 0 and n >= 300:  # the same account's, 3 s ago: in a sealed chunk
+            fill_id = f"f{n - 300}"
+        elif n % 7 == 0 and n >= 1000:  # 10 s ago: past the retention
+            fill_id = f"f{n - 1000}"
+        if n % 40 == 0:
+            index = {"type": "index", "underlying": "BTC", "price": "60000", "ts": ts}
+            records.append(Envelope("prices", 0, n, "BTC", index))
+        fill = {
+            "type": "fill", "fill_id": fill_id, "account": account, "symbol": "BTC-PERP",
+            "side": "buy" if n % 4 < 2 else "sell", "qty": "0.001", "price": "60000", "ts": ts,
+        }  # fmt: skip
+        records.append(Envelope("orders", 0, 100 + n, account, fill))
+    dead = 0
+    for start in range(0, len(records), 30):
+        batch = records[start : start + 30]
+        outputs = _run(lazy, batch)
+        assert outputs == _run(eager, batch)
+        dead += sum(o.topic == "dead-letters" for o in outputs)
+        assert _commit(lazy, lazy_store) == _commit(eager, eager_store)
+    assert dead > 0 and len(list(lazy_store.keys(b"ids/"))) > 2
+    assert lazy.engine.parts() == eager.engine.parts()

@@ -66,6 +66,9 @@ class EngineConfig:
     # None (the replay of lines that name no partition): the key alone is checked.
     partitions: int | None = None
     max_open_orders: int = MAX_OPEN_ORDERS
+    # A lazily loaded partition keeps at most about this many accounts decoded: past it,
+    # each commit evicts the accounts it does not change (RiskEngine.evict_clean).
+    resident_accounts: int = 100_000
 
 
 @dataclass
@@ -117,6 +120,29 @@ class RiskEngine:
             if raw is not None:
                 chunks.append((key, decode_part(raw).data))
         self.ids.load_account(account_id, data.get("ids", {}), chunks)
+
+    def evict_clean(self, changed: set[StateKey]) -> int:
+        """Past config.resident_accounts decoded accounts, forget every decoded account not
+        in changed (the parts of the commit being sealed); returns how many.
+
+        Call at a seal: an account not changed since the previous seal is in the store as it
+        is here (that commit wrote it before this seal began, or the engine was dropped), so
+        it is decoded from there again, exactly, when next touched.
+        """
+        loaded = self.accounts.loaded
+        if self.reader is None or len(loaded) <= self.config.resident_accounts:
+            return 0
+        keep = {name for kind, name in changed if kind == "account"}
+        evicted = 0
+        for account_id in [a for a in loaded if a not in keep]:
+            sealed = self.ids.unload_account(account_id)
+            if sealed is None:
+                continue  # its used ids are not all in parts: keep it decoded
+            del loaded[account_id]
+            if sealed:
+                self.sealed[account_id] = sealed
+            evicted += 1
+        return evicted
 
     # -- state parts ----------------------------------------------------------------
 

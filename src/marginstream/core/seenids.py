@@ -175,6 +175,25 @@ class SeenIds:
         for kind, chunks in found.items():
             self.windows[(account, kind)] = _window_of(chunks)
 
+    def unload_account(self, account: str) -> list[StateKey] | None:
+        """Forget an account's windows (a lazily loaded engine evicts a clean account); the
+        keys of its sealed chunks, to load them again. None, and nothing forgotten, if the
+        windows are not exactly what the parts hold (a missing chunk in between)."""
+        keys = []
+        for kind in KINDS:
+            window = self.windows.get((account, kind))
+            if window is None:
+                continue
+            for i, chunk in enumerate(window.chunks[:-1]):
+                if len(chunk) < CHUNK_IDS:
+                    return None
+                keys.append(chunk_key(kind, window.first + i, account))
+            if window.chunks and len(window.chunks[-1]) >= CHUNK_IDS:
+                keys.append(chunk_key(kind, window.last, account))
+        for kind in KINDS:
+            self.windows.pop((account, kind), None)
+        return keys
+
 
 def _window_of(chunks: dict[int, dict[str, int]]) -> _Window:
     """The window of chunks by number (a missing number in between is an empty chunk)."""

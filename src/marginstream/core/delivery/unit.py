@@ -72,6 +72,7 @@ class PartitionState:
         """Take what was applied since the last seal, for one commit."""
         self.version += 1
         parts = [(part_key(key), self._encoded(key)) for key in sorted(self.changed)]
+        self.engine.evict_clean(self.changed)  # after encoding: the changed stay decoded
         sealed = Sealed(self.version, parts, self.offsets, self.records)
         self.changed, self.offsets, self.records = set(), {}, 0
         return sealed
