@@ -12,14 +12,16 @@ moment it exists (loaded in bulk, or added by its first deposit).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import numpy as np
+import orjson
 
 from marginstream.core.alerts import LEVELS
-from marginstream.core.delivery.parts import decode_part, part_key
+from marginstream.core.delivery.parts import FORMAT, decode_part, part_key
 from marginstream.core.delivery.store import PartReader
 from marginstream.core.ledger import Account, OpenOrder, Position
 from marginstream.core.market import Market
@@ -85,29 +87,70 @@ class Accounts(MutableMapping[str, Account]):
         return len(self.view.account_ids())
 
 
-def view_columns(
-    parts: Iterator[tuple[str, dict[str, Any]]], market: Market, symbols: list[str]
-) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """RiskView.load's arguments from (account id, account part) pairs, with no Account.
+@dataclass
+class ViewColumns:
+    """RiskView.load's arguments, read from raw account parts, and what the parts said."""
 
-    The row inputs are row_inputs' own (the same floats as sync's), from the positions
-    and orders that carry risk: a closed position (formats 1 and 2 kept some) is no row,
-    as Account.from_dict drops it.
+    ids: list[str]
+    cash: np.ndarray
+    level: np.ndarray
+    row_account: np.ndarray
+    row_instrument: np.ndarray
+    inputs: np.ndarray
+    version: int  # the highest version of the parts read
+    legacy: bool  # a part of an earlier format: read no further (load it whole)
+
+    def load_into(self, view: RiskView) -> None:
+        view.load(
+            self.ids, self.cash, self.level, self.row_account, self.row_instrument, self.inputs
+        )
+
+
+_LEVEL = {name: float(number) for number, name in enumerate(LEVELS)}
+
+
+def view_columns(
+    parts: Iterable[tuple[bytes, bytes]], market: Market, symbols: list[str]
+) -> ViewColumns:
+    """The view's columns from the stored account parts (key, value), with no Account.
+
+    The row inputs are row_inputs' floats, to the bit: float(text) is float(Decimal(text)),
+    both correctly rounded. A position alone (the common row) is computed here; a row with
+    orders goes through row_inputs itself (their totals are exact Decimal sums). A closed
+    position (formats 1 and 2 kept some) is no row, as Account.from_dict drops it.
     """
     numbers = {symbol: n for n, symbol in enumerate(symbols)}
     instruments = market.instruments
+    skip = len(b"account/")
     ids: list[str] = []
     cash: list[float] = []
-    level: list[int] = []
+    level: list[float] = []
     row_account: list[int] = []
     row_instrument: list[int] = []
     inputs: list[tuple[float, ...]] = []
-    for number, (account_id, data) in enumerate(parts):
-        ids.append(account_id)
-        cash.append(float(data["cash"]))  # float(str) == float(Decimal(str)): both exact
-        level.append(LEVELS.index(data["level"]))
+    version, legacy, loads = 0, False, orjson.loads
+    for number, (key, value) in enumerate(parts):
+        if value[0] != FORMAT:
+            legacy = True
+            break
+        stored = int.from_bytes(value[1:9], "big")
+        version = stored if stored > version else version
+        data = loads(value[9:])
+        ids.append(key[skip:].decode())
+        cash.append(float(data["cash"]))
+        level.append(_LEVEL[data["level"]])
         positions, orders = data["positions"], data["orders"]
-        if not positions and not orders:
+        if not orders:
+            for symbol in sorted(positions) if len(positions) > 1 else positions:
+                qty_text, cost_text, _, funding_text = positions[symbol]
+                qty = float(qty_text)
+                if qty == 0.0 and Decimal(qty_text) == 0:
+                    continue
+                cost = float(cost_text)
+                row_account.append(number)
+                row_instrument.append(numbers[symbol])
+                size = instruments[symbol].size
+                inputs.append((qty, cost, float(funding_text), 0.0, 0.0, 0.0, cost / (qty * size)))
             continue
         grouped: dict[str, list[OpenOrder]] = {}
         for order_id, values in orders.items():
@@ -116,15 +159,16 @@ def view_columns(
         for symbol in sorted(held.keys() | grouped.keys()):
             values = held.get(symbol)
             position = None if values is None else Position.from_list(symbol, values)
-            row = row_inputs(position, grouped.get(symbol, []), instruments[symbol])
             row_account.append(number)
             row_instrument.append(numbers[symbol])
-            inputs.append(row)
-    return (
+            inputs.append(row_inputs(position, grouped.get(symbol, []), instruments[symbol]))
+    return ViewColumns(
         ids,
         np.array(cash, dtype=np.float64),
         np.array(level, dtype=np.float64),
         np.array(row_account, dtype=np.int64),
         np.array(row_instrument, dtype=np.int64),
         np.array(inputs, dtype=np.float64).reshape(len(inputs), 7),
+        version,
+        legacy,
     )

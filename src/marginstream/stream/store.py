@@ -48,15 +48,11 @@ class RocksPartStore:
         return self.db.get(key)
 
     def items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        iterator = self.db.iter()
-        iterator.seek(prefix)
-        while iterator.valid():
-            key = iterator.key()
+        for key, value in self.db.items(from_key=prefix):  # rocksdict's own loop: faster
             if not key.startswith(prefix):
                 break
             if not key.startswith(META_PREFIX):
-                yield key, iterator.value()
-            iterator.next()
+                yield key, value
 
     def keys(self, prefix: bytes) -> Iterator[bytes]:
         """items(prefix)'s keys: RocksDB still reads the blocks, Python decodes nothing."""

@@ -10,11 +10,8 @@ outlives a failed commit or a rebalance.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-
-import orjson
 
 from marginstream.core.accounts import view_columns
 from marginstream.core.delivery import viewsnapshot
@@ -122,7 +119,6 @@ def load_eager(store: PartStore, config: EngineConfig | None = None) -> Partitio
     return PartitionState(engine, version, changed=upgraded.rewrite, loaded_from="eager")
 
 
-_ACCOUNT = b"account/"
 _SMALL_KINDS = tuple(k for k in (*PART_KINDS, *FORMAT1_KINDS) if k not in ("account", "ids"))
 
 
@@ -155,29 +151,11 @@ def _lazy(store: PartStore, config: EngineConfig) -> PartitionState | None:
         if viewsnapshot.load_into(store, header, view):
             version = max(version, int(header["version"]))
             return PartitionState(engine, version, loaded_from="snapshot")
-    found = _AccountParts(store)
-    view.load(*view_columns(iter(found), market, symbols))
-    if found.legacy:
+    columns = view_columns(store.items(b"account/"), market, symbols)
+    if columns.legacy:
         return None
-    return PartitionState(engine, max(version, found.version, _chunk_version(store)))
-
-
-class _AccountParts:
-    """The account parts as (id, data), noting the highest version and any earlier format."""
-
-    def __init__(self, store: PartReader) -> None:
-        self.store = store
-        self.version = 0
-        self.legacy = False
-
-    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        skip = len(_ACCOUNT)
-        for raw_key, raw_value in self.store.items(_ACCOUNT):
-            if raw_value[0] != FORMAT:
-                self.legacy = True
-                return
-            self.version = max(self.version, int.from_bytes(raw_value[1:9], "big"))
-            yield raw_key[skip:].decode(), orjson.loads(memoryview(raw_value)[9:])
+    columns.load_into(view)
+    return PartitionState(engine, max(version, columns.version, _chunk_version(store)))
 
 
 def _chunk_version(store: PartReader) -> int:
