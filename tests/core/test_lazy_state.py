@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -207,3 +208,34 @@ def test_evicted_accounts_keep_their_sealed_used_ids_exactly():
         assert _commit(lazy, lazy_store) == _commit(eager, eager_store)
     assert dead > 0 and len(list(lazy_store.keys(b"ids/"))) > 2
     assert lazy.engine.parts() == eager.engine.parts()
+
+
+def test_a_snapshot_renumbers_instruments_defined_after_the_load():
+    """The live view numbers a new instrument last; a loaded one numbers them in order."""
+    store, _ = _many(20)
+    work = load(store)
+    listing = {
+        "type": "instrument", "symbol": "AAA-PERP", "kind": "perpetual", "underlying": "BTC",
+        "contract_size": "1", "status": "active",
+        "margin": {"tiers": [{"up_to": None, "initial": "0.1", "maintenance": "0.05"}]},
+    }  # fmt: skip
+    mark = {"type": "mark", "symbol": "AAA-PERP", "price": "100", "ts": 1_795_100_000_000}
+    fill = {
+        "type": "fill", "fill_id": "late", "account": "x0004", "symbol": "AAA-PERP",
+        "side": "sell", "qty": "7", "price": "100", "ts": 1_795_100_000_001,
+    }  # fmt: skip
+    records = [
+        Envelope("instruments", 0, 50_000, "AAA-PERP", listing),
+        Envelope("prices", 0, 50_000, "AAA-PERP", mark),
+        Envelope("orders", 0, 50_000, "x0004", fill),
+    ]
+    _run(work, records)
+    _commit(work, store)
+    assert work.engine.view.symbols()[-1] == "AAA-PERP"
+    assert save_view(work, store)
+    again, rebuilt = load(store), load_eager(store)
+    assert again.loaded_from == "snapshot" and again.engine.view.symbols()[0] == "AAA-PERP"
+    for account_id in rebuilt.engine.account_ids():
+        figures = again.engine.view.figures(account_id)
+        assert figures == pytest.approx(rebuilt.engine.view.figures(account_id), rel=1e-12)
+    assert again.engine.view.holders(["AAA-PERP"]) == ["x0004"]

@@ -53,12 +53,12 @@ def header_of(store: PartReader) -> dict[str, Any] | None:
 
 def usable(header: dict[str, Any] | None, changelog_offset: int, symbols: list[str]) -> bool:
     """Whether a snapshot with this header matches a store at changelog_offset whose
-    market defines symbols (in the view's order)."""
+    market defines symbols (numbered in any order: load_into renumbers)."""
     return (
         header is not None
         and header.get("format") == SNAPSHOT_FORMAT
         and header.get("changelog_offset") == changelog_offset
-        and header.get("symbols") == symbols
+        and sorted(header.get("symbols", ())) == sorted(symbols)
     )
 
 
@@ -75,12 +75,16 @@ def load_into(store: PartReader, header: dict[str, Any], view: RiskView) -> bool
         return False
     if columns["inputs"].shape != (rows, 7) or len(columns["row_account"]) != rows:
         return False
+    # The live view numbered instruments as they were defined; this one, in symbol order.
+    numbers = {symbol: n for n, symbol in enumerate(view.symbols())}
+    renumbered = np.array([numbers[s] for s in header["symbols"]], dtype=np.int64)
+    row_instrument = renumbered[columns["row_instrument"]] if rows else columns["row_instrument"]
     view.load(
         ids,
         columns["cash"],
         columns["level"],
         columns["row_account"],
-        columns["row_instrument"],
+        row_instrument,
         columns["inputs"],
     )
     return True
