@@ -12,6 +12,12 @@ those (core/delivery).
 Records enter through core/intake.py (size limit, JSON); an account record must be
 keyed by its account, on that key's partition (core/keys.py).
 
+A worker's engine is loaded lazily (core/delivery/unit.py load): its accounts are decoded
+from the partition's store when first touched (core/accounts.py), and clean ones are
+evicted again at a commit past EngineConfig.resident_accounts; from_parts and replay
+hold every account in memory. Both give the same outputs and parts (tests/core/
+test_lazy_state.py).
+
 A record this state has already seen (its offset is at or below the last one
 the replay guard saw from its source) changes nothing and publishes nothing:
 the shell commits state, outputs and input offsets together, so the outputs of

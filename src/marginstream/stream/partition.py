@@ -124,8 +124,8 @@ class OwnedPartition:
         self.phase = Phase.ACTIVE
         consumer.resume(*self.inputs)
         log.info(
-            "partition %d open: %d accounts, version %d, inputs from %s", self.number,
-            len(self.work.engine.accounts), self.work.version,
+            "partition %d open: %d accounts (view from %s), version %d, inputs from %s",
+            self.number, len(self.work.engine.accounts), self.work.loaded_from, self.work.version,
             {tp.topic: offset for tp, offset in self.next_offsets.items()},
         )  # fmt: skip
 
