@@ -56,15 +56,11 @@ class RocksPartStore:
 
     def keys(self, prefix: bytes) -> Iterator[bytes]:
         """items(prefix)'s keys: RocksDB still reads the blocks, Python decodes nothing."""
-        iterator = self.db.iter()
-        iterator.seek(prefix)
-        while iterator.valid():
-            key = iterator.key()
+        for key in self.db.keys(from_key=prefix):
             if not key.startswith(prefix):
                 break
             if not key.startswith(META_PREFIX):
                 yield key
-            iterator.next()
 
     def changelog_offset(self) -> int:
         return decode_offset(self.db.get(CHANGELOG_OFFSET))
