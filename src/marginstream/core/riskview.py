@@ -7,7 +7,7 @@ bincount. The view only *proposes*: accounts whose level it sees changing, or
 whose ratio sits within a hair of a threshold, are confirmed by the exact
 per-account path before any alert. It is kept in step with the ledger by the
 engine after every change. A lazily loaded engine builds it from the raw account
-parts in bulk (load), or takes it from a snapshot its store holds (core/viewsnapshot.py):
+parts in bulk (load), or takes it from a snapshot its store holds (delivery/viewsnapshot.py):
 no Python object per account, only the NumPy columns and the account ids.
 """
 
@@ -180,18 +180,17 @@ class RiskView:
         row_account: np.ndarray,
         row_instrument: np.ndarray,
         inputs: np.ndarray,
-        risk: np.ndarray | None = None,
     ) -> None:
         """Every account at once, into a view with instruments but no accounts yet.
 
         Rows come grouped by account (row_account non-decreasing); inputs has a column per
-        _ROW_FIELDS; risk (value, initial, maintenance), if not given, is computed here
-        with the arithmetic refresh uses, which is sync's to the bit (margin.py).
+        _ROW_FIELDS. Their figures are computed with refresh's arithmetic, which is sync's
+        to the bit (margin.py; tests/core/test_lazy_state.py compares the two).
         """
         assert self._accounts.size == 0 and self._rows.size == 0
         count, rows = len(account_ids), len(row_account)
         self._account_ids = account_ids
-        self._account_number = {name: n for n, name in enumerate(account_ids)}
+        self._account_number = dict(zip(account_ids, range(count), strict=True))
         self._accounts = _Columns(("cash", "level"), max(count, 64))
         self._accounts.size = count
         self._accounts["cash"][:count] = cash
@@ -216,11 +215,7 @@ class RiskView:
             for number in range(len(self._symbols))
         }
         self._row_arrays.clear()
-        if risk is None:
-            self._compute(np.arange(rows, dtype=np.int64))
-        else:
-            for i, name in enumerate(("value", "initial", "maintenance")):
-                self._rows[name][:rows] = risk[:, i]
+        self._compute(np.arange(rows, dtype=np.int64))
 
     def set_level(self, account_id: str, level: str) -> None:
         self._accounts["level"][self._account(account_id)] = LEVELS.index(level)
