@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from marginstream.core import EngineConfig, Envelope, RiskEngine
+from marginstream.core import EngineConfig, Envelope, RiskEngine, accounts
 from marginstream.core.delivery import viewsnapshot
 from marginstream.core.delivery.parts import encode_part, part_key
 from marginstream.core.delivery.store import MemoryPartStore
@@ -239,3 +239,9 @@ def test_a_snapshot_renumbers_instruments_defined_after_the_load():
         figures = again.engine.view.figures(account_id)
         assert figures == pytest.approx(rebuilt.engine.view.figures(account_id), rel=1e-12)
     assert again.engine.view.holders(["AAA-PERP"]) == ["x0004"]
+
+
+def test_the_columns_come_out_the_same_whatever_the_flush_size(monkeypatch):
+    store, _ = _many(50)
+    monkeypatch.setattr(accounts, "_FLUSH", 3)  # 17 conversions of the lists to arrays
+    _same_view(load(store).engine, load_eager(store).engine)

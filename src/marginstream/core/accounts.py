@@ -107,6 +107,39 @@ class ViewColumns:
 
 
 _LEVEL = {name: float(number) for number, name in enumerate(LEVELS)}
+_FLUSH = 1 << 16  # accounts between two conversions of the lists to arrays
+
+
+class _Builder:
+    """The columns as Python lists, turned into arrays every _FLUSH accounts: the list's
+    objects are freed and their memory reused, so a million accounts never hold a million
+    floats and tuples at once."""
+
+    def __init__(self) -> None:
+        self.cash: list[float] = []
+        self.level: list[float] = []
+        self.row_account: list[int] = []
+        self.row_instrument: list[int] = []
+        self.inputs: list[tuple[float, ...]] = []
+        self.done: list[tuple[np.ndarray, ...]] = []
+
+    def flush(self) -> None:
+        self.done.append(
+            (
+                np.array(self.cash, dtype=np.float64),
+                np.array(self.level, dtype=np.float64),
+                np.array(self.row_account, dtype=np.int64),
+                np.array(self.row_instrument, dtype=np.int64),
+                np.array(self.inputs, dtype=np.float64).reshape(len(self.inputs), 7),
+            )
+        )
+        for pending in (self.cash, self.level, self.row_account, self.row_instrument):
+            pending.clear()
+        self.inputs.clear()
+
+    def arrays(self) -> list[np.ndarray]:
+        self.flush()
+        return [np.concatenate(column) for column in zip(*self.done, strict=True)]
 
 
 def view_columns(
@@ -121,24 +154,23 @@ def view_columns(
     """
     numbers = {symbol: n for n, symbol in enumerate(symbols)}
     instruments = market.instruments
-    skip = len(b"account/")
     ids: list[str] = []
-    cash: list[float] = []
-    level: list[float] = []
-    row_account: list[int] = []
-    row_instrument: list[int] = []
-    inputs: list[tuple[float, ...]] = []
+    built = _Builder()
+    cash, level, inputs = built.cash, built.level, built.inputs
+    row_account, row_instrument = built.row_account, built.row_instrument
     version, legacy, loads = 0, False, orjson.loads
-    for number, (key, value) in enumerate(parts):
+    for number, (_, value) in enumerate(parts):
         if value[0] != FORMAT:
             legacy = True
             break
         stored = int.from_bytes(value[1:9], "big")
         version = stored if stored > version else version
         data = loads(value[9:])
-        ids.append(key[skip:].decode())
+        ids.append(data["account"])  # the key's name: part_key(("account", account_id))
         cash.append(float(data["cash"]))
         level.append(_LEVEL[data["level"]])
+        if len(cash) == _FLUSH:
+            built.flush()
         positions, orders = data["positions"], data["orders"]
         if not orders:
             for symbol in sorted(positions) if len(positions) > 1 else positions:
@@ -162,13 +194,5 @@ def view_columns(
             row_account.append(number)
             row_instrument.append(numbers[symbol])
             inputs.append(row_inputs(position, grouped.get(symbol, []), instruments[symbol]))
-    return ViewColumns(
-        ids,
-        np.array(cash, dtype=np.float64),
-        np.array(level, dtype=np.float64),
-        np.array(row_account, dtype=np.int64),
-        np.array(row_instrument, dtype=np.int64),
-        np.array(inputs, dtype=np.float64).reshape(len(inputs), 7),
-        version,
-        legacy,
-    )
+    cash_column, level_column, *rows = built.arrays()
+    return ViewColumns(ids, cash_column, level_column, *rows, version, legacy)
