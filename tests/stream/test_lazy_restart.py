@@ -18,18 +18,18 @@ def test_market_moves_after_a_snapshot_and_after_a_kill_alert_as_the_reference(
 ):
     records = list(demo_events(DemoMarket(accounts=80, steps=6)))
     reference = Reference.of(records)
-    last_account = max(i for i, r in enumerate(records) if r["topic"] in ("orders", "transfers"))
-    half = (last_account + 1 + len(records)) // 2
-    assert len(records) - half > 3  # moves on both sides of the kill
+    opened = min(i for i, r in enumerate(records) if i > 0 and r["topic"] == "prices"
+                 and records[i - 1]["topic"] == "orders")  # fmt: skip
+    half = (opened + len(records)) // 2  # moves (and withdrawals) on both sides of the kill
     worker = deployment.worker("w1").start()
     worker.wait_ready()
-    deployment.produce(records[: last_account + 1])  # every position opened
+    deployment.produce(records[:opened])  # every position opened
     worker.stop()  # clean: each partition saves its view
     parts_before = _opened(worker, "parts")
     worker.start()
     worker.wait_ready(partitions=deployment.partitions)
     assert _opened(worker, "snapshot") == deployment.partitions
-    deployment.produce(records[last_account + 1 : half])
+    deployment.produce(records[opened:half])
     worker.kill9()  # committed since the snapshot: it is stale now
     worker.start()
     worker.wait_ready(partitions=deployment.partitions)
