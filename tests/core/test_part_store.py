@@ -55,3 +55,26 @@ def test_wipe_forgets_everything(store: PartStore):
     store.write([(b"account/a", b"1")], 5)
     store.wipe()
     assert list(store.items()) == [] and store.changelog_offset() == 0
+
+
+def test_a_key_range_is_read_alone_with_or_without_its_values(store: PartStore):
+    store.write([(b"account/a", b"1"), (b"ids/fill/0/a", b"2"), (b"index/BTC", b"3")], 5)
+    store.write_meta([(b"\x00view/header", b"h")])
+    assert list(store.items(b"ids/")) == [(b"ids/fill/0/a", b"2")]
+    assert list(store.keys(b"i")) == [b"ids/fill/0/a", b"index/BTC"]
+    assert list(store.keys(b"instrument/")) == []
+    assert [k for k, _ in store.items()] == [b"account/a", b"ids/fill/0/a", b"index/BTC"]
+
+
+def test_bookkeeping_keys_of_their_own_leave_the_parts_and_offset_alone(store: PartStore):
+    store.write([(b"account/a", b"1")], 9)
+    store.write_meta([(b"\x00view/header", b"h"), (b"\x00view/ids", b"[]")])
+    assert store.get(b"\x00view/header") == b"h" and store.changelog_offset() == 9
+    store.write_meta([(b"\x00view/header", None)])
+    assert store.get(b"\x00view/header") is None and store.get(b"\x00view/ids") == b"[]"
+    with pytest.raises(ValueError):
+        store.write_meta([(b"\x00changelog-offset", b"x")])  # only write() moves it
+    with pytest.raises(ValueError):
+        store.write_meta([(b"account/a", b"2")])  # a part goes through write()
+    store.wipe()
+    assert store.get(b"\x00view/ids") is None  # a wipe drops a snapshot with the rest

@@ -12,6 +12,12 @@ those (core/delivery).
 Records enter through core/intake.py (size limit, JSON); an account record must be
 keyed by its account, on that key's partition (core/keys.py).
 
+A worker's engine is loaded lazily (core/delivery/unit.py load): its accounts are decoded
+from the partition's store when first touched (core/accounts.py), and clean ones are
+evicted again at a commit past EngineConfig.resident_accounts; from_parts and replay
+hold every account in memory. Both give the same outputs and parts (tests/core/
+test_lazy_state.py).
+
 A record this state has already seen (its offset is at or below the last one
 the replay guard saw from its source) changes nothing and publishes nothing:
 the shell commits state, outputs and input offsets together, so the outputs of
@@ -23,10 +29,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from marginstream.core.accounts import Accounts
 from marginstream.core.alerts import Thresholds
 from marginstream.core.deadletters import dead_letter
 from marginstream.core.delivery.guard import GUARD_KEY, ReplayGuard
-from marginstream.core.delivery.parts import StateKey
+from marginstream.core.delivery.parts import StateKey, decode_part, part_key
+from marginstream.core.delivery.store import PartReader
 from marginstream.core.envelope import Envelope, Output
 from marginstream.core.keys import account_partition
 from marginstream.core.ledger import Account
@@ -64,6 +72,9 @@ class EngineConfig:
     # None (the replay of lines that name no partition): the key alone is checked.
     partitions: int | None = None
     max_open_orders: int = MAX_OPEN_ORDERS
+    # A lazily loaded partition keeps at most about this many accounts decoded: past it,
+    # each commit evicts the accounts it does not change (RiskEngine.evict_clean).
+    resident_accounts: int = 100_000
 
 
 @dataclass(slots=True)
@@ -81,20 +92,63 @@ class RiskEngine:
         market: Market | None = None,
         guard: ReplayGuard | None = None,
         ids: SeenIds | None = None,
+        reader: PartReader | None = None,
+        sealed: dict[str, list[StateKey]] | None = None,
     ) -> None:
+        """accounts: every account, in memory (from_parts); or, with reader, none: each is
+        decoded from reader when first touched, with its sealed used-id chunks (sealed:
+        their keys by account), and the caller loads the view (core/delivery/unit.py)."""
         self.config = config = config or EngineConfig()
-        self.accounts: dict[str, Account] = accounts if accounts is not None else {}
         self.market = market or Market()
         self.guard = guard or ReplayGuard()
         self.ids = ids or SeenIds(config.duplicate_retention_ms)
         self.view = RiskView(config.thresholds)
+        self.reader = reader
+        self.sealed = sealed if sealed is not None else {}
+        self.accounts = Accounts(self.view, reader, self._decoded)
+        if reader is not None:
+            self.ids.touch = self.accounts.get
         self.desk = Desk(
             self.market, self.view, config.thresholds, self.ids, config.max_open_orders
         )
         for symbol in sorted(self.market.instruments):
             self.view.define(symbol, self.market)
-        for account in self.accounts.values():
+        for account in (accounts or {}).values():
             self.view.sync(account, risk_symbols(account, orders_by_symbol(account)), self.market)
+            self.accounts[account.account_id] = account
+
+    def _decoded(self, account_id: str, data: dict[str, Any]) -> None:
+        """An account read from the store: its used ids join the window (seenids.py)."""
+        assert self.reader is not None
+        chunks = []
+        for key in self.sealed.pop(account_id, ()):
+            raw = self.reader.get(part_key(key))
+            if raw is not None:
+                chunks.append((key, decode_part(raw).data))
+        self.ids.load_account(account_id, data.get("ids", {}), chunks)
+
+    def evict_clean(self, changed: set[StateKey]) -> int:
+        """Past config.resident_accounts decoded accounts, forget every decoded account not
+        in changed (the parts of the commit being sealed); returns how many.
+
+        Call at a seal: an account not changed since the previous seal is in the store as it
+        is here (that commit wrote it before this seal began, or the engine was dropped), so
+        it is decoded from there again, exactly, when next touched.
+        """
+        loaded = self.accounts.loaded
+        if self.reader is None or len(loaded) <= self.config.resident_accounts:
+            return 0
+        keep = {name for kind, name in changed if kind == "account"}
+        evicted = 0
+        for account_id in [a for a in loaded if a not in keep]:
+            sealed = self.ids.unload_account(account_id)
+            if sealed is None:
+                continue  # its used ids are not all in parts: keep it decoded
+            del loaded[account_id]
+            if sealed:
+                self.sealed[account_id] = sealed
+            evicted += 1
+        return evicted
 
     # -- state parts ----------------------------------------------------------------
 
@@ -109,8 +163,9 @@ class RiskEngine:
         return self.market.part(key)
 
     def parts(self) -> dict[StateKey, dict[str, Any] | None]:
+        """Every part (every account decoded: for replay and tests, not the hot path)."""
         parts = self.market.parts()
-        parts.update({("account", a): self._account_part(a) for a in self.accounts})
+        parts.update({("account", a): self._account_part(a) for a in sorted(self.accounts)})
         parts.update(self.ids.parts())
         parts[GUARD_KEY] = self.guard.part()
         return parts
@@ -254,4 +309,4 @@ class RiskEngine:
     # -- reading --------------------------------------------------------------------
 
     def account_ids(self) -> list[str]:
-        return sorted(self.accounts)
+        return sorted(self.view.account_ids())

@@ -6,8 +6,9 @@ risk.row_risk, operation for operation), then summed per account with
 bincount. The view only *proposes*: accounts whose level it sees changing, or
 whose ratio sits within a hair of a threshold, are confirmed by the exact
 per-account path before any alert. It is kept in step with the ledger by the
-engine after every change and is never persisted: it is rebuilt from the
-accounts and the market.
+engine after every change. A lazily loaded engine builds it from the raw account
+parts in bulk (load), or takes it from a snapshot its store holds (delivery/viewsnapshot.py):
+no Python object per account, only the NumPy columns and the account ids.
 """
 
 from __future__ import annotations
@@ -73,6 +74,12 @@ class RiskView:
         self._tier_width = np.zeros((64, 1))
         self._tier_initial = np.zeros((64, 1))
         self._tier_maintenance = np.zeros((64, 1))
+        # Rows loaded in bulk are grouped by account: its first row and its count; rows
+        # added later are found through _row_number. Both without an object per row.
+        self._bulk_accounts = 0
+        self._bulk_first = np.zeros(0, dtype=np.int64)
+        self._bulk_count = np.zeros(0, dtype=np.int64)
+        self._bulk_rows_of: dict[int, np.ndarray] = {}
         self._row_number: dict[tuple[int, int], int] = {}
         self._rows = _Columns((*_ROW_FIELDS, "value", "initial", "maintenance"))
         self._row_account = np.zeros(64, dtype=np.int64)
@@ -166,8 +173,85 @@ class RiskView:
             columns["initial"][row] = risk.initial
             columns["maintenance"][row] = risk.maintenance
 
+    def load(
+        self,
+        account_ids: list[str],
+        cash: np.ndarray,
+        level: np.ndarray,
+        row_account: np.ndarray,
+        row_instrument: np.ndarray,
+        inputs: np.ndarray,
+    ) -> None:
+        """Every account at once, into a view with instruments but no accounts yet.
+
+        Rows come grouped by account (row_account non-decreasing); inputs has a column per
+        _ROW_FIELDS. Their figures are computed with refresh's arithmetic, which is sync's
+        to the bit (margin.py; tests/core/test_lazy_state.py compares the two).
+        """
+        assert self._accounts.size == 0 and self._rows.size == 0
+        count, rows = len(account_ids), len(row_account)
+        self._account_ids = account_ids
+        self._account_number = dict(zip(account_ids, range(count), strict=True))
+        self._accounts = _Columns(("cash", "level"), max(count, 64))
+        self._accounts.size = count
+        self._accounts["cash"][:count] = cash
+        self._accounts["level"][:count] = level
+        self._rows = _Columns((*_ROW_FIELDS, "value", "initial", "maintenance"), max(rows, 64))
+        self._rows.size = rows
+        for i, name in enumerate(_ROW_FIELDS):
+            self._rows[name][:rows] = inputs[:, i]
+        capacity = len(self._rows["qty"])
+        self._row_account = np.zeros(capacity, dtype=np.int64)
+        self._row_instrument = np.zeros(capacity, dtype=np.int64)
+        self._row_account[:rows] = row_account
+        self._row_instrument[:rows] = row_instrument
+        self._bulk_accounts = count
+        self._bulk_count = np.bincount(row_account, minlength=count).astype(np.int64)
+        self._bulk_first = np.zeros(count, dtype=np.int64)
+        np.cumsum(self._bulk_count[:-1], out=self._bulk_first[1:])
+        order = np.argsort(row_instrument, kind="stable")
+        bounds = np.searchsorted(row_instrument[order], np.arange(len(self._symbols) + 1))
+        self._bulk_rows_of = {
+            number: order[bounds[number] : bounds[number + 1]]
+            for number in range(len(self._symbols))
+        }
+        self._row_arrays.clear()
+        self._compute(np.arange(rows, dtype=np.int64))
+
     def set_level(self, account_id: str, level: str) -> None:
         self._accounts["level"][self._account(account_id)] = LEVELS.index(level)
+
+    # -- accounts and the columns as a whole ---------------------------------------
+
+    def account_ids(self) -> list[str]:
+        """Every account of the view, in the order it was added: the engine's account ids."""
+        return self._account_ids
+
+    def knows(self, account_id: str) -> bool:
+        return account_id in self._account_number
+
+    def add_account(self, account_id: str) -> None:
+        self._account(account_id)
+
+    def exported(self) -> dict[str, np.ndarray]:
+        """The account and row columns, rows grouped by account: what load() takes back."""
+        n, count = self._rows.size, self._accounts.size
+        order = np.argsort(self._row_account[:n], kind="stable")
+        return {
+            "cash": self._accounts["cash"][:count].copy(),
+            "level": self._accounts["level"][:count].copy(),
+            "row_account": self._row_account[:n][order],
+            "row_instrument": self._row_instrument[:n][order],
+            "inputs": np.stack([self._rows[name][:n][order] for name in _ROW_FIELDS], axis=1),
+            "risk": np.stack(
+                [self._rows[name][:n][order] for name in ("value", "initial", "maintenance")],
+                axis=1,
+            ),
+        }
+
+    def symbols(self) -> list[str]:
+        """The instruments by number: rows name them by it."""
+        return list(self._symbols)
 
     # -- proposing ----------------------------------------------------------------
 
@@ -241,6 +325,11 @@ class RiskView:
         return number
 
     def _row(self, account: int, instrument: int) -> int:
+        if account < self._bulk_accounts:
+            first = int(self._bulk_first[account])
+            for row in range(first, first + int(self._bulk_count[account])):
+                if self._row_instrument[row] == instrument:
+                    return row
         row = self._row_number.get((account, instrument))
         if row is None:
             row = self._rows.add()
@@ -266,7 +355,11 @@ class RiskView:
             if number is not None:
                 cached = self._row_arrays.get(number)
                 if cached is None:
-                    cached = self._row_arrays[number] = np.array(self._rows_of[number], np.int64)
+                    cached = np.array(self._rows_of[number], np.int64)
+                    bulk = self._bulk_rows_of.get(number)
+                    if bulk is not None and bulk.size:
+                        cached = np.concatenate((bulk, cached))
+                    self._row_arrays[number] = cached
                 parts.append(cached)
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 

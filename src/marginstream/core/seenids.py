@@ -19,7 +19,7 @@ that uses it again. Chunks only bound the size of a part; they do not change tha
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,8 +64,13 @@ class SeenIds:
         self.retention_ms = retention_ms
         self.windows: dict[tuple[str, str], _Window] = {}
         self.dirty: set[StateKey] = set()  # sealed chunks written or dropped
+        # A lazily loaded engine's: loads an account's windows (load_account) before its
+        # first use, if they are still in the store.
+        self.touch: Callable[[str], object] | None = None
 
     def seen(self, account: str, kind: str, identifier: str, ts: int) -> bool:
+        if self.touch is not None:
+            self.touch(account)
         window = self.windows.get((account, kind))
         used = None if window is None else window.ts_of(identifier)
         return used is not None and used >= ts - self.retention_ms
@@ -73,6 +78,8 @@ class SeenIds:
     def remember(self, account: str, kind: str, identifier: str, ts: int, clock: int) -> None:
         """Note an id used at ts, the venue's clock at clock (the caller writes the
         account part, which holds the newest chunk)."""
+        if self.touch is not None:
+            self.touch(account)
         window = self.windows.get((account, kind))
         if window is None:
             window = self.windows[(account, kind)] = _Window()
@@ -152,10 +159,56 @@ class SeenIds:
             for kind, chunk in newest.items():
                 found.setdefault((account, kind), {})[int(chunk["n"])] = dict(chunk["ids"])
         for (account, kind), chunks in found.items():
-            window = seen.windows[(account, kind)] = _Window(first=min(chunks))
-            for number in range(window.first, max(chunks) + 1):
-                window.add_chunk(number, chunks.get(number, {}))
+            seen.windows[(account, kind)] = _window_of(chunks)
         return seen
+
+    def load_account(
+        self, account: str, carried: dict[str, Any], sealed: Iterable[tuple[StateKey, Any]]
+    ) -> None:
+        """One account's windows, as from_parts builds them, when a lazily loaded engine
+        first touches the account: what its part carries and its sealed chunks' parts."""
+        found: dict[str, dict[int, dict[str, int]]] = {}
+        for key, data in sealed:
+            kind, number, _ = _parse(key[1])
+            found.setdefault(kind, {})[number] = dict(data["ids"])
+        for kind, chunk in carried.items():
+            found.setdefault(kind, {})[int(chunk["n"])] = dict(chunk["ids"])
+        for kind, chunks in found.items():
+            self.windows[(account, kind)] = _window_of(chunks)
+
+    def unload_account(self, account: str) -> list[StateKey] | None:
+        """Forget an account's windows (a lazily loaded engine evicts a clean account); the
+        keys of its sealed chunks, to load them again. None, and nothing forgotten, if the
+        windows are not exactly what the parts hold (a missing chunk in between)."""
+        keys = []
+        for kind in KINDS:
+            window = self.windows.get((account, kind))
+            if window is None:
+                continue
+            for i, chunk in enumerate(window.chunks[:-1]):
+                if len(chunk) < CHUNK_IDS:
+                    return None
+                keys.append(chunk_key(kind, window.first + i, account))
+            if window.chunks and len(window.chunks[-1]) >= CHUNK_IDS:
+                keys.append(chunk_key(kind, window.last, account))
+        for kind in KINDS:
+            self.windows.pop((account, kind), None)
+        return keys
+
+
+def _window_of(chunks: dict[int, dict[str, int]]) -> _Window:
+    """The window of chunks by number (a missing number in between is an empty chunk)."""
+    window = _Window(first=min(chunks))
+    for number in range(window.first, max(chunks) + 1):
+        window.add_chunk(number, chunks.get(number, {}))
+    return window
+
+
+def chunk_owner(name: str) -> tuple[str, str, int]:
+    """(account, kind, number) of a chunk part's name: the loader indexes chunks by
+    account from their keys alone, without decoding them."""
+    kind, number, account = _parse(name)
+    return account, kind, number
 
 
 def _parse(name: str) -> tuple[str, int, str]:

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from marginstream.core import DEAD_LETTERS, EngineConfig, Envelope, intake
 from marginstream.core.delivery.sources import Source
-from marginstream.core.delivery.unit import PartitionState, load
+from marginstream.core.delivery.unit import PartitionState, load, save_view
 from marginstream.core.envelope import NotJson
 from marginstream.stream.changelog import ChangelogReader
 from marginstream.stream.commit import PartitionLost, Transaction, classified, commit
@@ -133,8 +133,8 @@ class OwnedPartition:
         self.phase = Phase.ACTIVE
         consumer.resume(*self.inputs)
         log.info(
-            "partition %d open: %d accounts, version %d, inputs from %s", self.number,
-            len(self.work.engine.accounts), self.work.version,
+            "partition %d open: %d accounts (view from %s), version %d, inputs from %s",
+            self.number, len(self.work.engine.accounts), self.work.loaded_from, self.work.version,
             {tp.topic: offset for tp, offset in self.next_offsets.items()},
         )  # fmt: skip
 
@@ -263,6 +263,12 @@ class OwnedPartition:
                 self.context.metrics.failed("close", error)
                 fenced = isinstance(classified(error), PartitionLost)
                 log.warning("partition %d: commit at close failed: %r", self.number, error)
+            else:  # all committed and in the store: a snapshot of the view for the next open
+                try:  # in the loop, not a thread: the store closes right after a stop
+                    assert self.work is not None
+                    save_view(self.work, self.store)
+                except Exception as error:  # only the next open is slower
+                    log.warning("partition %d: view snapshot not saved: %r", self.number, error)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(producer.abort_transaction(), 5.0)
         with contextlib.suppress(Exception):

@@ -47,14 +47,20 @@ class RocksPartStore:
     def get(self, key: bytes) -> bytes | None:
         return self.db.get(key)
 
-    def items(self) -> Iterator[tuple[bytes, bytes]]:
-        iterator = self.db.iter()
-        iterator.seek_to_first()
-        while iterator.valid():
-            key = iterator.key()
+    def items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        for key, value in self.db.items(from_key=prefix):  # rocksdict's own loop: faster
+            if not key.startswith(prefix):
+                break
             if not key.startswith(META_PREFIX):
-                yield key, iterator.value()
-            iterator.next()
+                yield key, value
+
+    def keys(self, prefix: bytes) -> Iterator[bytes]:
+        """items(prefix)'s keys: RocksDB still reads the blocks, Python decodes nothing."""
+        for key in self.db.keys(from_key=prefix):
+            if not key.startswith(prefix):
+                break
+            if not key.startswith(META_PREFIX):
+                yield key
 
     def changelog_offset(self) -> int:
         return decode_offset(self.db.get(CHANGELOG_OFFSET))
@@ -71,6 +77,22 @@ class RocksPartStore:
         batch.put(CHANGELOG_OFFSET, encode_offset(changelog_offset))
         try:
             FAULTS.fail("store-write", disk_full=True)
+            self.db.write(batch)
+        except Exception as error:  # rocksdict raises a bare Exception ("IO error: ...")
+            reason = f"the local store {self.path} could not be written: {error}"
+            raise StoreFailed(reason) from error
+
+    def write_meta(self, items: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """Bookkeeping keys of derived data (the view's snapshot), in one batch of their own."""
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for key, value in items:
+            if not key.startswith(META_PREFIX) or key == CHANGELOG_OFFSET:
+                raise ValueError(f"{key!r} is not a bookkeeping key of its own")
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        try:
             self.db.write(batch)
         except Exception as error:  # rocksdict raises a bare Exception ("IO error: ...")
             reason = f"the local store {self.path} could not be written: {error}"

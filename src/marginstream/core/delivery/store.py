@@ -15,13 +15,22 @@ META_PREFIX = b"\x00"  # keys of the store's own bookkeeping start with it
 CHANGELOG_OFFSET = META_PREFIX + b"changelog-offset"
 
 
-class PartStore(Protocol):
+class PartReader(Protocol):
+    """What the engine reads its parts through: a key at a time (an account on first
+    touch) or a key range in bulk (the loader). Both stores provide it."""
+
     def get(self, key: bytes) -> bytes | None: ...
 
-    def items(self) -> Iterator[tuple[bytes, bytes]]:
-        """Every stored part (not the store's own bookkeeping), in key order."""
+    def items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Every stored part under prefix (not the store's own bookkeeping), in key order."""
         ...
 
+    def keys(self, prefix: bytes) -> Iterator[bytes]:
+        """The keys of items(prefix), without reading their values."""
+        ...
+
+
+class PartStore(PartReader, Protocol):
     def changelog_offset(self) -> int:
         """The changelog offset a restore resumes from (0: the beginning)."""
         ...
@@ -32,6 +41,11 @@ class PartStore(Protocol):
 
     def wipe(self) -> None:
         """Forget everything: the next restore starts from the beginning of the changelog."""
+        ...
+
+    def write_meta(self, items: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """Put (or, for None, delete) bookkeeping keys (META_PREFIX) of their own, atomically:
+        local only, never parts and never in the changelog (the risk view's snapshot)."""
         ...
 
 
@@ -52,10 +66,14 @@ class MemoryPartStore:
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)
 
-    def items(self) -> Iterator[tuple[bytes, bytes]]:
+    def items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        for key in self.keys(prefix):
+            yield key, self.data[key]
+
+    def keys(self, prefix: bytes) -> Iterator[bytes]:
         for key in sorted(self.data):
-            if not key.startswith(META_PREFIX):
-                yield key, self.data[key]
+            if key.startswith(prefix) and not key.startswith(META_PREFIX):
+                yield key
 
     def changelog_offset(self) -> int:
         return decode_offset(self.data.get(CHANGELOG_OFFSET))
@@ -74,3 +92,14 @@ class MemoryPartStore:
 
     def wipe(self) -> None:
         self.data = {}
+
+    def write_meta(self, items: Iterable[tuple[bytes, bytes | None]]) -> None:
+        staged = dict(self.data)
+        for key, value in items:
+            if not key.startswith(META_PREFIX) or key == CHANGELOG_OFFSET:
+                raise ValueError(f"{key!r} is not a bookkeeping key of its own")
+            if value is None:
+                staged.pop(key, None)
+            else:
+                staged[key] = value
+        self.data = staged

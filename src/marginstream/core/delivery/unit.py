@@ -11,22 +11,33 @@ outlives a failed commit or a rebalance.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
+from marginstream.core.accounts import view_columns
+from marginstream.core.delivery import viewsnapshot
 from marginstream.core.delivery.formats import upgrade
+from marginstream.core.delivery.guard import GUARD_KEY, ReplayGuard
 from marginstream.core.delivery.parts import (
+    FORMAT,
+    FORMAT1_KINDS,
+    PART_KINDS,
     StateKey,
     StoredPart,
     decode_part,
+    format_of,
     part_header,
     part_key,
     state_key,
+    version_of,
 )
 from marginstream.core.delivery.sources import Source
-from marginstream.core.delivery.store import PartStore
+from marginstream.core.delivery.store import PartReader, PartStore
 from marginstream.core.engine import EngineConfig, Outcome, RiskEngine
 from marginstream.core.envelope import Envelope
+from marginstream.core.market import Market
+from marginstream.core.seenids import chunk_owner
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,7 @@ class PartitionState:
     changed: set[StateKey] = field(default_factory=set)
     offsets: dict[Source, int] = field(default_factory=dict)
     records: int = 0  # read since the last seal
+    loaded_from: str = "parts"  # how the view was built: "snapshot", "parts", or "eager"
 
     def apply(self, envelope: Envelope, read_from: Source, offset: int) -> Outcome:
         """Apply one record read at (read_from, offset); the envelope names its origin."""
@@ -63,13 +75,38 @@ class PartitionState:
         for key in sorted(self.changed):  # encode_part, its header made once
             data = part(key)
             parts.append((part_key(key), None if data is None else header + dumps(data)))
+        self.engine.evict_clean(self.changed)  # after encoding: the changed stay decoded
         sealed = Sealed(self.version, parts, self.offsets, self.records)
         self.changed, self.offsets, self.records = set(), {}, 0
         return sealed
 
 
+def save_view(work: PartitionState, store: PartStore) -> bool:
+    """Save the risk view's snapshot (delivery/viewsnapshot.py) if the store holds exactly
+    work's state: nothing applied since the last commit's local write, and loaded lazily
+    (so wholly in the current format). True if saved."""
+    if work.records or work.changed or work.engine.reader is None:
+        return False
+    viewsnapshot.save(store, work.engine.view, work.version)
+    return True
+
+
 def load(store: PartStore, config: EngineConfig | None = None) -> PartitionState:
-    """The partition's state as its store holds it, earlier formats upgraded."""
+    """The partition's state as its store holds it, earlier formats upgraded.
+
+    A store wholly in the current format is loaded lazily: the market, the guard and the
+    risk view (from the view's snapshot if it matches the store, else from the account
+    parts, decoded to floats only); each account is decoded when first touched
+    (core/accounts.py). A store with parts of an earlier format is loaded whole, and
+    upgraded.
+    """
+    config = config or EngineConfig()
+    lazy = _lazy(store, config)
+    return lazy if lazy is not None else load_eager(store, config)
+
+
+def load_eager(store: PartStore, config: EngineConfig | None = None) -> PartitionState:
+    """Every part decoded into the engine's objects (earlier formats upgraded)."""
     stored: dict[StateKey, StoredPart] = {}
     version = 0
     for raw_key, raw_value in store.items():
@@ -81,4 +118,48 @@ def load(store: PartStore, config: EngineConfig | None = None) -> PartitionState
     config = config or EngineConfig()
     upgraded = upgrade(stored, config.duplicate_retention_ms)
     engine = RiskEngine.from_parts(upgraded.parts, config)
-    return PartitionState(engine, version, changed=upgraded.rewrite)
+    return PartitionState(engine, version, changed=upgraded.rewrite, loaded_from="eager")
+
+
+_SMALL_KINDS = tuple(k for k in (*PART_KINDS, *FORMAT1_KINDS) if k not in ("account", "ids"))
+
+
+def _lazy(store: PartStore, config: EngineConfig) -> PartitionState | None:
+    """The lazily loaded state; None if a part is in an earlier format (load it whole)."""
+    small: dict[StateKey, Any] = {}
+    version = 0
+    for kind in _SMALL_KINDS:
+        for raw_key, raw_value in store.items(f"{kind}/".encode()):
+            key = state_key(raw_key)
+            if key is None:
+                continue
+            if format_of(raw_value) != FORMAT:
+                return None
+            part = decode_part(raw_value)
+            small[key] = part.data
+            version = max(version, part.version)
+    sealed: dict[str, list[StateKey]] = {}
+    for raw_key in store.keys(b"ids/"):
+        key = state_key(raw_key)
+        if key is not None:
+            sealed.setdefault(chunk_owner(key[1])[0], []).append(key)
+    market = Market.from_parts({k: v for k, v in small.items() if k[0] in ("instrument", "index")})
+    guard = ReplayGuard.from_part(small.get(GUARD_KEY))
+    engine = RiskEngine(config, None, market, guard, None, store, sealed)
+    view, symbols = engine.view, engine.view.symbols()
+    header = viewsnapshot.header_of(store)
+    if viewsnapshot.usable(header, store.changelog_offset(), symbols):
+        assert header is not None
+        if viewsnapshot.load_into(store, header, view):
+            version = max(version, int(header["version"]))
+            return PartitionState(engine, version, loaded_from="snapshot")
+    columns = view_columns(store.items(b"account/"), market, symbols)
+    if columns.legacy:
+        return None
+    columns.load_into(view)
+    return PartitionState(engine, max(version, columns.version, _chunk_version(store)))
+
+
+def _chunk_version(store: PartReader) -> int:
+    """The highest version of the sealed id chunks (read, not decoded)."""
+    return max((version_of(v) for _, v in store.items(b"ids/")), default=0)
