@@ -82,8 +82,9 @@ def account_part(number: int, books: list[str]) -> tuple[str, dict[str, Any]]:
         }
     )
     account.apply_fill(fill, instrument, Decimal(0))
-    account.fills_seen[fill.fill_id] = 1
-    return name, account.to_dict()
+    part = account.to_dict()
+    part["ids"] = {"fill": {"n": 0, "ids": {fill.fill_id: 1}}}  # its used id (seenids.py)
+    return name, part
 
 
 async def write_changelog(deployment: LocalDeployment, accounts: int, instruments: int) -> float:
