@@ -8,8 +8,11 @@ turns, by separate processes on the same broker:
 - bare: an aiokafka consumer that reads the same partitions read_committed and does
   nothing with the records: what Kafka and aiokafka's parser give, the ceiling.
 
-Each prints records/s (wall), CPU µs per record of its own process, and a digest of the
-stores it leaves; ours and before must leave the same stores.
+A bare read warms the broker up first; then each reader runs --rounds times, in turns
+(each round in another order: a later run gains from a warmer broker), and the median
+run is reported: records/s (wall), CPU µs per record of its own process (RocksDB's
+background threads included), and a digest of the stores it leaves; ours and before
+must leave the same stores.
 
     python -m bench.restore --accounts 1000000 --before main
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -123,11 +127,16 @@ def in_process(
     return json.loads(done.stdout.splitlines()[-1])
 
 
-def show(name: str, figures: dict[str, Any]) -> None:
+def show(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median run of a reader (by records/s), printed with the spread."""
+    rates = sorted(run["records_per_second"] for run in runs)
+    median = next(r for r in runs if r["records_per_second"] == rates[len(rates) // 2])
     print(
-        f"{name:>22}: {figures['records']:,} records in {figures['seconds']:.1f}s, "
-        f"{figures['records_per_second']:,}/s, {figures['cpu_us_per_record']} µs CPU/record"
+        f"{name:>22}: {median['records']:,} records, median {median['records_per_second']:,}/s "
+        f"(runs {', '.join(f'{r:,}' for r in rates)}), {median['cpu_us_per_record']} µs "
+        f"CPU/record"
     )
+    return {**median, "runs_records_per_second": rates}
 
 
 def main() -> None:
@@ -136,6 +145,7 @@ def main() -> None:
     parser.add_argument("--instruments", type=int, default=20)
     parser.add_argument("--before", help="also read with the reader of this earlier commit")
     parser.add_argument("--batches", type=int, nargs="*", default=[], help="ours at these too")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each reader, in turns")
     parser.add_argument("--read", nargs=3, metavar=("MODE", "BOOTSTRAP", "TOPIC"),
                         help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args()
@@ -149,34 +159,41 @@ def main() -> None:
         print(json.dumps(figures))
         return
     figures: dict[str, Any] = {"accounts": args.accounts, "partitions": PARTITIONS}
-    with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="bench-") as directory:
-        deployment = bench_deployment(bootstrap, Path(directory), partitions=PARTITIONS)
+    with contextlib.ExitStack() as stack:
+        bootstrap = stack.enter_context(broker())
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
+        deployment = bench_deployment(bootstrap, directory, partitions=PARTITIONS)
         topic = deployment.names.changelog
         seconds = asyncio.run(write_changelog(deployment, args.accounts, args.instruments))
         figures["changelog_write_seconds"] = round(seconds, 1)
         ours = ROOT / "src"
-        figures["bare"] = in_process("bare", ours, bootstrap, topic)
-        show("bare aiokafka", figures["bare"])
-        figures["ours"] = in_process("stores", ours, bootstrap, topic)
-        show("ours", figures["ours"])
+        readers: dict[str, tuple[str, Path, int | None]] = {
+            "bare": ("bare", ours, None),
+            "ours": ("stores", ours, None),
+        }
         if args.before:
-            with worktree(args.before) as (tree, commit):
-                figures["before"] = {
-                    "commit": commit,
-                    **in_process("stores", tree / "src", bootstrap, topic),
-                }
-            show(f"before ({commit[:9]})", figures["before"])
-            ratio = figures["ours"]["records_per_second"] / figures["before"]["records_per_second"]
-            figures["ours_over_before"] = round(ratio, 2)
+            tree, commit = stack.enter_context(worktree(args.before))
+            readers["before"] = ("stores", tree / "src", None)
+            figures["before_commit"] = commit
+        for batch in args.batches:
+            readers[f"ours_batch_{batch}"] = ("stores", ours, batch)
+        in_process("bare", ours, bootstrap, topic)  # the broker warmed up, its files cached
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in readers}
+        for round_ in range(args.rounds):  # in turns, each round in another order
+            names = list(readers)
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                runs[name].append(in_process(*readers[name][:2], bootstrap, topic,
+                                             readers[name][2]))  # fmt: skip
+        for name in readers:
+            figures[name] = show(name, runs[name])
+        rate = {name: figures[name]["records_per_second"] for name in readers}
+        if args.before:
+            figures["ours_over_before"] = round(rate["ours"] / rate["before"], 2)
             same = figures["ours"]["stores_sha256"] == figures["before"]["stores_sha256"]
             figures["same_stores"] = same
-            print(f"ours / before: {ratio:.2f}x; the same stores: {same}")
-        for batch in args.batches:
-            figures[f"ours_batch_{batch}"] = in_process("stores", ours, bootstrap, topic, batch)
-            show(f"ours, batch {batch:,}", figures[f"ours_batch_{batch}"])
-        ceiling = figures["ours"]["records_per_second"] / figures["bare"]["records_per_second"]
-        figures["ours_over_bare"] = round(ceiling, 2)
-        print(f"ours / bare aiokafka: {ceiling:.2f}x")
+            print(f"ours / before: {figures['ours_over_before']:.2f}x; the same stores: {same}")
+        figures["ours_over_bare"] = round(rate["ours"] / rate["bare"], 2)
+        print(f"ours / bare aiokafka: {figures['ours_over_bare']:.2f}x")
     print(f"written to {write_result(f'restore-{args.accounts}', figures)}")
 
 

@@ -33,7 +33,9 @@ from marginstream.stream.metrics import StreamMetrics
 
 log = logging.getLogger(__name__)
 
-BATCH = 50_000  # records per getmany at most (bench/restore.py measured the sizes)
+# Records per getmany at most. bench/restore.py (1M records): 1,000 was the fastest of
+# 500 to 50,000; larger batches cost more CPU per record and stall the fetches longer.
+BATCH = 1000
 
 
 @dataclass
