@@ -208,9 +208,15 @@ def main() -> None:
         figures["changelog_records_read"] = health.get("changelog_records_read")
         figures["changelog_records_stale"] = health.get("changelog_records_stale")
         figures["rss_mib"] = rss_mib(worker)
+        # restore and load together (bench/restore.py times the restore alone)
+        figures["changelog_records_per_second_to_serving"] = round(
+            (figures["changelog_records_read"] or 0) / figures["restore_seconds"]
+        )
         print(
             f"restore {figures['restored_accounts']:,} accounts from the changelog into an "
-            f"empty worker: {figures['restore_seconds']:.1f}s; RSS {figures['rss_mib']:.0f} MiB"
+            f"empty worker: {figures['restore_seconds']:.1f}s "
+            f"({figures['changelog_records_per_second_to_serving']:,} changelog records/s "
+            f"until every partition serves); RSS {figures['rss_mib']:.0f} MiB"
         )
         worker.stop()
         began = time.perf_counter()

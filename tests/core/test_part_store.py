@@ -78,3 +78,19 @@ def test_bookkeeping_keys_of_their_own_leave_the_parts_and_offset_alone(store: P
         store.write_meta([(b"account/a", b"2")])  # a part goes through write()
     store.wipe()
     assert store.get(b"\x00view/ids") is None  # a wipe drops a snapshot with the rest
+
+
+def test_get_many_answers_in_the_order_asked(store: PartStore):
+    store.write([(b"account/a", b"1"), (b"account/b", b"2")], 3)
+    assert store.get_many([b"account/b", b"account/x", b"account/a"]) == [b"2", None, b"1"]
+    assert store.get_many([]) == []
+
+
+def test_writes_that_are_not_durable_read_like_the_others(store: PartStore):
+    store.write([(b"account/a", b"1"), (b"account/b", b"2")], 4, durable=False)
+    store.write([(b"account/a", None)], 6, durable=False)
+    assert list(store.items()) == [(b"account/b", b"2")] and store.changelog_offset() == 6
+    store.write([(b"account/c", b"3")], 7)
+    store.flush()
+    assert list(store.items()) == [(b"account/b", b"2"), (b"account/c", b"3")]
+    assert store.changelog_offset() == 7

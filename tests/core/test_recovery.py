@@ -84,7 +84,7 @@ class Owner:
 
 
 def _stored_version(store: MemoryPartStore):
-    return lambda key: version_of(store.get(key))
+    return lambda keys: [version_of(value) for value in store.get_many(keys)]
 
 
 def _run_until(owner: Owner, records: list[Envelope], stop: int, every: int) -> None:

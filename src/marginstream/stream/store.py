@@ -6,12 +6,21 @@ leaves a store whose offset matches its parts. The worker writes a store only wi
 what a committed transaction holds (after the commit) or what a restore read (committed
 only), so a store is never ahead of its changelog.
 
+A commit's write goes through the write-ahead log (a kill -9 loses none). A restore's
+batches do not (durable=False: the log would double what they cost): they live in the
+memtable until RocksDB flushes it, and a kill -9 loses the newest of them, together with
+their offset. What survives is still a prefix of the writes, offsets included, as long
+as no logged write follows an unflushed unlogged one (RocksDB would replay the logged
+write without the ones before it): so a durable write flushes first when one is pending,
+and a restore flushes at its end (docs/failure-model.md).
+
 A write that fails (a full disk, an I/O error) raises StoreFailed: the worker stops
 (stream/runner.py); it is never taken for a commit to retry.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -26,6 +35,8 @@ from marginstream.core.delivery.store import (
 )
 from marginstream.stream.faults import FAULTS
 
+log = logging.getLogger(__name__)
+
 
 class StoreFailed(RuntimeError):
     """A local store could not be written: the worker cannot go on."""
@@ -38,14 +49,27 @@ def _options() -> rocksdict.Options:
     return options
 
 
+def _unlogged() -> rocksdict.WriteOptions:
+    options = rocksdict.WriteOptions()
+    options.disable_wal = True
+    return options
+
+
+UNLOGGED = _unlogged()
+
+
 class RocksPartStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = rocksdict.Rdict(str(path), options=_options())
+        self.unflushed = False  # an unlogged write is in the memtable only
 
     def get(self, key: bytes) -> bytes | None:
         return self.db.get(key)
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        return self.db.get(keys) if keys else []
 
     def items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         for key, value in self.db.items(from_key=prefix):  # rocksdict's own loop: faster
@@ -65,19 +89,30 @@ class RocksPartStore:
     def changelog_offset(self) -> int:
         return decode_offset(self.db.get(CHANGELOG_OFFSET))
 
-    def write(self, parts: Iterable[tuple[bytes, bytes | None]], changelog_offset: int) -> None:
+    def write(
+        self,
+        parts: Iterable[tuple[bytes, bytes | None]],
+        changelog_offset: int,
+        durable: bool = True,
+    ) -> None:
         batch = rocksdict.WriteBatch(raw_mode=True)
+        put, delete = batch.put, batch.delete
         for key, value in parts:
             if key.startswith(META_PREFIX):
                 raise ValueError(f"{key!r} is reserved for the store's bookkeeping")
             if value is None:
-                batch.delete(key)
+                delete(key)
             else:
-                batch.put(key, value)
-        batch.put(CHANGELOG_OFFSET, encode_offset(changelog_offset))
+                put(key, value)
+        put(CHANGELOG_OFFSET, encode_offset(changelog_offset))
         try:
             FAULTS.fail("store-write", disk_full=True)
-            self.db.write(batch)
+            if durable:
+                self._flush_unlogged()
+                self.db.write(batch)
+            else:
+                self.db.write(batch, UNLOGGED)
+                self.unflushed = True
         except Exception as error:  # rocksdict raises a bare Exception ("IO error: ...")
             reason = f"the local store {self.path} could not be written: {error}"
             raise StoreFailed(reason) from error
@@ -93,17 +128,35 @@ class RocksPartStore:
             else:
                 batch.put(key, value)
         try:
+            self._flush_unlogged()  # a logged write never goes ahead of unlogged ones
             self.db.write(batch)
         except Exception as error:  # rocksdict raises a bare Exception ("IO error: ...")
             reason = f"the local store {self.path} could not be written: {error}"
             raise StoreFailed(reason) from error
 
+    def flush(self) -> None:
+        try:
+            self._flush_unlogged()
+        except Exception as error:
+            reason = f"the local store {self.path} could not be flushed: {error}"
+            raise StoreFailed(reason) from error
+
+    def _flush_unlogged(self) -> None:
+        if self.unflushed:
+            self.db.flush(True)
+            self.unflushed = False
+
     def wipe(self) -> None:
-        self.close()
+        self.db.close()
         shutil.rmtree(self.path, ignore_errors=True)
         self.db = rocksdict.Rdict(str(self.path), options=_options())
+        self.unflushed = False
 
     def close(self) -> None:
+        try:
+            self._flush_unlogged()
+        except Exception as error:  # behind, never ahead: the next restore reads the rest
+            log.error("the local store %s could not be flushed: %s", self.path, error)
         self.db.close()
 
 

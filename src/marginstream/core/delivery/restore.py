@@ -6,14 +6,22 @@ newer version of its key. With fenced transactional writers the versions of a ke
 grow along the log, so the rule changes nothing in a correct history; it is there so
 that a restore never goes backwards if one did not, and it counts such records
 (`stale`) so that tests and /health/ can show that none ever arrived.
+
+restore_batch applies the rule to a whole fetch at once, with the result of applying it
+record by record (tests/core/test_restore.py checks that against a store written one
+record at a time): the store is asked once for the versions of the batch's keys, and a
+key's later records in the batch are judged against its newest version so far.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from marginstream.core.delivery.parts import version_of
+
+# The versions a store holds for keys, in their order (-1: none), asked once per batch.
+StoredVersions = Callable[[list[bytes]], Iterable[int]]
 
 
 @dataclass
@@ -21,36 +29,35 @@ class Restored:
     """What one batch of changelog records leaves to write (last value per key)."""
 
     writes: dict[bytes, bytes | None] = field(default_factory=dict)
+    # every key of the batch: the version the store holds for it once writes are written
+    versions: dict[bytes, int] = field(default_factory=dict)
     read: int = 0
     kept: int = 0
     stale: int = 0  # records older than what the store holds: never expected
 
 
 def restore_batch(
-    records: Iterable[tuple[bytes, bytes | None]], stored_version: Callable[[bytes], int]
+    records: Sequence[tuple[bytes, bytes | None]], stored_versions: StoredVersions
 ) -> Restored:
     """Apply the restore rule to records (key, value) in log order.
 
-    stored_version(key) is the version the store holds for key (-1: none).
+    stored_versions(keys) are the versions the store holds for keys (-1: none).
     A record with no value (a deletion, which this version never writes) deletes.
     """
-    restored = Restored()
-    newest: dict[bytes, int] = {}
+    keys = list(dict.fromkeys(key for key, _ in records))
+    known = dict(zip(keys, stored_versions(keys), strict=True))
+    writes: dict[bytes, bytes | None] = {}
+    stale = 0
     for key, value in records:
-        restored.read += 1
         if value is None:
-            restored.writes[key] = None
-            newest[key] = -1
-            restored.kept += 1
+            writes[key] = None
+            known[key] = -1
             continue
         incoming = version_of(value)
-        known = newest.get(key)
-        if known is None:
-            known = stored_version(key)
-        if incoming >= known:
-            restored.writes[key] = value
-            newest[key] = incoming
-            restored.kept += 1
+        if incoming >= known[key]:
+            writes[key] = value
+            known[key] = incoming
         else:
-            restored.stale += 1
-    return restored
+            stale += 1
+    read = len(records)
+    return Restored(writes, known, read, read - stale, stale)

@@ -21,6 +21,10 @@ class PartReader(Protocol):
 
     def get(self, key: bytes) -> bytes | None: ...
 
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        """The values of keys, in their order (None: absent): one call for a batch."""
+        ...
+
     def items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """Every stored part under prefix (not the store's own bookkeeping), in key order."""
         ...
@@ -35,8 +39,22 @@ class PartStore(PartReader, Protocol):
         """The changelog offset a restore resumes from (0: the beginning)."""
         ...
 
-    def write(self, parts: Iterable[tuple[bytes, bytes | None]], changelog_offset: int) -> None:
-        """Put (or, for None, delete) parts and save the offset, atomically."""
+    def write(
+        self,
+        parts: Iterable[tuple[bytes, bytes | None]],
+        changelog_offset: int,
+        durable: bool = True,
+    ) -> None:
+        """Put (or, for None, delete) parts and save the offset, atomically.
+
+        durable=False (a restore's batches): a crash may lose this write together with
+        every later one until flush(), never an earlier write, never a part without its
+        offset; a durable write made later flushes it first.
+        """
+        ...
+
+    def flush(self) -> None:
+        """Make every write so far survive a crash."""
         ...
 
     def wipe(self) -> None:
@@ -66,6 +84,9 @@ class MemoryPartStore:
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)
 
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        return [self.data.get(key) for key in keys]
+
     def items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         for key in self.keys(prefix):
             yield key, self.data[key]
@@ -78,7 +99,12 @@ class MemoryPartStore:
     def changelog_offset(self) -> int:
         return decode_offset(self.data.get(CHANGELOG_OFFSET))
 
-    def write(self, parts: Iterable[tuple[bytes, bytes | None]], changelog_offset: int) -> None:
+    def write(
+        self,
+        parts: Iterable[tuple[bytes, bytes | None]],
+        changelog_offset: int,
+        durable: bool = True,
+    ) -> None:
         staged = dict(self.data)  # all or nothing, as a RocksDB write batch
         for key, value in parts:
             if key.startswith(META_PREFIX):
@@ -89,6 +115,9 @@ class MemoryPartStore:
                 staged[key] = value
         staged[CHANGELOG_OFFSET] = encode_offset(changelog_offset)
         self.data = staged
+
+    def flush(self) -> None:
+        pass
 
     def wipe(self) -> None:
         self.data = {}
