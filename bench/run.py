@@ -2,8 +2,8 @@
 
 Each script prints its figures and writes bench/results/<name>.json (the quick run:
 bench/results/quick/<name>.json); BENCHMARKS.md tabulates them with the machine,
-versions and date of the run. With --before REF the throughput benchmark also runs one
-worker of the code at REF beside the current one (see bench/throughput.py).
+versions and date of the run. With --before REF the throughput, core, restore and
+load-state benchmarks also run the code at REF beside the current one, in the same run.
 """
 
 from __future__ import annotations
@@ -32,13 +32,22 @@ QUICK = [
         "5",
     ],
     ["bench.recovery", "--accounts", "50000", "--takeover-accounts", "20000"],
+    ["bench.core", "--accounts", "4000", "--records", "12000", "--repeat", "1"],
+    ["bench.restore", "--accounts", "100000", "--rounds", "1"],
 ]
 FULL = [
     ["bench.remargin", "--accounts", "100000", "--strikes", "50", "--moves", "20"],
-    ["bench.throughput", "--accounts", "100000", "--instruments", "20", "--records", "150000"],
+    [
+        "bench.throughput",
+        *("--accounts", "100000", "--instruments", "20", "--records", "150000"),
+        *("--scale-out", "2", "4"),
+    ],
     ["bench.latency", "--accounts", "100000", "--moves", "20", "--rates", "1000", "10000"],
     ["bench.recovery", "--accounts", "100000", "--takeover-accounts", "100000"],
     ["bench.recovery", "--accounts", "1000000", "--takeover-accounts", "100000"],
+    ["bench.core"],
+    ["bench.restore", "--accounts", "1000000"],
+    ["bench.loadstate", "--accounts", "1000000"],
 ]
 
 
@@ -46,12 +55,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes")
     parser.add_argument(
-        "--before", metavar="REF", help="throughput: also a worker of the code at this commit"
+        "--before", metavar="REF", help="also run this commit's code where compared"
     )
     args = parser.parse_args()
     failed = []
     for module, *sizes in QUICK if args.quick else FULL:
-        before = ["--before", args.before] if args.before and module == "bench.throughput" else []
+        compared = ("bench.throughput", "bench.core", "bench.restore", "bench.loadstate")
+        before = ["--before", args.before] if args.before and module in compared else []
         options = [*sizes, *before]
         print(f"=== {module} {' '.join(options)}", flush=True)
         began = time.monotonic()
