@@ -1,69 +1,51 @@
-"""A partition's outputs, sent as Kafka record batches in its open transaction.
+"""A partition's outputs, sent in its open transaction to the partition Kafka's default
+partitioner would pick.
 
 An index move can raise thousands of alerts in one record, and every order has its
-decision: aiokafka's send() costs a coroutine, a metadata check and a Python murmur2 per
-record. Here each output is appended to a batch per (topic, partition) of the outputs
-(the partition Kafka's default partitioner would pick, computed once per key), and each
-batch is handed to the producer once, at the end of a fetch or when it is full. The
-records of one (topic, partition) keep their order: a batch is queued after everything
-queued before it for that partition.
+decision. aiokafka's own partitioner hashes every key with a murmur2 written in Python,
+which cost more than the rest of a send: here the output partition is computed once per
+key (core/keys.py, cached) and passed with the record. A keyless output (the dead letter
+of a keyless record) goes to the first partition.
+
+Records are appended to the producer's open batch of their partition, in order. Handing
+aiokafka whole batches instead (send_batch) was tried and measured slower: aiokafka
+waits, before queueing a batch, until the previous batch of its partition has been sent,
+which stalled the processing loop once per output partition and fetch.
 
 The futures go to the transaction's sends, which the commit waits for before committing
-(stream/commit.py): a refused batch fails the commit like a refused record.
+(stream/commit.py).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from marginstream.core.keys import account_partition
 from marginstream.stream.commit import Transaction, classified
 
 
-class OutputBatches:
+class Outputs:
     def __init__(self, transaction: Transaction) -> None:
         self.transaction = transaction
-        self.producer = transaction.producer
         self.partitions: dict[str, int] = {}  # topic -> its partition count, once known
-        self.batches: dict[tuple[str, int], Any] = {}  # (topic, partition) -> open batch
 
-    async def add(self, topic: str, key: str | None, value: bytes) -> None:
-        raw_key = None if key is None else key.encode()
-        partition = self._partition(topic, key)
-        if partition is None:  # the topic's partitions not known yet: the producer asks
-            try:
-                sent = await self.producer.send(topic, value, key=raw_key)
-            except Exception as error:  # fenced, refused, or a broker away
-                raise classified(error) from error
-            self.transaction.sends.append(sent)
-            return
-        batch = self.batches.get((topic, partition))
-        if batch is None:
-            batch = self.batches[(topic, partition)] = self.producer.create_batch()
-        if batch.append(timestamp=None, key=raw_key, value=value) is None:  # full
-            await self._submit(topic, partition, batch)
-            batch = self.batches[(topic, partition)] = self.producer.create_batch()
-            if batch.append(timestamp=None, key=raw_key, value=value) is None:
-                raise ValueError(f"an output of {len(value)} bytes does not fit a batch")
-
-    async def flush(self) -> None:
-        """Hand every open batch to the producer."""
-        batches, self.batches = self.batches, {}
-        for (topic, partition), batch in batches.items():
-            await self._submit(topic, partition, batch)
-
-    async def _submit(self, topic: str, partition: int, batch: Any) -> None:
+    async def send(self, topic: str, key: str | None, value: bytes) -> None:
+        producer = self.transaction.producer
         try:
-            sent = await self.producer.send_batch(batch, topic, partition=partition)
-        except Exception as error:
+            sent = await producer.send(
+                topic,
+                value,
+                key=None if key is None else key.encode(),
+                partition=self._partition(topic, key),
+            )
+        except Exception as error:  # fenced, refused, or a broker away
             raise classified(error) from error
         self.transaction.sends.append(sent)
 
     def _partition(self, topic: str, key: str | None) -> int | None:
+        """None: the topic's partitions are not known yet, and the producer picks."""
         count = self.partitions.get(topic)
         if count is None:
-            found = self.producer.client.cluster.partitions_for_topic(topic)
+            found = self.transaction.producer.client.cluster.partitions_for_topic(topic)
             if not found:
                 return None
             count = self.partitions[topic] = len(found)
-        return 0 if key is None else account_partition(key, count)  # keyless: the first
+        return 0 if key is None else account_partition(key, count)

@@ -36,7 +36,7 @@ from marginstream.stream.changelog import ChangelogReader
 from marginstream.stream.commit import PartitionLost, Transaction, classified, commit
 from marginstream.stream.faults import FAULTS
 from marginstream.stream.metrics import StreamMetrics
-from marginstream.stream.outputs import OutputBatches
+from marginstream.stream.outputs import Outputs
 from marginstream.stream.settings import StreamSettings
 from marginstream.stream.store import RocksPartStore, StoreDirectory
 from marginstream.stream.topics import TopicNames
@@ -82,7 +82,7 @@ class OwnedPartition:
         self.markets = frozenset(context.names.spec(t) for t in context.names.market_inputs())
         self.producer: AIOKafkaProducer | None = None
         self.transaction: Transaction | None = None
-        self.outputs: OutputBatches | None = None
+        self.outputs: Outputs | None = None
         self.work: PartitionState | None = None
         self.next_offsets: dict[TopicPartition, int] = {}
         self.pending_since: float | None = None  # when the oldest uncommitted record was applied
@@ -129,7 +129,7 @@ class OwnedPartition:
                 consumer.seek(tp, offset)
                 self.next_offsets[tp] = offset
         self.transaction = Transaction(producer, names.changelog, self.number, names.group, [])
-        self.outputs = OutputBatches(self.transaction)
+        self.outputs = Outputs(self.transaction)
         self.phase = Phase.ACTIVE
         consumer.resume(*self.inputs)
         log.info(
@@ -164,8 +164,7 @@ class OwnedPartition:
                 if from_market and output.topic == DEAD_LETTERS and self.number != 0:
                     continue
                 metrics.output(output)
-                await outputs.add(names.full(output.topic), output.key, orjson.dumps(output.value))
-        await outputs.flush()
+                await outputs.send(names.full(output.topic), output.key, orjson.dumps(output.value))
         self.next_offsets[tp] = next_offset
         metrics.applied(tp.topic, work.records - before, started)
         if work.records:
