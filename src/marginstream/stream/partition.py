@@ -109,10 +109,6 @@ class OwnedPartition:
             acks="all",
             linger_ms=5,
             max_batch_size=256 * 1024,
-            # The broker answers "concurrent transactions" while it writes the previous
-            # commit's markers; aiokafka retries after this (100 ms by default), which
-            # put most of 0.1 s into every output's latency.
-            retry_backoff_ms=5,
             **context.settings.kafka_options(),
         )
         self.producer = producer
