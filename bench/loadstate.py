@@ -30,9 +30,9 @@ from typing import Any
 
 from bench.common import write_result
 from bench.oldcode import worktree
+from bench.recovery import perpetual
 from marginstream.core.delivery import unit
 from marginstream.core.delivery.parts import encode_part, part_key
-from marginstream.core.instruments import parse_instrument
 from marginstream.core.ledger import Account
 from marginstream.core.market import Market
 from marginstream.core.records import FillRecord, MarkRecord
@@ -49,17 +49,7 @@ def build(path: Path, accounts: int, instruments: int) -> None:
     market, books = Market(), []
     for number in range(instruments):
         symbol = f"P{number:03d}-PERP"
-        books.append(
-            parse_instrument(
-                {
-                    "symbol": symbol,
-                    "kind": "perpetual",
-                    "underlying": "U",
-                    "contract_size": "1",
-                    "margin": {"tiers": TIERS},
-                }
-            )
-        )
+        books.append(perpetual(symbol, TIERS))
         market.apply_instrument(books[-1])
         market.apply_mark(MarkRecord(symbol, Decimal(1000 + number), None, 0))
     store = RocksPartStore(path)

@@ -30,7 +30,7 @@ from bench.cluster import InFlight, bench_deployment, broker, create_topics
 from bench.common import write_result
 from bench.streams import TIERS, mark_of, symbols
 from marginstream.core.delivery.parts import encode_part, part_key
-from marginstream.core.instruments import parse_instrument
+from marginstream.core.instruments import Instrument, parse_instrument
 from marginstream.core.ledger import Account
 from marginstream.core.market import Market
 from marginstream.core.records import FillRecord, MarkRecord
@@ -39,20 +39,23 @@ from marginstream.localworker import LocalDeployment, LocalWorker
 PARTITIONS = 8
 
 
+def perpetual(symbol: str, tiers: list[dict[str, Any]] = TIERS) -> Instrument:
+    """A perpetual of the benchmarks' books (by default on the tiers of bench/streams.py)."""
+    return parse_instrument(
+        {
+            "symbol": symbol,
+            "kind": "perpetual",
+            "underlying": "U",
+            "contract_size": "1",
+            "margin": {"tiers": tiers},
+        }
+    )
+
+
 def market_parts(instruments: int) -> dict[tuple[str, str], Any]:
     market = Market()
     for symbol in symbols(instruments):
-        market.apply_instrument(
-            parse_instrument(
-                {
-                    "symbol": symbol,
-                    "kind": "perpetual",
-                    "underlying": "U",
-                    "contract_size": "1",
-                    "margin": {"tiers": TIERS},
-                }
-            )
-        )
+        market.apply_instrument(perpetual(symbol))
         market.apply_mark(MarkRecord(symbol, Decimal(mark_of(symbol)), None, 0))
     return market.parts()
 
@@ -72,16 +75,7 @@ def account_part(number: int, books: list[str]) -> tuple[str, dict[str, Any]]:
         Decimal("0.1"),
         1,
     )
-    instrument = parse_instrument(
-        {
-            "symbol": symbol,
-            "kind": "perpetual",
-            "underlying": "U",
-            "contract_size": "1",
-            "margin": {"tiers": TIERS},
-        }
-    )
-    account.apply_fill(fill, instrument, Decimal(0))
+    account.apply_fill(fill, perpetual(symbol), Decimal(0))
     data = account.to_dict()
     data["ids"] = {"fill": {"n": 0, "ids": {fill.fill_id: 1}}}  # its used ids' newest chunk
     return name, data
