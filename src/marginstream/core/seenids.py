@@ -151,15 +151,12 @@ class SeenIds:
     ) -> SeenIds:
         """From the sealed chunks' parts, and what each account part carries (newest())."""
         seen = cls(retention_ms)
-        found: dict[tuple[str, str], dict[int, dict[str, int]]] = {}
+        by_account: dict[str, list[tuple[StateKey, Any]]] = {}
         for key, data in sealed:
-            kind, number, account = _parse(key[1])
-            found.setdefault((account, kind), {})[number] = dict(data["ids"])
-        for account, newest in carried:
-            for kind, chunk in newest.items():
-                found.setdefault((account, kind), {})[int(chunk["n"])] = dict(chunk["ids"])
-        for (account, kind), chunks in found.items():
-            seen.windows[(account, kind)] = _window_of(chunks)
+            by_account.setdefault(_parse(key[1])[2], []).append((key, data))
+        newest = dict(carried)
+        for account in dict.fromkeys([*by_account, *newest]):
+            seen.load_account(account, newest.get(account, {}), by_account.get(account, ()))
         return seen
 
     def load_account(
