@@ -20,6 +20,7 @@ A write that fails (a full disk, an I/O error) raises StoreFailed: the worker st
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from collections.abc import Iterable, Iterator
@@ -30,6 +31,7 @@ import rocksdict
 from marginstream.core.delivery.store import (
     CHANGELOG_OFFSET,
     META_PREFIX,
+    checked,
     decode_offset,
     encode_offset,
 )
@@ -47,6 +49,18 @@ def _options() -> rocksdict.Options:
     options.create_if_missing(True)
     options.set_write_buffer_size(16 * 1024 * 1024)
     return options
+
+
+def _batch(items: Iterable[tuple[bytes, bytes | None]]) -> rocksdict.WriteBatch:
+    """A batch putting items (or, for None, deleting them)."""
+    batch = rocksdict.WriteBatch(raw_mode=True)
+    put, delete = batch.put, batch.delete
+    for key, value in items:
+        if value is None:
+            delete(key)
+        else:
+            put(key, value)
+    return batch
 
 
 def _unlogged() -> rocksdict.WriteOptions:
@@ -95,17 +109,9 @@ class RocksPartStore:
         changelog_offset: int,
         durable: bool = True,
     ) -> None:
-        batch = rocksdict.WriteBatch(raw_mode=True)
-        put, delete = batch.put, batch.delete
-        for key, value in parts:
-            if key.startswith(META_PREFIX):
-                raise ValueError(f"{key!r} is reserved for the store's bookkeeping")
-            if value is None:
-                delete(key)
-            else:
-                put(key, value)
-        put(CHANGELOG_OFFSET, encode_offset(changelog_offset))
-        try:
+        batch = _batch(checked(parts, bookkeeping=False))
+        batch.put(CHANGELOG_OFFSET, encode_offset(changelog_offset))
+        with self._writing():
             FAULTS.fail("store-write", disk_full=True)
             if durable:
                 self._flush_unlogged()
@@ -113,23 +119,18 @@ class RocksPartStore:
             else:
                 self.db.write(batch, UNLOGGED)
                 self.unflushed = True
-        except Exception as error:  # rocksdict raises a bare Exception ("IO error: ...")
-            reason = f"the local store {self.path} could not be written: {error}"
-            raise StoreFailed(reason) from error
 
     def write_meta(self, items: Iterable[tuple[bytes, bytes | None]]) -> None:
         """Bookkeeping keys of derived data (the view's snapshot), in one batch of their own."""
-        batch = rocksdict.WriteBatch(raw_mode=True)
-        for key, value in items:
-            if not key.startswith(META_PREFIX) or key == CHANGELOG_OFFSET:
-                raise ValueError(f"{key!r} is not a bookkeeping key of its own")
-            if value is None:
-                batch.delete(key)
-            else:
-                batch.put(key, value)
-        try:
+        batch = _batch(checked(items, bookkeeping=True))
+        with self._writing():
             self._flush_unlogged()  # a logged write never goes ahead of unlogged ones
             self.db.write(batch)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
         except Exception as error:  # rocksdict raises a bare Exception ("IO error: ...")
             reason = f"the local store {self.path} could not be written: {error}"
             raise StoreFailed(reason) from error

@@ -67,6 +67,20 @@ class PartStore(PartReader, Protocol):
         ...
 
 
+def checked(
+    items: Iterable[tuple[bytes, bytes | None]], bookkeeping: bool
+) -> Iterator[tuple[bytes, bytes | None]]:
+    """items, each key checked to be a part's (write) or, with bookkeeping, a bookkeeping
+    key of its own (write_meta: never the changelog offset, which only write() moves)."""
+    for key, value in items:
+        if bookkeeping:
+            if not key.startswith(META_PREFIX) or key == CHANGELOG_OFFSET:
+                raise ValueError(f"{key!r} is not a bookkeeping key of its own")
+        elif key.startswith(META_PREFIX):
+            raise ValueError(f"{key!r} is reserved for the store's bookkeeping")
+        yield key, value
+
+
 def encode_offset(offset: int) -> bytes:
     return offset.to_bytes(8, "big")
 
@@ -105,14 +119,7 @@ class MemoryPartStore:
         changelog_offset: int,
         durable: bool = True,
     ) -> None:
-        staged = dict(self.data)  # all or nothing, as a RocksDB write batch
-        for key, value in parts:
-            if key.startswith(META_PREFIX):
-                raise ValueError(f"{key!r} is reserved for the store's bookkeeping")
-            if value is None:
-                staged.pop(key, None)
-            else:
-                staged[key] = value
+        staged = self._staged(checked(parts, bookkeeping=False))
         staged[CHANGELOG_OFFSET] = encode_offset(changelog_offset)
         self.data = staged
 
@@ -123,12 +130,15 @@ class MemoryPartStore:
         self.data = {}
 
     def write_meta(self, items: Iterable[tuple[bytes, bytes | None]]) -> None:
+        self.data = self._staged(checked(items, bookkeeping=True))
+
+    def _staged(self, items: Iterable[tuple[bytes, bytes | None]]) -> dict[bytes, bytes]:
+        """The data with items put (or, for None, deleted): all or nothing, as a RocksDB
+        write batch."""
         staged = dict(self.data)
         for key, value in items:
-            if not key.startswith(META_PREFIX) or key == CHANGELOG_OFFSET:
-                raise ValueError(f"{key!r} is not a bookkeeping key of its own")
             if value is None:
                 staged.pop(key, None)
             else:
                 staged[key] = value
-        self.data = staged
+        return staged
