@@ -33,7 +33,7 @@ from marginstream.core.delivery.parts import (
     version_of,
 )
 from marginstream.core.delivery.sources import Source
-from marginstream.core.delivery.store import PartReader, PartStore
+from marginstream.core.delivery.store import PartStore
 from marginstream.core.engine import EngineConfig, Outcome, RiskEngine
 from marginstream.core.envelope import Envelope
 from marginstream.core.market import Market
@@ -138,11 +138,12 @@ def _lazy(store: PartStore, config: EngineConfig) -> PartitionState | None:
             part = decode_part(raw_value)
             small[key] = part.data
             version = max(version, part.version)
-    sealed: dict[str, list[StateKey]] = {}
-    for raw_key in store.keys(b"ids/"):
+    sealed: dict[str, list[StateKey]] = {}  # the sealed id chunks' keys, by account
+    for raw_key, raw_value in store.items(b"ids/"):  # their versions read, not decoded
         key = state_key(raw_key)
         if key is not None:
             sealed.setdefault(chunk_owner(key[1])[0], []).append(key)
+            version = max(version, version_of(raw_value))
     market = Market.from_parts({k: v for k, v in small.items() if k[0] in ("instrument", "index")})
     guard = ReplayGuard.from_part(small.get(GUARD_KEY))
     engine = RiskEngine(config, None, market, guard, None, store, sealed)
@@ -157,9 +158,4 @@ def _lazy(store: PartStore, config: EngineConfig) -> PartitionState | None:
     if columns.legacy:
         return None
     columns.load_into(view)
-    return PartitionState(engine, max(version, columns.version, _chunk_version(store)))
-
-
-def _chunk_version(store: PartReader) -> int:
-    """The highest version of the sealed id chunks (read, not decoded)."""
-    return max((version_of(v) for _, v in store.items(b"ids/")), default=0)
+    return PartitionState(engine, max(version, columns.version))
