@@ -21,7 +21,13 @@ import numpy as np
 import orjson
 
 from marginstream.core.alerts import LEVELS
-from marginstream.core.delivery.parts import FORMAT, decode_part, part_key
+from marginstream.core.delivery.parts import (
+    FORMAT,
+    HEADER_BYTES,
+    decode_part,
+    part_key,
+    version_of,
+)
 from marginstream.core.delivery.store import PartReader
 from marginstream.core.ledger import Account, OpenOrder, Position
 from marginstream.core.market import Market
@@ -163,9 +169,9 @@ def view_columns(
         if value[0] != FORMAT:
             legacy = True
             break
-        stored = int.from_bytes(value[1:9], "big")
+        stored = version_of(value)
         version = stored if stored > version else version
-        data = loads(value[9:])
+        data = loads(value[HEADER_BYTES:])
         ids.append(data["account"])  # the key's name: part_key(("account", account_id))
         cash.append(float(data["cash"]))
         level.append(_LEVEL[data["level"]])

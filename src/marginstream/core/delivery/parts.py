@@ -19,7 +19,7 @@ import orjson
 StateKey = tuple[str, str]  # ("account", id), ("instrument", symbol), ("ids", chunk)...
 
 FORMAT = 3  # what this version writes; formats.py reads 1, 2 and 3
-_HEADER = 1 + 8
+HEADER_BYTES = 1 + 8  # a stored part: its format byte, then its version (8 bytes)
 PART_KINDS = ("account", "instrument", "index", "delivery", "ids")
 FORMAT1_KINDS = ("deadletter",)  # kinds only format 1 wrote
 
@@ -53,7 +53,7 @@ def part_header(version: int) -> bytes:
 
 
 def format_of(value: bytes | None) -> int | None:
-    if not value or len(value) < _HEADER or not 1 <= value[0] <= FORMAT:
+    if not value or len(value) < HEADER_BYTES or not 1 <= value[0] <= FORMAT:
         return None
     return value[0]
 
@@ -63,8 +63,8 @@ def version_of(value: bytes | None) -> int:
 
     Read straight from the header, without format_of's call: a restore asks it of every
     changelog record."""
-    if value and len(value) >= _HEADER and 0 < value[0] <= FORMAT:
-        return int.from_bytes(value[1:_HEADER], "big")
+    if value and len(value) >= HEADER_BYTES and 0 < value[0] <= FORMAT:
+        return int.from_bytes(value[1:HEADER_BYTES], "big")
     return -1
 
 
@@ -72,4 +72,4 @@ def decode_part(value: bytes) -> StoredPart:
     found = format_of(value)
     if found is None:
         raise ValueError(f"not a stored part (format byte {value[:1]!r})")
-    return StoredPart(found, version_of(value), orjson.loads(value[_HEADER:]))
+    return StoredPart(found, version_of(value), orjson.loads(value[HEADER_BYTES:]))
