@@ -37,7 +37,7 @@ def test_replay_of_the_demo_is_identical_byte_for_byte(demo_feed: Path):
     assert first.stdout == second.stdout
     records = lines(first.stdout)
     topics = {r["topic"] for r in records}
-    assert topics == {"decisions", "liquidations", "state"}
+    assert topics == {"decisions", "liquidations", "liquidation-orders", "state", "adl-ranking"}
     alerts = [r["value"]["type"] for r in records if r["topic"] == "liquidations"]
     # The scripted 25% fall margin-calls and liquidates; the recovery recovers.
     assert {"margin_call", "liquidation", "recovered"} <= set(alerts)
@@ -56,6 +56,7 @@ def test_replay_of_the_demo_is_identical_byte_for_byte(demo_feed: Path):
         "open_orders",
         "greeks",
         "greeks_by_underlying",
+        "liquidation",
     ]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from marginstream.core.alerts import Thresholds
 from marginstream.core.engine import EngineConfig
-from tests.core.venue import Venue, kinds, only
+from tests.core.venue import Venue, alert_kinds, only, only_alert
 
 
 @pytest.fixture
@@ -44,13 +44,20 @@ def test_levels_by_hand(venue: Venue):
     ]
     assert call["trigger"] == {"topic": "prices", "partition": 0, "offset": 2}
     # 58,600: equity 3,000; MM 2,500 + 43,000 x 2.5% = 3,575; ratio 1.191666...: liquidation
-    liquidation = only(venue.mark("BTC-PERP", "58600"))
+    liquidation = only_alert(venue.mark("BTC-PERP", "58600"))
     assert liquidation["type"] == "liquidation"
     assert liquidation["margin_ratio"] == "1.19166666666667"
+    # A liquidation alert names each position's prices. Equity at mark x: 5x - 290,000;
+    # MM on 5x (second slice): 2,500 + (5x - 250,000) x 2.5% = 0.125x - 3,750.
+    # Liquidation: 5x - 290,000 = 0.125x - 3,750, x = 286,250 / 4.875 = 58,717.948...
+    # Bankruptcy: 5x - 290,000 = 0, x = 58,000.
+    (position,) = liquidation["positions"]
+    assert float(position["liquidation_price"]) == pytest.approx(286250 / 4.875, abs=1e-6)
+    assert position["bankruptcy_price"] == "58000"
     # 58,500: still liquidation: no second alert for the same level
-    assert venue.mark("BTC-PERP", "58500").outputs == []
+    assert alert_kinds(venue.mark("BTC-PERP", "58500")) == []
     # Back to 59,000: healthy again
-    recovered = only(venue.mark("BTC-PERP", "59000"))
+    recovered = only_alert(venue.mark("BTC-PERP", "59000"))
     assert (recovered["type"], recovered["seq"], recovered["alert_id"]) == (
         "recovered",
         3,
@@ -60,15 +67,15 @@ def test_levels_by_hand(venue: Venue):
 
 def test_from_liquidation_back_to_margin_call_is_its_own_alert(venue: Venue):
     venue.mark("BTC-PERP", "58600")  # margin call is skipped straight to liquidation
-    assert kinds(venue.mark("BTC-PERP", "58800")) == ["margin_call"]
+    assert alert_kinds(venue.mark("BTC-PERP", "58800")) == ["margin_call"]
 
 
 def test_a_fill_and_a_deposit_move_levels_too(venue: Venue):
     venue.mark("BTC-PERP", "58800")  # margin call
-    assert kinds(venue.deposit("alice", "5000")) == ["recovered"]  # equity 9,000: 0.4
+    assert alert_kinds(venue.deposit("alice", "5000")) == ["recovered"]  # equity 9,000: 0.4
     # Buying 15 more at 58,800 with the fill (a fact): notional 1,176,000.
     # MM = 2,500 + 18,750 + 176,000 x 5% = 30,050 > equity 9,000: liquidation
-    assert kinds(venue.fill("alice", "BTC-PERP", "buy", "15", "58800")) == ["liquidation"]
+    assert alert_kinds(venue.fill("alice", "BTC-PERP", "buy", "15", "58800")) == ["liquidation"]
 
 
 def test_an_empty_account_is_never_alerted():
@@ -85,4 +92,4 @@ def test_thresholds_are_configurable():
     venue.mark("BTC-PERP", "60000")
     venue.deposit("alice", "10000")
     venue.fill("alice", "BTC-PERP", "buy", "5", "60000")
-    assert kinds(venue.mark("BTC-PERP", "59000")) == ["liquidation"]  # ratio 0.725 >= 0.7
+    assert alert_kinds(venue.mark("BTC-PERP", "59000")) == ["liquidation"]  # 0.725 >= 0.7

@@ -65,7 +65,14 @@ def test_the_index_falling_raises_alerts_for_short_put_writers(venue: Venue):
     alerts = []
     for price in ("55000", "50000", "45000", "60000"):
         alerts += kinds(venue.index(price))
-    assert alerts == ["margin_call", "liquidation", "recovered"]
+    # At 45,000 the liquidation also issues a closing order, cancelled on recovery.
+    assert alerts == [
+        "margin_call",
+        "liquidation",
+        "liquidation_order",
+        "recovered",
+        "liquidation_cancel",
+    ]
 
 
 def test_funding_is_paid_by_longs_to_shorts_on_the_last_mark(venue: Venue):

@@ -218,5 +218,16 @@ def only(outcome: Outcome) -> dict[str, Any]:
     return outcome.outputs[0].value
 
 
+def only_alert(outcome: Outcome) -> dict[str, Any]:
+    """The single alert of an outcome (its liquidation orders, if any, aside)."""
+    alerts = [o.value for o in outcome.outputs if o.topic == "liquidations"]
+    assert len(alerts) == 1, outcome.outputs
+    return alerts[0]
+
+
+def alert_kinds(outcome: Outcome) -> list[str]:
+    return [o.value["type"] for o in outcome.outputs if o.topic == "liquidations"]
+
+
 def kinds(outcome: Outcome) -> list[str]:
     return [o.value.get("type", o.topic) for o in outcome.outputs]

@@ -28,7 +28,7 @@ from marginstream.core.delivery.parts import version_of
 from marginstream.feeds.driver import produce_runs
 from marginstream.localworker import LocalDeployment, LocalWorker
 
-OUTPUT_TOPICS = ("liquidations", "decisions", "dead-letters")
+OUTPUT_TOPICS = ("liquidations", "decisions", "dead-letters", "liquidation-orders")
 ACCOUNT_TOPICS = ("orders", "transfers")
 COMMIT_INTERVAL = 0.2
 NOTHING_WRONG = {"missing": [], "extra": [], "differing": [], "duplicated": []}
@@ -98,7 +98,7 @@ class Reference:
         engine = engine or RiskEngine()
         lines = [orjson.dumps(r).decode() for r in records]
         outputs = [(o.topic, o.value) for o in replay_lines(engine, lines)]
-        states = {s["key"]: s["value"] for s in state_lines(engine)}
+        states = {s["key"]: s["value"] for s in state_lines(engine) if s["topic"] == "state"}
         return cls(outputs, states)
 
 
@@ -118,6 +118,8 @@ def comparable(topic: str, value: dict[str, Any]) -> tuple[Any, Any]:
     trigger = value.get("trigger")
     if trigger and trigger["topic"] in ACCOUNT_TOPICS:
         value["trigger"] = {"topic": trigger["topic"]}
+    if topic == "liquidation-orders":  # an order and its cancel share the order's id
+        return (value["type"], value.get("order_id") or value["adl_id"]), value
     return value.get("decision_id") or value["alert_id"], value
 
 

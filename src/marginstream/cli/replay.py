@@ -27,9 +27,9 @@ from marginstream.core import DEAD_LETTERS, EngineConfig, Output, RiskEngine, in
 from marginstream.core.alerts import Thresholds
 from marginstream.core.deadletters import original
 from marginstream.core.keys import account_partition
+from marginstream.core.liquidation.adl import shown
 from marginstream.core.records import ACCOUNT_TOPICS
-from marginstream.core.reports import account_state
-from marginstream.core.risk import assess
+from marginstream.core.shards import Shards
 
 
 def _line_dead_letter(number: int, reason: str, text: str) -> Output:
@@ -49,7 +49,7 @@ def _line_dead_letter(number: int, reason: str, text: str) -> Output:
     )
 
 
-def replay_lines(engine: RiskEngine, lines: Iterable[str]) -> Iterator[Output]:
+def replay_lines(engine: RiskEngine | Shards, lines: Iterable[str]) -> Iterator[Output]:
     """Every output of the engine for the given input lines, in order."""
     offsets: dict[tuple[str, int], int] = defaultdict(int)
     partitions = engine.config.partitions
@@ -95,11 +95,25 @@ def replay_lines(engine: RiskEngine, lines: Iterable[str]) -> Iterator[Output]:
         yield from outcome.outputs
 
 
-def state_lines(engine: RiskEngine) -> Iterator[dict[str, Any]]:
+def state_lines(engine: RiskEngine | Shards) -> Iterator[dict[str, Any]]:
+    """Each account's state; then each slice of the insurance fund that has moved, and
+    the auto-deleveraging ranking of each instrument with open positions (as GET
+    /insurance-fund/ and GET /adl/{symbol}/ show them)."""
     for account_id in engine.account_ids():
-        account = engine.accounts[account_id]
-        value = account_state(account, assess(account, engine.market), engine.market)
+        value = engine.state_of(engine.accounts[account_id])
         yield {"topic": "state", "key": account_id, "value": value}
+    for partition, owner in engine.funds():
+        if owner.fund.seq:
+            yield {"topic": "insurance-fund", "key": partition, "value": owner.fund.summary()}
+    market = engine.funds()[0][1].market
+    for symbol in sorted(market.instruments):
+        ranked = engine.ranking(symbol)
+        if ranked:
+            value = {
+                "symbol": symbol,
+                "ranking": [shown(e, engine.accounts, symbol) for e in ranked],
+            }
+            yield {"topic": "adl-ranking", "key": symbol, "value": value}
 
 
 def write_line(out: IO[bytes], item: dict[str, Any]) -> None:
@@ -111,7 +125,10 @@ def run(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise CommandError(f"{path}: no such file")
     thresholds = Thresholds(args.margin_call, args.liquidation)
-    engine = RiskEngine(EngineConfig(thresholds=thresholds, partitions=args.partitions))
+    if args.partitions is not None and not 1 <= args.partitions <= 10_000:
+        raise CommandError(f"--partitions must be between 1 and 10000, got {args.partitions}")
+    config = EngineConfig(thresholds=thresholds, partitions=args.partitions)
+    engine = RiskEngine(config) if args.partitions is None else Shards(config, args.partitions)
     out = sys.stdout.buffer
     with path.open(encoding="utf-8", errors="replace") as events:
         for output in replay_lines(engine, events):
@@ -133,7 +150,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--partitions",
         type=int,
         default=None,
-        help="the account topics' partition count: check each record's partition",
+        help="the account topics' partition count: check each record's partition, and "
+        "keep one engine per partition as the workers do (each has its own slice of the "
+        "insurance fund and its own auto-deleveraging ranking)",
     )
     parser.add_argument("--margin-call", type=float, default=0.8, help="margin_call ratio")
     parser.add_argument("--liquidation", type=float, default=1.0, help="liquidation ratio")

@@ -100,6 +100,7 @@ class ViewColumns:
     ids: list[str]
     cash: np.ndarray
     level: np.ndarray
+    deadline: np.ndarray
     row_account: np.ndarray
     row_instrument: np.ndarray
     inputs: np.ndarray
@@ -108,11 +109,13 @@ class ViewColumns:
 
     def load_into(self, view: RiskView) -> None:
         view.load(
-            self.ids, self.cash, self.level, self.row_account, self.row_instrument, self.inputs
-        )
+            self.ids, self.cash, self.level, self.row_account, self.row_instrument, self.inputs,
+            self.deadline,
+        )  # fmt: skip
 
 
 _LEVEL = {name: float(number) for number, name in enumerate(LEVELS)}
+_NEVER = float("inf")  # no open liquidation set
 _FLUSH = 1 << 16  # accounts between two conversions of the lists to arrays
 
 
@@ -124,6 +127,7 @@ class _Builder:
     def __init__(self) -> None:
         self.cash: list[float] = []
         self.level: list[float] = []
+        self.deadline: list[float] = []
         self.row_account: list[int] = []
         self.row_instrument: list[int] = []
         self.inputs: list[tuple[float, ...]] = []
@@ -134,12 +138,19 @@ class _Builder:
             (
                 np.array(self.cash, dtype=np.float64),
                 np.array(self.level, dtype=np.float64),
+                np.array(self.deadline, dtype=np.float64),
                 np.array(self.row_account, dtype=np.int64),
                 np.array(self.row_instrument, dtype=np.int64),
                 np.array(self.inputs, dtype=np.float64).reshape(len(self.inputs), 7),
             )
         )
-        for pending in (self.cash, self.level, self.row_account, self.row_instrument):
+        for pending in (
+            self.cash,
+            self.level,
+            self.deadline,
+            self.row_account,
+            self.row_instrument,
+        ):
             pending.clear()
         self.inputs.clear()
 
@@ -162,7 +173,7 @@ def view_columns(
     instruments = market.instruments
     ids: list[str] = []
     built = _Builder()
-    cash, level, inputs = built.cash, built.level, built.inputs
+    cash, level, deadline, inputs = built.cash, built.level, built.deadline, built.inputs
     row_account, row_instrument = built.row_account, built.row_instrument
     version, legacy, loads = 0, False, orjson.loads
     for number, (_, value) in enumerate(parts):
@@ -175,6 +186,8 @@ def view_columns(
         ids.append(data["account"])  # the key's name: part_key(("account", account_id))
         cash.append(float(data["cash"]))
         level.append(_LEVEL[data["level"]])
+        liquidation = data.get("liquidation")
+        deadline.append(_NEVER if liquidation is None else float(liquidation["deadline"]))
         if len(cash) == _FLUSH:
             built.flush()
         positions, orders = data["positions"], data["orders"]
@@ -200,5 +213,5 @@ def view_columns(
             row_account.append(number)
             row_instrument.append(numbers[symbol])
             inputs.append(row_inputs(position, grouped.get(symbol, []), instruments[symbol]))
-    cash_column, level_column, *rows = built.arrays()
-    return ViewColumns(ids, cash_column, level_column, *rows, version, legacy)
+    cash_column, level_column, deadline_column, *rows = built.arrays()
+    return ViewColumns(ids, cash_column, level_column, deadline_column, *rows, version, legacy)

@@ -38,6 +38,11 @@ from marginstream.core.delivery.store import PartReader
 from marginstream.core.envelope import Envelope, Output
 from marginstream.core.keys import account_partition
 from marginstream.core.ledger import Account
+from marginstream.core.liquidation import adl
+from marginstream.core.liquidation.closeout import LiquidationPolicy
+from marginstream.core.liquidation.desk import Liquidator
+from marginstream.core.liquidation.fund import FUND_ACCOUNT, FUND_KEY, InsuranceFund
+from marginstream.core.liquidation.prices import position_prices
 from marginstream.core.market import Market
 from marginstream.core.numbers import RecordError
 from marginstream.core.records import (
@@ -51,8 +56,9 @@ from marginstream.core.records import (
     TransferRecord,
     parse_record,
 )
+from marginstream.core.reports import account_state
 from marginstream.core.requests import Desk
-from marginstream.core.risk import orders_by_symbol, risk_symbols
+from marginstream.core.risk import assess, orders_by_symbol, risk_rows, risk_symbols
 from marginstream.core.riskview import RiskView
 from marginstream.core.seenids import SeenIds
 
@@ -75,6 +81,7 @@ class EngineConfig:
     # A lazily loaded partition keeps at most about this many accounts decoded: past it,
     # each commit evicts the accounts it does not change (RiskEngine.evict_clean).
     resident_accounts: int = 100_000
+    liquidation: LiquidationPolicy = field(default_factory=LiquidationPolicy)
 
 
 @dataclass(slots=True)
@@ -94,6 +101,7 @@ class RiskEngine:
         ids: SeenIds | None = None,
         reader: PartReader | None = None,
         sealed: dict[str, list[StateKey]] | None = None,
+        fund: InsuranceFund | None = None,
     ) -> None:
         """accounts: every account, in memory (from_parts); or, with reader, none: each is
         decoded from reader when first touched, with its sealed used-id chunks (sealed:
@@ -108,9 +116,14 @@ class RiskEngine:
         self.accounts = Accounts(self.view, reader, self._decoded)
         if reader is not None:
             self.ids.touch = self.accounts.get
-        self.desk = Desk(
-            self.market, self.view, config.thresholds, self.ids, config.max_open_orders
+        self.fund = fund or InsuranceFund()
+        self.liquidator = Liquidator(
+            self.market, self.view, config.thresholds, config.liquidation, self.fund, self.accounts
         )
+        self.desk = Desk(
+            self.market, self.view, config.thresholds, self.ids, config.max_open_orders,
+            self.liquidator,
+        )  # fmt: skip
         for symbol in sorted(self.market.instruments):
             self.view.define(symbol, self.market)
         for account in (accounts or {}).values():
@@ -158,6 +171,8 @@ class RiskEngine:
             return self._account_part(name)
         if key == GUARD_KEY:
             return self.guard.part()
+        if key == FUND_KEY:
+            return self.fund.part()
         if kind == "ids":
             return self.ids.part(key)
         return self.market.part(key)
@@ -168,6 +183,8 @@ class RiskEngine:
         parts.update({("account", a): self._account_part(a) for a in sorted(self.accounts)})
         parts.update(self.ids.parts())
         parts[GUARD_KEY] = self.guard.part()
+        if self.fund.seq:
+            parts[FUND_KEY] = self.fund.part()
         return parts
 
     def _account_part(self, account_id: str) -> dict[str, Any]:
@@ -193,7 +210,8 @@ class RiskEngine:
             config.duplicate_retention_ms,
         )
         guard = ReplayGuard.from_part(parts.get(GUARD_KEY))
-        return cls(config, accounts, market, guard, ids)
+        fund = InsuranceFund.from_part(parts.get(FUND_KEY))
+        return cls(config, accounts, market, guard, ids, fund=fund)
 
     # -- entry point ----------------------------------------------------------------
 
@@ -209,6 +227,9 @@ class RiskEngine:
         except RecordError as error:
             return Outcome([dead_letter(envelope, str(error))], {GUARD_KEY})
         changed.add(GUARD_KEY)
+        if self.fund.dirty:
+            self.fund.dirty = False
+            changed.add(FUND_KEY)
         return Outcome(outputs, changed)
 
     # -- account records ------------------------------------------------------------
@@ -216,6 +237,8 @@ class RiskEngine:
     def _apply_account_record(
         self, envelope: Envelope, record: Any
     ) -> tuple[list[Output], set[StateKey]]:
+        if record.account == FUND_ACCOUNT:
+            return self._fund_record(envelope, record)
         self._check_placement(envelope, record.account)
         account = self.accounts.get(record.account)
         if account is None:
@@ -228,6 +251,20 @@ class RiskEngine:
         if self.ids.dirty:  # a chunk of used ids sealed or dropped
             changed |= self.ids.take_dirty()
         return outputs, changed
+
+    def _fund_record(self, envelope: Envelope, record: Any) -> tuple[list[Output], set[StateKey]]:
+        """Capital for the insurance fund's slice of this partition: a deposit to
+        FUND_ACCOUNT, on whichever partition it is produced to (the slice it funds)."""
+        if envelope.key != FUND_ACCOUNT:
+            raise RecordError(
+                f"misrouted: expected key {FUND_ACCOUNT!r}, got key {_show_key(envelope.key)}"
+            )
+        if not (isinstance(record, TransferRecord) and record.kind == "deposit"):
+            raise RecordError(f"the {FUND_ACCOUNT} account takes deposits only")
+        if record.transfer_id in self.fund.deposit_ids:
+            raise RecordError(f"duplicate transfer_id {record.transfer_id}")
+        self.fund.deposit(record.amount, record.transfer_id, record.ts)
+        return [], set()
 
     def _check_placement(self, envelope: Envelope, account: str) -> None:
         """An account record must be keyed by its account, on that key's partition."""
@@ -253,8 +290,9 @@ class RiskEngine:
             touched, outputs = self._settle_holders(record.symbol, trigger, record.ts)
         else:
             touched, outputs = self._remargin(moved, trigger, record.ts)
-        changed.update(("account", account_id) for account_id in touched)
-        return outputs, changed
+        reissued, more = self.liquidator.reissue_due(trigger, record.ts)
+        changed.update(("account", account_id) for account_id in touched | reissued)
+        return outputs + more, changed
 
     def _apply_to_market(self, record: MarketRecord) -> set[str]:
         market = self.market
@@ -310,3 +348,18 @@ class RiskEngine:
 
     def account_ids(self) -> list[str]:
         return sorted(self.view.account_ids())
+
+    def funds(self) -> list[tuple[int | None, RiskEngine]]:
+        """Each engine holding a slice of the insurance fund, by partition: this one (core/
+        shards.py has one per partition)."""
+        return [(None, self)]
+
+    def ranking(self, symbol: str) -> list[adl.Ranked]:
+        return adl.ranking(self.view, symbol)
+
+    def state_of(self, account: Account) -> dict[str, Any]:
+        """The account's state as SPEC section 5 prints it, with its liquidation prices."""
+        rows = risk_rows(account, self.market)
+        threshold = self.config.thresholds.liquidation
+        prices = position_prices(account, self.market, threshold, rows)
+        return account_state(account, assess(account, self.market, rows=rows), self.market, prices)

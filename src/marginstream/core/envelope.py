@@ -8,6 +8,7 @@ from marginstream.core.delivery.sources import Source
 
 DECISIONS = "decisions"
 LIQUIDATIONS = "liquidations"
+LIQUIDATION_ORDERS = "liquidation-orders"  # orders, cancels and adl records (core/liquidation)
 DEAD_LETTERS = "dead-letters"
 
 

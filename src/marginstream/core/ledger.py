@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from marginstream.core.instruments import Instrument, Kind
+from marginstream.core.liquidation.book import LiquidationSet
 from marginstream.core.numbers import LEDGER_CONTEXT, ZERO, decimal_text, divide_rounded, exact
 from marginstream.core.records import FillRecord, OrderRecord
 
@@ -87,6 +88,8 @@ class Account:
     level: str = HEALTHY
     alert_seq: int = 0
     decision_seq: int = 0
+    liquidation_seq: int = 0  # liquidation sets issued (core/liquidation)
+    liquidation: LiquidationSet | None = None  # the open set, at most one
 
     # -- cash ----------------------------------------------------------------------
 
@@ -231,6 +234,9 @@ class Account:
             "level": self.level,
             "alert_seq": self.alert_seq,
             "decision_seq": self.decision_seq,
+            # Only once liquidated: the parts of every other account stay as they were.
+            **({"liquidation_seq": self.liquidation_seq} if self.liquidation_seq else {}),
+            **({"liquidation": self.liquidation.to_dict()} if self.liquidation else {}),
         }
 
     @classmethod
@@ -246,7 +252,10 @@ class Account:
             level=data["level"],
             alert_seq=data["alert_seq"],
             decision_seq=data["decision_seq"],
+            liquidation_seq=data.get("liquidation_seq", 0),
         )
+        if "liquidation" in data:
+            account.liquidation = LiquidationSet.from_dict(data["liquidation"])
         for position in list(account.positions.values()):  # formats 1 and 2 kept them
             account._drop_if_closed(position)
         return account

@@ -291,6 +291,18 @@ class Market:
         return quote.mark_seq > (index.seq if index else 0) and quote.mark_seq >= quote.iv_seq
 
     def _price(self, symbol: str) -> OptionValue | None:
+        index = self.index.get(self.instruments[symbol].underlying)
+        return None if index is None else self._priced_at(symbol, float(index.price))
+
+    def model_at(self, symbol: str, forward: float) -> OptionValue | None:
+        """The option's model value were its index at forward (the liquidation prices'
+        what-if); None where its mark is not the model's (an explicit mark, no iv)."""
+        quote = self.quotes[symbol]
+        if self._explicit(symbol, quote):
+            return None
+        return self._priced_at(symbol, forward)
+
+    def _priced_at(self, symbol: str, forward: float) -> OptionValue | None:
         instrument = self.instruments[symbol]
         quote = self.quotes[symbol]
         index = self.index.get(instrument.underlying)
@@ -299,7 +311,7 @@ class Market:
         assert instrument.strike is not None and instrument.expiry_ms is not None
         ts = quote.iv_ts if quote.iv_seq > index.seq else index.ts
         return black76(
-            float(index.price),
+            forward,
             float(instrument.strike),
             years_to_expiry(instrument.expiry_ms, ts),
             float(quote.iv),

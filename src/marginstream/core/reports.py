@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from marginstream.core.ledger import Account
+from marginstream.core.liquidation.prices import PositionPrices
 from marginstream.core.market import Market
 from marginstream.core.numbers import decimal_text, risk_text
 from marginstream.core.risk import AccountRisk, Greeks
@@ -28,6 +29,18 @@ def position_lines(risk: AccountRisk) -> list[dict[str, Any]]:
     ]
 
 
+def add_prices(lines: list[dict[str, Any]], prices: dict[str, PositionPrices]) -> None:
+    """Each position line's liquidation and bankruptcy prices (core/liquidation/prices.py)."""
+    for line in lines:
+        found = prices.get(line["symbol"])
+        line["liquidation_price"] = _risk(found.liquidation if found else None)
+        line["bankruptcy_price"] = _risk(found.bankruptcy if found else None)
+
+
+def _risk(value: float | None) -> str | None:
+    return None if value is None else risk_text(value)
+
+
 def greeks_value(greeks: Greeks) -> dict[str, str]:
     return {
         "delta": risk_text(greeks.delta),
@@ -37,8 +50,15 @@ def greeks_value(greeks: Greeks) -> dict[str, str]:
     }
 
 
-def account_state(account: Account, risk: AccountRisk, market: Market) -> dict[str, Any]:
-    """SPEC's state value; closed positions are listed too, for their realised PnL."""
+def account_state(
+    account: Account,
+    risk: AccountRisk,
+    market: Market,
+    prices: dict[str, PositionPrices] | None = None,
+) -> dict[str, Any]:
+    """SPEC's state value; closed positions are listed too, for their realised PnL; with
+    prices, each open position's liquidation and bankruptcy prices, and the open
+    liquidation set."""
     open_positions = {p.symbol: p for p in risk.positions}
     positions = []
     for symbol in sorted(account.positions):
@@ -55,6 +75,8 @@ def account_state(account: Account, risk: AccountRisk, market: Market) -> dict[s
                 "realized_pnl": decimal_text(position.realized),
             }
         )
+    if prices is not None:
+        add_prices(positions, prices)
     return {
         "account": account.account_id,
         "cash": decimal_text(risk.cash),
@@ -70,4 +92,26 @@ def account_state(account: Account, risk: AccountRisk, market: Market) -> dict[s
         "greeks_by_underlying": {
             u: greeks_value(g) for u, g in sorted(risk.greeks_by_underlying.items())
         },
+        **({} if prices is None else {"liquidation": liquidation_value(account)}),
+    }
+
+
+def liquidation_value(account: Account) -> dict[str, Any] | None:
+    """The open liquidation set, as the account's state shows it."""
+    open_set = account.liquidation
+    if open_set is None:
+        return None
+    return {
+        "alert_id": open_set.alert_id,
+        "deadline": open_set.deadline,
+        "orders": [
+            {
+                "order_id": o.order_id,
+                "symbol": o.symbol,
+                "side": o.side,
+                "qty": decimal_text(o.qty),
+                "price": decimal_text(o.price),
+            }
+            for o in open_set.orders.values()
+        ],
     }

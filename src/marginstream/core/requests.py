@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from marginstream.core.alerts import Thresholds, raise_alert
+from marginstream.core.alerts import LIQUIDATION, Thresholds, raise_alert
 from marginstream.core.decisions import decision_value, order_rejection
 from marginstream.core.envelope import DECISIONS, LIQUIDATIONS, Output
 from marginstream.core.ledger import Account, OpenOrder
+from marginstream.core.liquidation.desk import Liquidator
+from marginstream.core.liquidation.prices import position_prices
 from marginstream.core.market import Market
 from marginstream.core.numbers import RecordError, decimal_text, risk_text
 from marginstream.core.records import (
@@ -20,6 +22,7 @@ from marginstream.core.records import (
     OrderRecord,
     TransferRecord,
 )
+from marginstream.core.reports import add_prices
 from marginstream.core.risk import (
     Rows,
     assess,
@@ -43,12 +46,14 @@ class Desk:
         thresholds: Thresholds,
         ids: SeenIds,
         max_open_orders: int,
+        liquidator: Liquidator,
     ) -> None:
         self.market = market
         self.view = view
         self.thresholds = thresholds
         self.ids = ids
         self.max_open_orders = max_open_orders
+        self.liquidator = liquidator
 
     def handle(
         self,
@@ -79,8 +84,12 @@ class Desk:
         risk = assess(account, self.market, rows=rows)  # the same sums, with positions
         alert = raise_alert(account, risk, self.thresholds, trigger, ts)
         assert alert is not None
+        if alert["type"] == LIQUIDATION:
+            prices = position_prices(account, self.market, self.thresholds.liquidation, rows)
+            add_prices(alert["positions"], prices)
         self.view.set_level(account.account_id, account.level)
-        return [Output(LIQUIDATIONS, account.account_id, alert)]
+        outputs = [Output(LIQUIDATIONS, account.account_id, alert)]
+        return outputs + self.liquidator.on_level(account, alert["type"], rows, trigger, ts)
 
     # -- requests -------------------------------------------------------------------
 
@@ -133,11 +142,21 @@ class Desk:
         quote = self.market.quotes[fill.symbol]  # its settlement and funding, in one look-up
         if quote.settlement is not None:
             raise RecordError(f"instrument {fill.symbol} is settled: no fill can follow")
-        account.apply_fill(fill, instrument, quote.funding)
+        liquidating = account.level == LIQUIDATION
+        booked, to_fund = self.liquidator.book(account, fill, instrument.contract_size)
+        for part in booked:
+            account.apply_fill(part, instrument, quote.funding)
+        if to_fund is not None:
+            ref = f"{account.account_id}:fill:{fill.fill_id}"
+            self.liquidator.fund.receive(to_fund, account.account_id, ref, fill.ts)
         self._remember_id(account, "fill", fill.fill_id, fill.ts)
+        outputs = []
+        if liquidating or to_fund is not None:
+            outputs += self.liquidator.settle_deficit(account, fill, trigger)
         rows = risk_rows(account, self.market)
         self.view.sync(account, [fill.symbol], self.market, rows)
-        return self.level_check(account, trigger, fill.ts, rows)
+        outputs += self.level_check(account, trigger, fill.ts, rows)
+        return outputs + self.liquidator.go_on(account, rows, trigger, fill.ts)
 
     def deposit(
         self, account: Account, deposit: TransferRecord, trigger: dict[str, Any]

@@ -13,6 +13,7 @@ no Python object per account, only the NumPy columns and the account ids.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -24,6 +25,7 @@ from marginstream.core.market import Market
 from marginstream.core.risk import RowInputs, Rows, orders_by_symbol, risk_row
 
 _NEAR = 1e-9  # relative distance to a threshold below which the exact path decides
+_ACCOUNT_FIELDS = ("cash", "level", "deadline")  # deadline: of the open liquidation set, or inf
 _ROW_FIELDS = ("qty", "cost", "funding_index", "buy", "sell", "premium", "fallback_price")
 _INSTRUMENT_FIELDS = (
     "size",
@@ -63,7 +65,7 @@ class RiskView:
         self.thresholds = thresholds
         self._account_ids: list[str] = []
         self._account_number: dict[str, int] = {}
-        self._accounts = _Columns(("cash", "level"))
+        self._accounts = _Columns(_ACCOUNT_FIELDS)
         self._symbols: list[str] = []
         self._instrument_number: dict[str, int] = {}
         self._instruments = _Columns(_INSTRUMENT_FIELDS)
@@ -158,6 +160,8 @@ class RiskView:
         accounts = self._accounts.arrays
         accounts["cash"][number] = float(account.cash)
         accounts["level"][number] = LEVELS.index(account.level)
+        open_set = account.liquidation
+        accounts["deadline"][number] = math.inf if open_set is None else open_set.deadline
         orders: dict[str, list[OpenOrder]] | None = None
         for symbol in symbols:
             row = self._row(number, self._instrument_number[symbol])
@@ -181,6 +185,7 @@ class RiskView:
         row_account: np.ndarray,
         row_instrument: np.ndarray,
         inputs: np.ndarray,
+        deadline: np.ndarray | None = None,
     ) -> None:
         """Every account at once, into a view with instruments but no accounts yet.
 
@@ -192,10 +197,11 @@ class RiskView:
         count, rows = len(account_ids), len(row_account)
         self._account_ids = account_ids
         self._account_number = dict(zip(account_ids, range(count), strict=True))
-        self._accounts = _Columns(("cash", "level"), max(count, 64))
+        self._accounts = _Columns(_ACCOUNT_FIELDS, max(count, 64))
         self._accounts.size = count
         self._accounts["cash"][:count] = cash
         self._accounts["level"][:count] = level
+        self._accounts["deadline"][:count] = math.inf if deadline is None else deadline
         self._rows = _Columns((*_ROW_FIELDS, "value", "initial", "maintenance"), max(rows, 64))
         self._rows.size = rows
         for i, name in enumerate(_ROW_FIELDS):
@@ -221,6 +227,17 @@ class RiskView:
     def set_level(self, account_id: str, level: str) -> None:
         self._accounts["level"][self._account(account_id)] = LEVELS.index(level)
 
+    def set_deadline(self, account_id: str, deadline: int | None) -> None:
+        """The event time the account's open liquidation set is due again (None: none)."""
+        self._accounts["deadline"][self._account(account_id)] = (
+            math.inf if deadline is None else deadline
+        )
+
+    def due(self, clock: int) -> list[str]:
+        """Accounts whose open liquidation set is past its deadline at clock, sorted."""
+        deadline = self._accounts["deadline"][: self._accounts.size]
+        return sorted(self._account_ids[a] for a in np.flatnonzero(deadline <= clock))
+
     # -- accounts and the columns as a whole ---------------------------------------
 
     def account_ids(self) -> list[str]:
@@ -240,6 +257,7 @@ class RiskView:
         return {
             "cash": self._accounts["cash"][:count].copy(),
             "level": self._accounts["level"][:count].copy(),
+            "deadline": self._accounts["deadline"][:count].copy(),
             "row_account": self._row_account[:n][order],
             "row_instrument": self._row_instrument[:n][order],
             "inputs": np.stack([self._rows[name][:n][order] for name in _ROW_FIELDS], axis=1),
@@ -284,6 +302,28 @@ class RiskView:
         changed = (level != self._accounts["level"][accounts]) | near
         return [self._account_ids[a] for a in accounts[changed]]
 
+    def open_positions(self, symbol: str) -> dict[str, np.ndarray]:
+        """Every open position in symbol, as columns: account (number), qty, cost,
+        unrealized (0 before the first mark), notional, and its account's equity."""
+        rows = self._rows_for([symbol])
+        rows = rows[self._rows["qty"][rows] != 0.0]
+        number = self._instrument_number.get(symbol)
+        accounts = self._row_account[rows]
+        qty, cost = self._rows["qty"][rows], self._rows["cost"][rows]
+        size = self._instruments["size"][number] if number is not None else 0.0
+        mark = self._instruments["mark"][number] if number is not None else np.nan
+        price = np.where(np.isnan(mark), self._rows["fallback_price"][rows], mark)
+        value = qty * size * price
+        unrealized = np.where(np.isnan(mark), 0.0, value - cost)
+        equity = self.totals(accounts)[0] if rows.size else np.zeros(0)
+        return {
+            "account": accounts, "qty": qty, "cost": cost, "unrealized": unrealized,
+            "notional": np.abs(value), "equity": equity,
+        }  # fmt: skip
+
+    def account_id(self, number: int) -> str:
+        return self._account_ids[number]
+
     def holder_numbers(self, symbols: Iterable[str]) -> np.ndarray:
         """Numbers of the accounts with a row (position or orders, now or before) in symbols."""
         rows = self._rows_for(symbols)
@@ -320,6 +360,7 @@ class RiskView:
         number = self._account_number.get(account_id)
         if number is None:
             number = self._accounts.add()
+            self._accounts["deadline"][number] = math.inf
             self._account_number[account_id] = number
             self._account_ids.append(account_id)
         return number

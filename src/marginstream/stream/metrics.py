@@ -29,7 +29,7 @@ from prometheus_client.core import (
 )
 
 from marginstream.core.alerts import LIQUIDATION, MARGIN_CALL, RECOVERED
-from marginstream.core.envelope import DEAD_LETTERS
+from marginstream.core.envelope import DEAD_LETTERS, LIQUIDATION_ORDERS
 from marginstream.stream.commit import DeliveryRefused, PartitionLost, classified
 from marginstream.stream.store import StoreFailed
 
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from marginstream.stream.runner import RiskService
 
 ALERTS = "liquidations"  # the SPEC topic of alerts
+LIQUIDATION_TYPES = ("liquidation_order", "liquidation_cancel", "adl")
 ALERT_LEVELS = (MARGIN_CALL, LIQUIDATION, RECOVERED)
 
 # A dead letter's reason, by class: the first pattern that matches it (else "other").
@@ -90,6 +91,11 @@ class StreamMetrics:
             "marginstream_alerts", "Alerts published, by level", ["level"], registry=registry
         )
         self._alerts = {level: alerts.labels(level) for level in ALERT_LEVELS}  # from 0
+        self._liquidation_counter = liquidation = Counter(
+            "marginstream_liquidation_records", "Records published on liquidation-orders, by "
+            "type (liquidation_order, liquidation_cancel, adl)", ["type"], registry=registry,
+        )  # fmt: skip
+        self._liquidation = {t: liquidation.labels(t) for t in LIQUIDATION_TYPES}
         self._dead_letters = Counter(
             "marginstream_dead_letters", "Dead letters published, by class of reason",
             ["reason"], registry=registry,
@@ -135,6 +141,8 @@ class StreamMetrics:
         if output.topic == ALERTS:
             child = self._alerts.get(output.value.get("type"))
             (child or self._alert_counter.labels("other")).inc()
+        elif output.topic == LIQUIDATION_ORDERS:
+            self._liquidation[output.value["type"]].inc()
         elif output.topic == DEAD_LETTERS:
             self._dead_letters.labels(reason_class(str(output.value.get("reason")))).inc()
 

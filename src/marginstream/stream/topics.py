@@ -13,7 +13,7 @@ from marginstream.stream.settings import StreamSettings
 
 ACCOUNT_INPUTS = ("orders", "transfers")
 MARKET_INPUTS = ("prices", "instruments")
-OUTPUTS = ("liquidations", "decisions", "dead-letters")
+OUTPUTS = ("liquidations", "decisions", "dead-letters", "liquidation-orders")
 MARKET_FANOUT = "marginstream-market"  # the core's name for the fan-out topic
 
 

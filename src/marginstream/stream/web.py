@@ -40,8 +40,6 @@ from yarl import URL
 
 from marginstream.core.keys import account_partition
 from marginstream.core.records import MAX_ID_LENGTH
-from marginstream.core.reports import account_state
-from marginstream.core.risk import assess
 
 if TYPE_CHECKING:
     import faust
@@ -126,9 +124,7 @@ def register(app: faust.App, service: RiskService) -> None:
             found = work.engine.accounts.get(account)
             if found is None:
                 return self.json({"error": f"unknown account {account}"}, status=404)
-            engine = work.engine
-            state = account_state(found, assess(found, engine.market), engine.market)
-            return self.json({**state, "partition": partition})
+            return self.json({**work.engine.state_of(found), "partition": partition})
 
         async def routed(self, owner: str, account: str) -> faust_web.Response:
             timeout = aiohttp.ClientTimeout(total=10)

@@ -36,6 +36,7 @@ from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.store import PartStore
 from marginstream.core.engine import EngineConfig, Outcome, RiskEngine
 from marginstream.core.envelope import Envelope
+from marginstream.core.liquidation.fund import FUND_KEY, InsuranceFund
 from marginstream.core.market import Market
 from marginstream.core.seenids import chunk_owner
 
@@ -146,7 +147,8 @@ def _lazy(store: PartStore, config: EngineConfig) -> PartitionState | None:
             version = max(version, version_of(raw_value))
     market = Market.from_parts({k: v for k, v in small.items() if k[0] in ("instrument", "index")})
     guard = ReplayGuard.from_part(small.get(GUARD_KEY))
-    engine = RiskEngine(config, None, market, guard, None, store, sealed)
+    fund = InsuranceFund.from_part(small.get(FUND_KEY))
+    engine = RiskEngine(config, None, market, guard, None, store, sealed, fund)
     view, symbols = engine.view, engine.view.symbols()
     header = viewsnapshot.header_of(store)
     if viewsnapshot.usable(header, store.changelog_offset(), symbols):

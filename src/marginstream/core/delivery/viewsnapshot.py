@@ -22,10 +22,10 @@ import orjson
 from marginstream.core.delivery.store import META_PREFIX, PartReader, PartStore
 from marginstream.core.riskview import RiskView
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2  # 2: the liquidation deadline column
 _PREFIX = META_PREFIX + b"view/"
 HEADER = _PREFIX + b"header"
-_ARRAYS = ("cash", "level", "row_account", "row_instrument", "inputs")
+_ARRAYS = ("cash", "level", "deadline", "row_account", "row_instrument", "inputs")
 _IDS = _PREFIX + b"ids"
 
 
@@ -86,6 +86,7 @@ def load_into(store: PartReader, header: dict[str, Any], view: RiskView) -> bool
         columns["row_account"],
         row_instrument,
         columns["inputs"],
+        columns["deadline"],
     )
     return True
 

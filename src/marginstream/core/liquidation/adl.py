@@ -1,0 +1,115 @@
+"""Auto-deleveraging: which opposite positions give up profit for a deficit the fund
+could not cover, in Binance's ranking.
+
+score = PnL% x effective leverage when PnL% > 0, PnL% / effective leverage otherwise,
+with PnL% = unrealised PnL / |position cost| and effective leverage = |notional at the
+mark| / account equity (infinite at equity <= 0). Highest score first; ties by account.
+The quantities named are those whose unrealised profit covers the deficit, position by
+position down the ranking, in whole lots (a position's rest for its last).
+
+Scores are risk figures computed from the risk view's columns for every holder at once
+(no account decoded); an account is decoded only for the exact size of a position shown
+or named. A partition ranks the positions it owns: the deciding engine has exact state
+for no other. GET /adl/{symbol}/ and `replay --state` merge the partitions' rankings
+(merged below), each partition's list being sorted already.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping
+from decimal import ROUND_CEILING, Decimal
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from marginstream.core.ledger import Account
+from marginstream.core.numbers import decimal_text, risk_text
+from marginstream.core.riskview import RiskView
+
+LONG, SHORT = "long", "short"
+
+
+class Ranked(NamedTuple):
+    sort_key: tuple[float, str]  # (-score, account): ascending is the ranking's order
+    account: str
+    side: str
+    score: float
+    pnl_percent: float
+    leverage: float
+    unrealized: float
+    qty: float  # unsigned; exact_qty gives the ledger's
+
+
+def ranking(view: RiskView, symbol: str) -> list[Ranked]:
+    """Every open position in symbol among the view's accounts, highest score first."""
+    columns = view.open_positions(symbol)
+    if not columns["account"].size:
+        return []
+    cost, unrealized = np.abs(columns["cost"]), columns["unrealized"]
+    equity, notional = columns["equity"], columns["notional"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pnl = np.where(cost > 0.0, unrealized / cost, 0.0)
+        leverage = np.where(equity > 0.0, notional / equity, np.inf)
+        losing = np.where(leverage > 0.0, pnl / leverage, pnl)
+    score = np.where(pnl > 0.0, pnl * leverage, losing)
+    ranked = [
+        Ranked((-s, account), account, LONG if q > 0.0 else SHORT, s, p, lev, u, abs(q))
+        for account, q, s, p, lev, u in zip(
+            map(view.account_id, columns["account"].tolist()),
+            columns["qty"].tolist(), score.tolist(), pnl.tolist(), leverage.tolist(),
+            unrealized.tolist(), strict=True,
+        )
+    ]  # fmt: skip
+    ranked.sort()
+    return ranked
+
+
+def merged(rankings: Iterable[list[Ranked]]) -> list[Ranked]:
+    """Sorted rankings (one per partition) as one ranking."""
+    return list(heapq.merge(*rankings))
+
+
+def exact_qty(accounts: Mapping[str, Account], entry: Ranked, symbol: str) -> Decimal:
+    return abs(accounts[entry.account].positions[symbol].qty)
+
+
+def shown(
+    entry: Ranked, accounts: Mapping[str, Account], symbol: str, qty: Decimal | None = None
+) -> dict[str, Any]:
+    """A ranked position as GET /adl/{symbol}/, `replay --state` and `adl` records show it."""
+    return {
+        "account": entry.account,
+        "side": entry.side,
+        "qty": decimal_text(exact_qty(accounts, entry, symbol) if qty is None else qty),
+        "score": risk_text(entry.score),
+        "pnl_percent": risk_text(entry.pnl_percent),
+        "effective_leverage": risk_text(entry.leverage),
+        "unrealized_pnl": risk_text(entry.unrealized),
+    }
+
+
+def deleverage(
+    ranked: list[Ranked],
+    accounts: Mapping[str, Account],
+    symbol: str,
+    side: str,
+    deficit: float,
+    lot: Decimal,
+) -> tuple[list[tuple[Ranked, Decimal]], float]:
+    """The positions of side (in ranking order) and quantities whose unrealised profit
+    covers deficit; and what it leaves uncovered (> 0: not enough profit on that side)."""
+    chosen = []
+    left = deficit
+    for entry in ranked:
+        if left <= 0.0:
+            break
+        if entry.side != side or entry.unrealized <= 0.0:
+            continue
+        held = exact_qty(accounts, entry, symbol)
+        per_unit = entry.unrealized / float(held)
+        lots = (Decimal(repr(left / per_unit)) / lot).to_integral_value(rounding=ROUND_CEILING)
+        qty = min(lots * lot, held)
+        chosen.append((entry, qty))
+        left -= float(qty) * per_unit
+    return chosen, max(left, 0.0)

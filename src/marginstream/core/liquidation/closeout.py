@@ -1,0 +1,198 @@
+"""The smallest set of reduce-only orders that brings an account in liquidation back to
+a target margin ratio, and the account's figures before and after they fill.
+
+Positions are closed in the order of the maintenance margin each frees per unit of
+loss at its order's price (the loss being the value given up against the mark): the
+cheapest relief first; ties by symbol. Whole positions are closed until closing the
+next whole one reaches the target; that one is closed by the fewest lots that do
+(bisected over whole lots; its last lot may be what remains of the position). Positions
+without maintenance margin (long options) free nothing and are left alone.
+
+"Reaches" is judged on the account as the ledger would hold it after the fills: each
+close is booked on a scratch copy with Account.apply_fill at the order's price (which
+is what desk.py books a liquidation fill at), and the figures are risk.py's. So the
+order published carries "after" figures the account will have if it fills while the
+prices stand, and closing one lot less does not reach the target.
+
+An order's price is the position's penalty price (mark moved against the account by
+the penalty rate) or its bankruptcy price (policy), as a Decimal of at most
+`price_digits` significant digits, rounded against the account (down for a sell, up for
+a buy): what a fill of it can carry back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import NamedTuple
+
+from marginstream.core.ledger import Account
+from marginstream.core.liquidation.prices import PositionPrices, position_prices
+from marginstream.core.market import Market
+from marginstream.core.numbers import MAX_PLACES, ZERO
+from marginstream.core.records import FillRecord
+from marginstream.core.risk import (
+    MarginFigures,
+    RiskRow,
+    Rows,
+    orders_by_symbol,
+    risk_row,
+    risk_rows,
+    total,
+)
+
+PENALTY = "penalty"
+BANKRUPTCY = "bankruptcy"
+
+
+@dataclass(frozen=True, slots=True)
+class LiquidationPolicy:
+    target_ratio: float | None = None  # None: the margin-call threshold
+    pricing: str = PENALTY  # or BANKRUPTCY
+    penalty_rate: float = 0.005
+    lot: Decimal = Decimal("0.001")  # quantities are whole lots, but for a position's rest
+    reissue_after_ms: int = 30_000  # event time an open set waits for its fills
+    price_digits: int = 10
+
+    def __post_init__(self) -> None:
+        if self.pricing not in (PENALTY, BANKRUPTCY):
+            raise ValueError(f"liquidation pricing is {PENALTY} or {BANKRUPTCY}")
+        if not 0.0 <= self.penalty_rate < 1.0:
+            raise ValueError("the liquidation penalty rate is in [0, 1)")
+        if self.lot <= 0 or self.reissue_after_ms <= 0:
+            raise ValueError("the liquidation lot and re-issue time must be positive")
+
+
+class Close(NamedTuple):
+    symbol: str
+    side: str
+    qty: Decimal
+    price: Decimal
+    bankruptcy_price: float | None  # the position's (an index level, for an option)
+
+
+class Closeout(NamedTuple):
+    closes: list[Close]
+    before: MarginFigures
+    after: MarginFigures
+    reaches_target: bool
+
+
+def plan(
+    account: Account,
+    market: Market,
+    policy: LiquidationPolicy,
+    threshold: float,
+    target: float,
+    rows: Rows | None = None,
+) -> Closeout:
+    if rows is None:
+        rows = risk_rows(account, market)
+    before = total(account, rows)
+    prices = position_prices(account, market, threshold, rows)
+    ranked = []
+    for symbol, row in rows.items():
+        if row.position is None or not row.inputs.qty or row.risk.maintenance <= 0.0:
+            continue
+        close = _whole(row, market, policy, prices[symbol])
+        loss = abs(row.inputs.qty) * row.instrument.size * abs(row.risk.mark - float(close.price))
+        relief = math.inf if loss == 0.0 else row.risk.maintenance / loss
+        ranked.append((-relief, symbol, close))
+    ranked.sort(key=lambda item: item[:2])
+    closes: list[Close] = []
+    after = before
+    for _, _, close in ranked:
+        whole = after_closing(account, market, rows, [*closes, close])
+        if whole.margin_ratio > target:
+            closes.append(close)
+            after = whole
+            continue
+        qty = _fewest_lots(account, market, rows, closes, close, target, policy.lot)
+        closes.append(close._replace(qty=qty))
+        after = after_closing(account, market, rows, closes)
+        return Closeout(closes, before, after, True)
+    return Closeout(closes, before, after, after.margin_ratio <= target)
+
+
+def _whole(
+    row: RiskRow, market: Market, policy: LiquidationPolicy, prices: PositionPrices
+) -> Close:
+    qty = row.position.qty if row.position is not None else ZERO
+    side = "sell" if qty > 0 else "buy"
+    against = -1.0 if side == "sell" else 1.0
+    price = row.risk.mark * (1.0 + against * policy.penalty_rate)
+    bankrupt = prices.bankruptcy
+    if policy.pricing == BANKRUPTCY and bankrupt is not None:
+        if row.instrument.is_option:  # an index level: the option's value there
+            model = market.model_at(row.instrument.symbol, bankrupt)
+            price = price if model is None else model.price
+        else:
+            price = bankrupt
+    return Close(row.instrument.symbol, side, abs(qty), order_price(price, side, policy), bankrupt)
+
+
+def order_price(price: float, side: str, policy: LiquidationPolicy) -> Decimal:
+    """price as a Decimal a fill can carry: price_digits significant digits, at most
+    MAX_PLACES places, rounded against the account, and at least one unit of the last."""
+    exact = Decimal(repr(max(price, 0.0)))
+    exponent = (
+        max(exact.adjusted() - policy.price_digits + 1, -MAX_PLACES) if exact else -MAX_PLACES
+    )
+    quantum = Decimal(1).scaleb(exponent)
+    rounded = exact.quantize(quantum, rounding=ROUND_FLOOR if side == "sell" else ROUND_CEILING)
+    return rounded if rounded > 0 else quantum
+
+
+def _fewest_lots(
+    account: Account,
+    market: Market,
+    rows: Rows,
+    closes: list[Close],
+    close: Close,
+    target: float,
+    lot: Decimal,
+) -> Decimal:
+    """The quantity of the fewest lots of close that reach target (the whole does)."""
+    whole = close.qty
+    most = int((whole / lot).to_integral_value(rounding=ROUND_CEILING))
+
+    def qty(lots: int) -> Decimal:
+        return min(lot * lots, whole)
+
+    def reaches(lots: int) -> bool:
+        after = after_closing(account, market, rows, [*closes, close._replace(qty=qty(lots))])
+        return after.margin_ratio <= target
+
+    low, high = 0, most  # reaches(high); not reaches(low) (the account is above target)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if reaches(middle):
+            high = middle
+        else:
+            low = middle
+    return qty(high)
+
+
+def after_closing(
+    account: Account, market: Market, rows: Rows, closes: list[Close]
+) -> MarginFigures:
+    """The account's figures once closes have filled at their prices (on a scratch copy)."""
+    scratch = replace(account, positions=dict(account.positions), orders=account.orders)
+    changed = {}
+    for close in closes:
+        position = scratch.positions.get(close.symbol)
+        if position is not None:
+            scratch.positions[close.symbol] = replace(position)
+        instrument = market.instruments[close.symbol]
+        fill = FillRecord("", None, account.account_id, close.symbol, close.side, close.qty,
+                          close.price, ZERO, 0)  # fmt: skip
+        scratch.apply_fill(fill, instrument, market.funding(close.symbol))
+        changed[close.symbol] = None
+    if not changed:
+        return total(account, rows)
+    orders = orders_by_symbol(account) if account.orders else {}
+    now = dict(rows)
+    for symbol in changed:
+        now[symbol] = risk_row(scratch, market, symbol, orders.get(symbol, []))
+    return total(scratch, now)

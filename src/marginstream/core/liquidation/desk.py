@@ -1,0 +1,254 @@
+"""The life of an account's liquidation, record by record, for the engine.
+
+- The alert that moves an account to `liquidation` issues a set of closing orders
+  (closeout.py) on `liquidation-orders`, unless one is open: never two at once.
+- A fill naming one of the set's orders is booked at that order's price; the fill's
+  difference from it (better: a surplus, worse: a shortfall) goes to the insurance fund.
+  A set whose orders have all filled is done; if the account is still in liquidation, the
+  next set is issued at once.
+- A fill that leaves an account in liquidation with no position and negative cash moves
+  the deficit to the fund; what the fund cannot cover is published as an `adl` record.
+- A set still open when a market record's time (event time) passes its deadline is
+  cancelled and re-issued, sized afresh, with new ids.
+- An account that leaves `liquidation` has its open set cancelled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from marginstream.core.alerts import LIQUIDATION, Thresholds
+from marginstream.core.envelope import LIQUIDATION_ORDERS, Output
+from marginstream.core.ledger import Account
+from marginstream.core.liquidation import adl
+from marginstream.core.liquidation.book import LiquidationOrder, LiquidationSet, set_id
+from marginstream.core.liquidation.closeout import Closeout, LiquidationPolicy, plan
+from marginstream.core.liquidation.fund import InsuranceFund
+from marginstream.core.market import Market
+from marginstream.core.numbers import ZERO, decimal_text, exact, risk_text
+from marginstream.core.records import FillRecord
+from marginstream.core.risk import MarginFigures, Rows, risk_rows
+from marginstream.core.riskview import RiskView
+
+
+class Liquidator:
+    def __init__(
+        self,
+        market: Market,
+        view: RiskView,
+        thresholds: Thresholds,
+        policy: LiquidationPolicy,
+        fund: InsuranceFund,
+        accounts: Mapping[str, Account],
+    ) -> None:
+        self.market, self.view, self.thresholds = market, view, thresholds
+        self.policy, self.fund, self.accounts = policy, fund, accounts
+        target = policy.target_ratio
+        self.target = thresholds.margin_call if target is None else target
+
+    # -- levels ---------------------------------------------------------------------
+
+    def on_level(
+        self, account: Account, kind: str, rows: Rows, trigger: dict[str, Any], ts: int | None
+    ) -> list[Output]:
+        """After the alert of kind: a set to issue, or one to cancel."""
+        if kind == LIQUIDATION:
+            return [] if account.liquidation else self._issue(account, rows, trigger, ts, None)
+        if account.liquidation is not None:
+            return self._withdraw(account, "recovered", trigger, ts)
+        return []
+
+    def go_on(
+        self, account: Account, rows: Rows, trigger: dict[str, Any], ts: int | None
+    ) -> list[Output]:
+        """After a fill: an account still in liquidation whose set is done gets the next."""
+        if account.level != LIQUIDATION or account.liquidation is not None:
+            return []
+        return self._issue(account, rows, trigger, ts, None)
+
+    def reissue_due(self, trigger: dict[str, Any], ts: int | None) -> tuple[set[str], list[Output]]:
+        """Every open set past its deadline at ts (a market record's time), cancelled and
+        re-issued."""
+        touched: set[str] = set()
+        outputs: list[Output] = []
+        if ts is None:  # an instrument record: it tells no time
+            return touched, outputs
+        for account_id in self.view.due(ts):
+            account = self.accounts[account_id]
+            previous = account.liquidation
+            if previous is None:  # the view is behind the account: bring it in step
+                self.view.set_deadline(account_id, None)
+                continue
+            touched.add(account_id)
+            outputs += self._withdraw(account, "reissued", trigger, ts)
+            if account.level == LIQUIDATION:
+                replaces = set_id(account_id, previous.number)
+                rows = risk_rows(account, self.market)
+                outputs += self._issue(account, rows, trigger, ts, replaces, previous.alert_id)
+        return touched, outputs
+
+    # -- fills ----------------------------------------------------------------------
+
+    def book(
+        self, account: Account, fill: FillRecord, size: Decimal
+    ) -> tuple[list[FillRecord], Decimal | None]:
+        """The fills to book for fill, and the fund's part (None: not a liquidation fill).
+
+        The part of a fill within its liquidation order's remaining quantity is booked at
+        the order's price; any excess, at the fill's own."""
+        open_set = account.liquidation
+        order = open_set.orders.get(fill.order_id) if open_set and fill.order_id else None
+        if order is None or order.symbol != fill.symbol or order.side != fill.side:
+            return [fill], None
+        assert open_set is not None
+        part, difference = _liquidation_part(fill, order, size)
+        booked = [fill._replace(qty=part, price=order.price, order_id=None)]
+        if fill.qty > part:
+            booked.append(fill._replace(qty=fill.qty - part, fee=ZERO, order_id=None))
+        order.qty -= part
+        if not order.qty:
+            del open_set.orders[order.order_id]
+        if not open_set.orders:  # every order filled: the set is done
+            account.liquidation = None
+            self.view.set_deadline(account.account_id, None)
+        return booked, difference
+
+    def settle_deficit(
+        self, account: Account, fill: FillRecord, trigger: dict[str, Any]
+    ) -> list[Output]:
+        """Call after a fill of an account in liquidation: a bankrupt account with nothing
+        left to close hands its deficit to the fund, and the rest to auto-deleveraging."""
+        if account.positions or account.cash >= 0:
+            return []
+        deficit = -account.cash
+        account.deposit(deficit)  # to zero: the loss is the fund's now
+        ref = f"{account.account_id}:fill:{fill.fill_id}"
+        uncovered = self.fund.cover(deficit, account.account_id, ref, fill.ts)
+        if not uncovered:
+            return []
+        side = "short" if fill.side == "sell" else "long"  # opposite to the closed position
+        ranked = adl.ranking(self.view, fill.symbol)
+        chosen, short_by = adl.deleverage(
+            ranked, self.accounts, fill.symbol, side, float(uncovered), self.policy.lot
+        )
+        value = {
+            "type": "adl",
+            "adl_id": f"{account.account_id}:adl:{fill.fill_id}",
+            "account": account.account_id,
+            "symbol": fill.symbol,
+            "side": side,
+            "deficit": decimal_text(deficit),
+            "uncovered": decimal_text(uncovered),
+            "positions": [
+                {**adl.shown(entry, self.accounts, fill.symbol), "reduce_by": decimal_text(qty)}
+                for entry, qty in chosen
+            ],
+            "not_covered_by_profit": risk_text(short_by),
+            "trigger": trigger,
+            "ts": fill.ts,
+        }
+        return [Output(LIQUIDATION_ORDERS, account.account_id, value)]
+
+    # -- sets -----------------------------------------------------------------------
+
+    def plan(self, account: Account, rows: Rows | None = None) -> Closeout:
+        threshold = self.thresholds.liquidation
+        return plan(account, self.market, self.policy, threshold, self.target, rows)
+
+    def _issue(
+        self,
+        account: Account,
+        rows: Rows,
+        trigger: dict[str, Any],
+        ts: int | None,
+        replaces: str | None,
+        alert_id: str | None = None,
+    ) -> list[Output]:
+        closeout = self.plan(account, rows)
+        if not closeout.closes:
+            return []  # nothing that carries maintenance margin: nothing to close
+        account_id = account.account_id
+        account.liquidation_seq += 1
+        number = account.liquidation_seq
+        identifier = set_id(account_id, number)
+        now = self.market.clock() if ts is None else ts
+        deadline = now + self.policy.reissue_after_ms
+        if alert_id is None:  # the alert that moved it to liquidation: its last
+            alert_id = f"{account_id}:alert:{account.alert_seq}"
+        figures = {
+            "before": _figures(closeout.before),
+            "after": _figures(closeout.after),
+            "target_ratio": risk_text(self.target),
+            "reaches_target": closeout.reaches_target,
+        }
+        orders = {}
+        outputs = []
+        for k, close in enumerate(closeout.closes, start=1):
+            order_id = f"{identifier}:{k}"
+            orders[order_id] = LiquidationOrder(
+                order_id, close.symbol, close.side, close.qty, close.price
+            )
+            value = {
+                "type": "liquidation_order",
+                "order_id": order_id,
+                "set_id": identifier,
+                "account": account_id,
+                "symbol": close.symbol,
+                "side": close.side,
+                "qty": decimal_text(close.qty),
+                "price": decimal_text(close.price),
+                "reduce_only": True,
+                "bankruptcy_price": _price(close.bankruptcy_price),
+                "alert_id": alert_id,
+                "replaces": replaces,
+                "deadline": deadline,
+                **figures,
+                "trigger": trigger,
+                "ts": ts,
+            }
+            outputs.append(Output(LIQUIDATION_ORDERS, account_id, value))
+        account.liquidation = LiquidationSet(number, alert_id, now, deadline, orders)
+        self.view.set_deadline(account_id, deadline)
+        return outputs
+
+    def _withdraw(
+        self, account: Account, reason: str, trigger: dict[str, Any], ts: int | None
+    ) -> list[Output]:
+        open_set = account.liquidation
+        assert open_set is not None
+        identifier = set_id(account.account_id, open_set.number)
+        outputs = []
+        for order_id in open_set.orders:
+            value = {
+                "type": "liquidation_cancel", "order_id": order_id, "set_id": identifier,
+                "account": account.account_id, "reason": reason, "trigger": trigger, "ts": ts,
+            }  # fmt: skip
+            outputs.append(Output(LIQUIDATION_ORDERS, account.account_id, value))
+        account.liquidation = None
+        self.view.set_deadline(account.account_id, None)
+        return outputs
+
+
+@exact
+def _liquidation_part(
+    fill: FillRecord, order: LiquidationOrder, size: Decimal
+) -> tuple[Decimal, Decimal]:
+    """(quantity booked at the order's price, the fund's part: the fill's price against it)."""
+    part = min(fill.qty, order.qty)
+    direction = 1 if fill.side == "sell" else -1
+    return part, direction * (fill.price - order.price) * part * size
+
+
+def _figures(figures: MarginFigures) -> dict[str, str]:
+    return {
+        "equity": risk_text(figures.equity),
+        "maintenance_margin": risk_text(figures.maintenance_margin),
+        "margin_ratio": risk_text(figures.margin_ratio),
+    }
+
+
+def _price(price: float | None) -> str | None:
+    return None if price is None or not math.isfinite(price) else risk_text(price)

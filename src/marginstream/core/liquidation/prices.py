@@ -1,0 +1,161 @@
+"""Liquidation and bankruptcy prices of an account's positions, under cross margin.
+
+A position's liquidation price is the price at which the account's margin ratio reaches
+the liquidation threshold, and its bankruptcy price the price at which the account's
+equity reaches zero, every other price held where it is. "Price" is what moves the
+position's value:
+
+- a future or perpetual: its own mark. Equity is linear in it and maintenance margin is
+  linear on each tier's slice, so both prices are solved exactly, slice by slice; for one
+  position this is the venues' own formula (Binance's isolated long:
+  LP = (W + cum - Q E) / (Q mm - Q)).
+- an option: the index of its underlying, at which every option the account holds on it
+  is re-priced with Black-76 (from its last implied volatility, as the market prices it)
+  and re-margined (the short-option formulas read the index too). Futures on the same
+  underlying keep their marks. No closed form: the price is bracketed on a ladder of
+  index moves outwards from the index (0.5% doubling to 64% down and to 100x up), the
+  nearest bracket is bisected until it is narrower than TOLERANCE times the index.
+
+None where no such price exists within that range: no maintenance margin to reach, a
+position whose value does not move the account there, a price that would be negative.
+Risk figures (floats): shown to traders and used to price liquidation orders, never
+booked as they are (closeout.py rounds an order's price to a Decimal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+from marginstream.core.ledger import Account
+from marginstream.core.margin import short_option_margin
+from marginstream.core.market import Market
+from marginstream.core.risk import MarginFigures, RiskRow, Rows, risk_rows, total
+
+TOLERANCE = 1e-9  # of the index: the bisection's final bracket, for option positions
+_DOWN = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 0.9, 0.99, 0.999)
+_UP = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0, 2.0, 4.0, 9.0, 19.0, 99.0)
+# Both ladders walked together, nearest first: (distance, direction).
+_LADDER = sorted([(d, -1.0) for d in _DOWN] + [(d, 1.0) for d in _UP])
+
+
+class PositionPrices(NamedTuple):
+    liquidation: float | None
+    bankruptcy: float | None
+
+
+def position_prices(
+    account: Account, market: Market, threshold: float, rows: Rows | None = None
+) -> dict[str, PositionPrices]:
+    """Each open position's prices, by symbol (options: index levels of the underlying)."""
+    if rows is None:
+        rows = risk_rows(account, market)
+    figures = total(account, rows)
+    found: dict[str, PositionPrices] = {}
+    by_underlying: dict[str, PositionPrices] = {}
+    for symbol, row in rows.items():
+        if row.position is None or not row.inputs.qty:
+            continue
+        instrument = row.instrument
+        if not instrument.is_option:
+            found[symbol] = _future_prices(row, market, figures, threshold)
+            continue
+        underlying = instrument.underlying
+        if underlying not in by_underlying:
+            by_underlying[underlying] = _option_prices(rows, market, figures, threshold, underlying)
+        found[symbol] = by_underlying[underlying]
+    return found
+
+
+def _future_prices(
+    row: RiskRow, market: Market, figures: MarginFigures, threshold: float
+) -> PositionPrices:
+    """Exact on each tier's slice: equity = e0 + q s x and, on the slice from `low`,
+    MM = m0 + cum + rate (|q| s x - low); the ratio reaches threshold where
+    threshold x equity = MM."""
+    q, size, mark = row.inputs.qty, row.instrument.size, row.risk.mark
+    e0 = figures.equity - q * size * mark  # the account's equity without this position's x
+    m0 = figures.maintenance_margin - row.risk.maintenance
+    bankrupt = -e0 / (q * size)
+    tiers = market.tier_tables[row.instrument.symbol]
+    roots = []
+    cum = 0.0
+    units = abs(q) * size
+    for low, width, rate in zip(tiers.lower, tiers.width, tiers.maintenance, strict=True):
+        slope = threshold * q * size - rate * units
+        if slope:
+            x = -(threshold * e0 - m0 - cum + rate * low) / slope
+            if x > 0.0 and low <= units * x <= low + width:
+                roots.append(x)
+        cum += rate * width
+    # With positive maintenance at the root: where only equity is zero, that is bankruptcy.
+    liquidation = min(roots, key=lambda x: abs(x - mark)) if roots else None
+    return PositionPrices(liquidation, bankrupt if bankrupt > 0.0 else None)
+
+
+def _option_prices(
+    rows: Rows, market: Market, figures: MarginFigures, threshold: float, underlying: str
+) -> PositionPrices:
+    index = market.risk_index(underlying)
+    if index is None or index <= 0.0:
+        return PositionPrices(None, None)
+    moving = [
+        r for r in rows.values()
+        if r.instrument.is_option and r.instrument.underlying == underlying and r.inputs.qty
+    ]  # fmt: skip
+    fixed_equity = figures.equity - sum(r.risk.value for r in moving)
+    fixed_maintenance = figures.maintenance_margin - sum(r.risk.maintenance for r in moving)
+
+    def at(spot: float) -> tuple[float, float]:
+        equity, maintenance = fixed_equity, fixed_maintenance
+        for r in moving:
+            instrument = r.instrument
+            assert instrument.strike is not None
+            model = market.model_at(instrument.symbol, spot)
+            mark = r.risk.mark if model is None else model.price
+            q = r.inputs.qty
+            equity += q * instrument.size * mark
+            if q < 0.0:
+                rates = market.option_rates[instrument.symbol]
+                per_unit = short_option_margin(
+                    spot, float(instrument.strike), mark, instrument.is_put, rates
+                )[1]
+                maintenance += -q * instrument.size * per_unit
+        return equity, maintenance
+
+    def liquidation_gap(spot: float) -> float:
+        equity, maintenance = at(spot)
+        return threshold * equity - maintenance if maintenance > 0.0 else 1.0
+
+    liquidation = nearest_root(liquidation_gap, index)
+    bankruptcy = nearest_root(lambda spot: at(spot)[0], index)
+    return PositionPrices(liquidation, bankruptcy)
+
+
+def nearest_root(gap: Callable[[float], float], origin: float) -> float | None:
+    """Where gap changes sign nearest origin on the ladder, bisected to TOLERANCE x origin."""
+    start = gap(origin)
+    if start == 0.0:
+        return origin
+    last = {-1.0: (origin, start), 1.0: (origin, start)}
+    for distance, direction in _LADDER:
+        x = origin * (1.0 + direction * distance)
+        value = gap(x)
+        previous, previous_value = last[direction]
+        if (value <= 0.0) != (previous_value <= 0.0):
+            return _bisect(gap, previous, previous_value, x, origin * TOLERANCE)
+        last[direction] = (x, value)
+    return None
+
+
+def _bisect(
+    gap: Callable[[float], float], a: float, a_value: float, b: float, tolerance: float
+) -> float:
+    a_side = a_value <= 0.0
+    while abs(b - a) > tolerance:
+        middle = 0.5 * (a + b)
+        if (gap(middle) <= 0.0) == a_side:
+            a = middle
+        else:
+            b = middle
+    return 0.5 * (a + b)
