@@ -20,7 +20,7 @@ from tqdm import tqdm
 from marginstream.cli.errors import CommandError
 from marginstream.stream.security import KafkaSecurity, SecurityError, refusal
 
-Record = tuple[str, bytes | None, bytes]
+Record = tuple[str, bytes | None, bytes, int | None]  # topic, key, value, partition
 
 
 def read_records(path: Path, prefix: str) -> list[Record]:
@@ -44,9 +44,15 @@ def read_records(path: Path, prefix: str) -> list[Record]:
                 raise CommandError(f"{path}:{number}: value is missing")
             if key is not None and not isinstance(key, str):
                 raise CommandError(f"{path}:{number}: key must be a string or null")
+            partition = item.get("partition")  # else the key's, by the default partitioner
+            if partition is not None and (
+                not isinstance(partition, int) or isinstance(partition, bool) or partition < 0
+            ):
+                raise CommandError(f"{path}:{number}: partition must be a whole number >= 0")
             records.append(
-                (prefix + topic, None if key is None else key.encode(), orjson.dumps(value))
-            )
+                (prefix + topic, None if key is None else key.encode(), orjson.dumps(value),
+                 partition)
+            )  # fmt: skip
     return records
 
 
@@ -59,7 +65,7 @@ async def check_topics(
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
     await admin.start()
     try:
-        missing = sorted({topic for topic, _, _ in records} - set(await admin.list_topics()))
+        missing = sorted({r[0] for r in records} - set(await admin.list_topics()))
         if missing and create is None:
             raise CommandError(
                 f"no such topic{'s' if len(missing) > 1 else ''} on {bootstrap}: "
@@ -85,8 +91,9 @@ async def send_all(
     try:
         with tqdm(total=len(records), unit="rec", unit_scale=True, desc="produce") as bar:
             pending = []
-            for n, (topic, key, value) in enumerate(records, start=1):
-                pending.append(await producer.send(topic, value=value, key=key))
+            for n, (topic, key, value, partition) in enumerate(records, start=1):
+                sent = await producer.send(topic, value=value, key=key, partition=partition)
+                pending.append(sent)
                 if rate and n % 100 == 0:
                     ahead = n / rate - (time.monotonic() - began)
                     if ahead > 0:

@@ -17,6 +17,7 @@ import argparse
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,6 +29,8 @@ from marginstream.core.alerts import Thresholds
 from marginstream.core.deadletters import original
 from marginstream.core.keys import account_partition
 from marginstream.core.liquidation.adl import shown
+from marginstream.core.liquidation.closeout import BANKRUPTCY, PENALTY, LiquidationPolicy
+from marginstream.core.numbers import parse_decimal
 from marginstream.core.records import ACCOUNT_TOPICS
 from marginstream.core.shards import Shards
 
@@ -124,10 +127,17 @@ def run(args: argparse.Namespace) -> int:
     path: Path = args.events
     if not path.is_file():
         raise CommandError(f"{path}: no such file")
-    thresholds = Thresholds(args.margin_call, args.liquidation)
+    try:
+        thresholds = Thresholds(args.margin_call, args.liquidation)
+        policy = LiquidationPolicy(
+            args.liquidation_target, args.liquidation_pricing, args.liquidation_penalty,
+            args.liquidation_lot, args.liquidation_reissue_ms,
+        )  # fmt: skip
+        config = EngineConfig(thresholds=thresholds, partitions=args.partitions, liquidation=policy)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
     if args.partitions is not None and not 1 <= args.partitions <= 10_000:
         raise CommandError(f"--partitions must be between 1 and 10000, got {args.partitions}")
-    config = EngineConfig(thresholds=thresholds, partitions=args.partitions)
     engine = RiskEngine(config) if args.partitions is None else Shards(config, args.partitions)
     out = sys.stdout.buffer
     with path.open(encoding="utf-8", errors="replace") as events:
@@ -138,6 +148,13 @@ def run(args: argparse.Namespace) -> int:
             write_line(out, item)
     out.flush()
     return 0
+
+
+def _lot(raw: str) -> Decimal:
+    return parse_decimal(raw, "lot")  # a RecordError is a ValueError: argparse says invalid
+
+
+_lot.__name__ = "lot"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -156,4 +173,25 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--margin-call", type=float, default=0.8, help="margin_call ratio")
     parser.add_argument("--liquidation", type=float, default=1.0, help="liquidation ratio")
+    defaults = LiquidationPolicy()
+    parser.add_argument(
+        "--liquidation-target", type=float, default=None,
+        help="margin ratio a liquidation's closing orders aim at (default: --margin-call)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--liquidation-pricing", choices=(PENALTY, BANKRUPTCY), default=defaults.pricing,
+        help="closing orders at the penalty price or at the bankruptcy price",
+    )  # fmt: skip
+    parser.add_argument(
+        "--liquidation-penalty", type=float, default=defaults.penalty_rate,
+        help="the penalty price's distance from the mark, as a fraction",
+    )  # fmt: skip
+    parser.add_argument(
+        "--liquidation-lot", type=_lot, default=defaults.lot,
+        help="closing quantities are whole lots of this size",
+    )  # fmt: skip
+    parser.add_argument(
+        "--liquidation-reissue-ms", type=int, default=defaults.reissue_after_ms,
+        help="event time an open set of closing orders waits before it is re-issued",
+    )  # fmt: skip
     parser.set_defaults(run=run)

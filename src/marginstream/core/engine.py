@@ -83,6 +83,14 @@ class EngineConfig:
     resident_accounts: int = 100_000
     liquidation: LiquidationPolicy = field(default_factory=LiquidationPolicy)
 
+    def __post_init__(self) -> None:
+        target = self.liquidation.target_ratio
+        if target is not None and not 0.0 < target < self.thresholds.liquidation:
+            raise ValueError(
+                f"the liquidation target ratio must be above 0 and below the liquidation "
+                f"threshold {self.thresholds.liquidation}, got {target}"
+            )
+
 
 @dataclass(slots=True)
 class Outcome:

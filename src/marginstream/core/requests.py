@@ -146,13 +146,8 @@ class Desk:
         booked, to_fund = self.liquidator.book(account, fill, instrument.contract_size)
         for part in booked:
             account.apply_fill(part, instrument, quote.funding)
-        if to_fund is not None:
-            ref = f"{account.account_id}:fill:{fill.fill_id}"
-            self.liquidator.fund.receive(to_fund, account.account_id, ref, fill.ts)
         self._remember_id(account, "fill", fill.fill_id, fill.ts)
-        outputs = []
-        if liquidating or to_fund is not None:
-            outputs += self.liquidator.settle_deficit(account, fill, trigger)
+        outputs = self.liquidator.settle(account, fill, to_fund, liquidating, trigger)
         rows = risk_rows(account, self.market)
         self.view.sync(account, [fill.symbol], self.market, rows)
         outputs += self.level_check(account, trigger, fill.ts, rows)

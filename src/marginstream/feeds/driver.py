@@ -111,6 +111,7 @@ async def produce_runs(
                     prefix + r["topic"],
                     key=None if r.get("key") is None else str(r["key"]).encode(),
                     value=orjson.dumps(r["value"]),
+                    partition=r.get("partition"),  # else the key's
                 )
                 for r in run
             ]

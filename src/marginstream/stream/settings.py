@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from marginstream.core.alerts import Thresholds
 from marginstream.core.engine import DAY_MS, MAX_OPEN_ORDERS, EngineConfig
 from marginstream.core.intake import MAX_RECORD_BYTES
+from marginstream.core.liquidation.closeout import LiquidationPolicy
 from marginstream.stream.security import KafkaSecurity, SecurityError
 
 
@@ -33,6 +35,13 @@ class StreamSettings:
     session_timeout: float = 10.0
     margin_call: float = 0.8
     liquidation: float = 1.0
+    # The liquidation engine (core/liquidation): the ratio a closing set aims at (None: the
+    # margin-call threshold), its orders' price, the lot, the event time before re-issue.
+    liquidation_target: float | None = None
+    liquidation_pricing: str = "penalty"
+    liquidation_penalty: float = 0.005
+    liquidation_lot: Decimal = Decimal("0.001")
+    liquidation_reissue_ms: int = 30_000
     duplicate_retention_days: float = 7.0
     max_record_bytes: int = MAX_RECORD_BYTES  # an input record's key and value together
     max_open_orders: int = MAX_OPEN_ORDERS  # per account
@@ -51,10 +60,16 @@ class StreamSettings:
             raise SettingsError("max record bytes must be at least 1024, max open orders 1")
         try:
             thresholds = Thresholds(self.margin_call, self.liquidation)
+            policy = LiquidationPolicy(
+                self.liquidation_target, self.liquidation_pricing, self.liquidation_penalty,
+                self.liquidation_lot, self.liquidation_reissue_ms,
+            )  # fmt: skip
+            retention = int(self.duplicate_retention_days * DAY_MS)
+            engine = EngineConfig(
+                thresholds, retention, self.partitions, self.max_open_orders, liquidation=policy
+            )
         except ValueError as error:
             raise SettingsError(str(error)) from None
-        retention = int(self.duplicate_retention_days * DAY_MS)
-        engine = EngineConfig(thresholds, retention, self.partitions, self.max_open_orders)
         object.__setattr__(self, "engine", engine)
 
     @property
@@ -94,7 +109,20 @@ class StreamSettings:
         return cls(**fields)  # type: ignore[arg-type]
 
 
-_VARIABLES: list[tuple[str, str, type]] = [
+def _decimal(raw: str) -> Decimal:
+    """A finite decimal (ValueError otherwise, as int() and float() raise)."""
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ValueError(raw) from None
+    if not value.is_finite():
+        raise ValueError(raw)
+    return value
+
+
+_decimal.__name__ = "decimal"
+
+_VARIABLES: list[tuple[str, str, Callable[[str], Any]]] = [
     ("bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS", str),
     ("topic_prefix", "MARGINSTREAM_TOPIC_PREFIX", str),
     ("app_id", "MARGINSTREAM_APP_ID", str),
@@ -106,6 +134,11 @@ _VARIABLES: list[tuple[str, str, type]] = [
     ("session_timeout", "MARGINSTREAM_SESSION_TIMEOUT", float),
     ("margin_call", "MARGINSTREAM_MARGIN_CALL", float),
     ("liquidation", "MARGINSTREAM_LIQUIDATION", float),
+    ("liquidation_target", "MARGINSTREAM_LIQUIDATION_TARGET", float),
+    ("liquidation_pricing", "MARGINSTREAM_LIQUIDATION_PRICING", str),
+    ("liquidation_penalty", "MARGINSTREAM_LIQUIDATION_PENALTY", float),
+    ("liquidation_lot", "MARGINSTREAM_LIQUIDATION_LOT", _decimal),
+    ("liquidation_reissue_ms", "MARGINSTREAM_LIQUIDATION_REISSUE_MS", int),
     ("duplicate_retention_days", "MARGINSTREAM_DUPLICATE_RETENTION_DAYS", float),
     ("max_record_bytes", "MARGINSTREAM_MAX_RECORD_BYTES", int),
     ("max_open_orders", "MARGINSTREAM_MAX_OPEN_ORDERS", int),

@@ -33,7 +33,7 @@ from aiokafka.errors import KafkaError
 from faust.app.base import BootStrategy
 from mode import ServiceT
 
-from marginstream.stream import quietlog, web
+from marginstream.stream import gather, quietlog, web
 from marginstream.stream.runner import RiskService
 from marginstream.stream.security import refusal
 from marginstream.stream.settings import StreamSettings
@@ -177,4 +177,5 @@ def create_app(settings: StreamSettings | None = None) -> RiskApp:
     app.settings = settings
     app.risk = RiskService(settings, loop=app.loop, beacon=app.beacon)
     web.register(app, app.risk)
+    gather.register(app, app.risk)
     return app

@@ -31,7 +31,9 @@ LONG, SHORT = "long", "short"
 
 
 class Ranked(NamedTuple):
-    sort_key: tuple[float, str]  # (-score, account): ascending is the ranking's order
+    # (-score, account), the score as shown (15 digits): ascending is the ranking's order,
+    # here and wherever shown rankings are merged (stream/gather.py).
+    sort_key: tuple[float, str]
     account: str
     side: str
     score: float
@@ -52,9 +54,12 @@ def ranking(view: RiskView, symbol: str) -> list[Ranked]:
         pnl = np.where(cost > 0.0, unrealized / cost, 0.0)
         leverage = np.where(equity > 0.0, notional / equity, np.inf)
         losing = np.where(leverage > 0.0, pnl / leverage, pnl)
-    score = np.where(pnl > 0.0, pnl * leverage, losing)
+        score = np.where(pnl > 0.0, pnl * leverage, losing)
     ranked = [
-        Ranked((-s, account), account, LONG if q > 0.0 else SHORT, s, p, lev, u, abs(q))
+        Ranked(
+            (-float(risk_text(s)), account), account, LONG if q > 0.0 else SHORT,
+            s, p, lev, u, abs(q),
+        )
         for account, q, s, p, lev, u in zip(
             map(view.account_id, columns["account"].tolist()),
             columns["qty"].tolist(), score.tolist(), pnl.tolist(), leverage.tolist(),

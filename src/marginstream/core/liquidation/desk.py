@@ -26,7 +26,7 @@ from marginstream.core.ledger import Account
 from marginstream.core.liquidation import adl
 from marginstream.core.liquidation.book import LiquidationOrder, LiquidationSet, set_id
 from marginstream.core.liquidation.closeout import Closeout, LiquidationPolicy, plan
-from marginstream.core.liquidation.fund import InsuranceFund
+from marginstream.core.liquidation.fund import DEFICIT, SHORTFALL, InsuranceFund
 from marginstream.core.market import Market
 from marginstream.core.numbers import ZERO, decimal_text, exact, risk_text
 from marginstream.core.records import FillRecord
@@ -116,17 +116,39 @@ class Liquidator:
             self.view.set_deadline(account.account_id, None)
         return booked, difference
 
-    def settle_deficit(
-        self, account: Account, fill: FillRecord, trigger: dict[str, Any]
+    def settle(
+        self,
+        account: Account,
+        fill: FillRecord,
+        to_fund: Decimal | None,
+        liquidating: bool,
+        trigger: dict[str, Any],
     ) -> list[Output]:
-        """Call after a fill of an account in liquidation: a bankrupt account with nothing
-        left to close hands its deficit to the fund, and the rest to auto-deleveraging."""
-        if account.positions or account.cash >= 0:
-            return []
-        deficit = -account.cash
-        account.deposit(deficit)  # to zero: the loss is the fund's now
-        ref = f"{account.account_id}:fill:{fill.fill_id}"
-        uncovered = self.fund.cover(deficit, account.account_id, ref, fill.ts)
+        """After a fill is booked: the fund's part of a liquidation fill (a surplus paid in,
+        a shortfall paid out), then the deficit of an account in liquidation left with no
+        position and negative cash (its cash back to zero). What the fund cannot pay is
+        published for auto-deleveraging."""
+        outputs: list[Output] = []
+        if to_fund is not None and to_fund > 0:
+            self.fund.receive(to_fund, account.account_id, _ref(account, fill), fill.ts)
+        elif to_fund is not None and to_fund < 0:
+            outputs += self._cover(account, fill, -to_fund, SHORTFALL, trigger)
+        if (liquidating or to_fund is not None) and not account.positions and account.cash < 0:
+            deficit = -account.cash
+            account.deposit(deficit)
+            outputs += self._cover(account, fill, deficit, DEFICIT, trigger)
+        return outputs
+
+    def _cover(
+        self,
+        account: Account,
+        fill: FillRecord,
+        amount: Decimal,
+        kind: str,
+        trigger: dict[str, Any],
+    ) -> list[Output]:
+        ref = _ref(account, fill)
+        uncovered = self.fund.cover(amount, kind, account.account_id, ref, fill.ts)
         if not uncovered:
             return []
         side = "short" if fill.side == "sell" else "long"  # opposite to the closed position
@@ -136,11 +158,12 @@ class Liquidator:
         )
         value = {
             "type": "adl",
-            "adl_id": f"{account.account_id}:adl:{fill.fill_id}",
+            "adl_id": f"{account.account_id}:adl:{kind}:{fill.fill_id}",
             "account": account.account_id,
             "symbol": fill.symbol,
             "side": side,
-            "deficit": decimal_text(deficit),
+            "loss": kind,
+            "amount": decimal_text(amount),
             "uncovered": decimal_text(uncovered),
             "positions": [
                 {**adl.shown(entry, self.accounts, fill.symbol), "reduce_by": decimal_text(qty)}
@@ -240,6 +263,10 @@ def _liquidation_part(
     part = min(fill.qty, order.qty)
     direction = 1 if fill.side == "sell" else -1
     return part, direction * (fill.price - order.price) * part * size
+
+
+def _ref(account: Account, fill: FillRecord) -> str:
+    return f"{account.account_id}:fill:{fill.fill_id}"
 
 
 def _figures(figures: MarginFigures) -> dict[str, str]:

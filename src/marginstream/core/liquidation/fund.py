@@ -23,10 +23,12 @@ from marginstream.core.numbers import LEDGER_CONTEXT, ZERO, decimal_text
 
 FUND_ACCOUNT = "insurance-fund"
 FUND_KEY = ("fund", "insurance")
-HISTORY = 500
-DEPOSIT_IDS = 1000
+HISTORY = 200
+DEPOSIT_IDS = 500
 
-DEPOSIT, SURPLUS, DEFICIT = "deposit", "surplus", "deficit"
+# Entries: capital deposited; a liquidation fill better than its order's price (surplus);
+# one worse (shortfall) and a bankrupt account's deficit, both paid out as far as it can.
+DEPOSIT, SURPLUS, SHORTFALL, DEFICIT = "deposit", "surplus", "shortfall", "deficit"
 
 
 @dataclass
@@ -43,17 +45,16 @@ class InsuranceFund:
         self._enter(DEPOSIT, amount, ts, None, transfer_id)
 
     def receive(self, amount: Decimal, account: str, ref: str, ts: int) -> None:
-        """A liquidation fill's difference from its order price: > 0 a surplus paid in,
-        < 0 a shortfall paid out (the balance may go below zero only this way)."""
-        if amount:
-            self._enter(SURPLUS, amount, ts, account, ref)
+        """A liquidation fill's surplus over its order's price (amount > 0)."""
+        self._enter(SURPLUS, amount, ts, account, ref)
 
-    def cover(self, deficit: Decimal, account: str, ref: str, ts: int) -> Decimal:
-        """Pay what the balance can of deficit; returns the rest (uncovered)."""
-        covered = min(deficit, self.balance) if self.balance > 0 else ZERO
-        rest = LEDGER_CONTEXT.subtract(deficit, covered)
+    def cover(self, loss: Decimal, kind: str, account: str, ref: str, ts: int) -> Decimal:
+        """Pay what the balance can of loss (a shortfall or a deficit); returns the rest,
+        uncovered. The balance never goes below zero."""
+        covered = min(loss, self.balance) if self.balance > 0 else ZERO
+        rest = LEDGER_CONTEXT.subtract(loss, covered)
         self.uncovered = LEDGER_CONTEXT.add(self.uncovered, rest)
-        self._enter(DEFICIT, -covered, ts, account, ref, uncovered=rest)
+        self._enter(kind, -covered, ts, account, ref, uncovered=rest)
         return rest
 
     def _enter(

@@ -1,0 +1,175 @@
+"""Views of what every partition holds a share of: the insurance fund and the
+auto-deleveraging ranking (core/liquidation/fund.py, adl.py).
+
+GET /insurance-fund/   the fund: the sum of every partition's slice (balance, uncovered),
+                       each slice, and the latest `limit` entries of their histories
+                       (newest first; default 100, at most 1000).
+GET /adl/{symbol}/     the ranking of the open positions in symbol across every partition,
+                       highest score first, per side (long, short): the first `limit`.
+
+Whichever worker is asked gathers the answer: its own active partitions, and one request
+to each other owner (routed like account reads, with the token) for theirs. Each
+partition ranks its own positions (a sorted list); the receiver merges the sorted lists
+and keeps `limit` per side. Cost per request: one round trip to each other worker, and per
+partition one pass over the symbol's holders in the risk view (NumPy, no account
+decoded) plus a decode of each of the `limit` accounts shown. 503 "recovering" (with the
+partitions missing) until every partition has a confirmed, active owner that answered: a
+sum over some slices would be a wrong figure, not a partial one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import aiohttp
+from faust import web as faust_web
+from yarl import URL
+
+from marginstream.core.instruments import MAX_SYMBOL_LENGTH
+from marginstream.core.liquidation import adl
+from marginstream.core.numbers import decimal_text
+from marginstream.stream.web import CHALLENGE, ROUTED, authorized
+
+if TYPE_CHECKING:
+    import faust
+
+    from marginstream.core.engine import RiskEngine
+    from marginstream.stream.runner import RiskService
+
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+SIDES = (adl.LONG, adl.SHORT)
+
+
+def register(app: faust.App, service: RiskService) -> None:
+    token = service.settings.web_token
+    forwarded = {ROUTED: "1", **({"Authorization": f"Bearer {token}"} if token else {})}
+
+    def engines() -> dict[int, RiskEngine]:
+        """This worker's active partitions' engines (none while its ownership is unconfirmed)."""
+        if not service.confirmed():
+            return {}
+        return {
+            number: owned.work.engine
+            for number, owned in sorted(service.partitions.items())
+            if owned.active and owned.work is not None
+        }
+
+    async def gathered(
+        request: faust_web.Request, path: str, local: dict[str, Any]
+    ) -> tuple[dict[str, Any], list[int]]:
+        """{partition: its answer} from every partition, and the partitions missing."""
+        answers = dict(local)
+        if not request.headers.get(ROUTED):
+            owners = {
+                url for p, url in service.assignor.owners.items()
+                if str(p) not in answers and url and url != service.url
+            }  # fmt: skip
+            for found in await asyncio.gather(*(_ask(url, path, forwarded) for url in owners)):
+                answers.update(found)
+        missing = [p for p in range(service.settings.partitions) if str(p) not in answers]
+        return answers, missing
+
+    def limit_of(request: faust_web.Request) -> int | None:
+        raw = request.query.get("limit", str(DEFAULT_LIMIT))
+        return int(raw) if raw.isdigit() and 1 <= int(raw) <= MAX_LIMIT else None
+
+    @app.page("/insurance-fund/")
+    class FundView(faust_web.View):
+        async def get(self, request: faust_web.Request) -> faust_web.Response:
+            if not authorized(request, token):
+                return self.json({"error": "unauthorized"}, status=401, headers=CHALLENGE)
+            limit = limit_of(request)
+            if limit is None:
+                return self.json({"error": f"limit is 1 to {MAX_LIMIT}"}, status=400)
+            local = {str(p): e.fund.summary() for p, e in engines().items()}
+            path = f"/insurance-fund/?limit={limit}"
+            slices, missing = await gathered(request, path, local)
+            if request.headers.get(ROUTED):
+                return self.json({"partitions": slices})
+            if missing:
+                return self.json({"error": "recovering", "missing": missing}, status=503)
+            return self.json(fund_total(slices, limit))
+
+    @app.page("/adl/{symbol}/")
+    class RankingView(faust_web.View):
+        async def get(self, request: faust_web.Request, symbol: str) -> faust_web.Response:
+            if not authorized(request, token):
+                return self.json({"error": "unauthorized"}, status=401, headers=CHALLENGE)
+            limit = limit_of(request)
+            if limit is None:
+                return self.json({"error": f"limit is 1 to {MAX_LIMIT}"}, status=400)
+            if len(symbol) > MAX_SYMBOL_LENGTH:
+                return self.json({"error": "no such instrument"}, status=404)
+            local = {str(p): ranked_sides(e, symbol, limit) for p, e in engines().items()}
+            known = any(symbol in e.market.instruments for e in engines().values())
+            path = f"/adl/{quote(symbol, safe='')}/?limit={limit}"
+            rankings, missing = await gathered(request, path, local)
+            if request.headers.get(ROUTED):
+                return self.json({"partitions": rankings})
+            if missing:
+                return self.json({"error": "recovering", "missing": missing}, status=503)
+            if not known and not any(any(r.values()) for r in rankings.values()):
+                return self.json({"error": f"no open position in {symbol}"}, status=404)
+            return self.json({"symbol": symbol, **merged_sides(rankings.values(), limit)})
+
+
+async def _ask(url: str, path: str, headers: dict[str, str]) -> dict[str, Any]:
+    """Another owner's answers for its partitions ({} if it cannot be asked now)."""
+    timeout = aiohttp.ClientTimeout(total=10)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(URL(url + path, encoded=True), headers=headers) as answer,
+        ):
+            if answer.status != 200:
+                return {}
+            body = await answer.json()
+            return dict(body.get("partitions", {}))
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+        return {}
+
+
+def fund_total(slices: dict[str, dict[str, Any]], limit: int) -> dict[str, Any]:
+    """The fund as one: sums of the slices (exact decimal text), and the newest entries."""
+    from decimal import Decimal  # noqa: PLC0415
+
+    balance = sum((Decimal(s["balance"]) for s in slices.values()), Decimal(0))
+    uncovered = sum((Decimal(s["uncovered"]) for s in slices.values()), Decimal(0))
+    entries = [{"partition": int(p), **entry} for p, s in slices.items() for entry in s["history"]]
+    entries.sort(key=lambda e: (e["ts"], e["partition"], e["seq"]), reverse=True)
+    return {
+        "balance": decimal_text(balance),
+        "uncovered": decimal_text(uncovered),
+        "slices": [
+            {key: s[key] for key in ("balance", "uncovered", "entries")} | {"partition": int(p)}
+            for p, s in sorted(slices.items(), key=lambda item: int(item[0]))
+        ],
+        "history": entries[:limit],
+    }
+
+
+def ranked_sides(engine: RiskEngine, symbol: str, limit: int) -> dict[str, list[dict[str, Any]]]:
+    """One partition's ranking of symbol: the first limit of each side, as shown."""
+    sides: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
+    if symbol not in engine.market.instruments:
+        return sides
+    for entry in engine.ranking(symbol):
+        shown = sides[entry.side]
+        if len(shown) < limit:
+            shown.append(adl.shown(entry, engine.accounts, symbol))
+    return sides
+
+
+def merged_sides(rankings: Any, limit: int) -> dict[str, list[dict[str, Any]]]:
+    """Partitions' sorted rankings as one, limit per side (ties by account, as each is)."""
+
+    def key(entry: dict[str, Any]) -> tuple[float, str]:
+        return (-float(entry["score"]), entry["account"])
+
+    rankings = list(rankings)
+    return {
+        side: list(heapq.merge(*(r[side] for r in rankings), key=key))[:limit] for side in SIDES
+    }
