@@ -17,8 +17,9 @@ from marginstream.cli.replay import replay_lines
 from marginstream.core import EngineConfig
 from marginstream.core.shards import Shards
 from marginstream.stream.gather import fund_total, merged_sides, ranked_sides
-from tests.stream.harness import Deployment, Reference, final_checks
+from tests.stream.harness import Deployment, Reference, final_checks, wait_settled
 
+TOKEN = "liquidation-test-token"
 T0 = 1_790_000_000_000
 CRASH_AT = T0 + 60_000
 REISSUE_AT = CRASH_AT + 31_000  # past the sets' deadline (30 s of event time)
@@ -165,8 +166,9 @@ def test_an_index_crash_liquidates_hundreds_and_everything_equals_the_replay(
     reasons = {v["reason"] for t, v in reference.outputs if v.get("type") == "liquidation_cancel"}
     assert "reissued" in reasons
 
-    worker = deployment.worker("w1").start()
-    worker.wait_ready()
+    worker = deployment.worker("w1")
+    worker.env = {**worker.env, "MARGINSTREAM_WEB_TOKEN": TOKEN}
+    worker.start().wait_ready()
     deployment.produce(before)
     deployment.produce(first, wait=False)
     time.sleep(0.3)  # in the middle of the fills
@@ -174,19 +176,35 @@ def test_an_index_crash_liquidates_hundreds_and_everything_equals_the_replay(
     worker.start()
     worker.wait_ready()
     deployment.wait_applied()
+    second_worker = deployment.worker("w2")
+    second_worker.env = {**second_worker.env, "MARGINSTREAM_WEB_TOKEN": TOKEN}
+    second_worker.start()
     deployment.produce(later + second)
     deployment.wait_applied()
 
-    # The fund and the ranking, as any worker gathers them from every partition, are the
-    # replay's (before final_checks, which stops the workers).
+    # The fund and the ranking, as either worker gathers them from every partition (its
+    # own and the other's), are the replay's; before final_checks, which stops them.
+    alive = wait_settled(deployment)
+    assert len(alive) == 2 and all(w.health()["assigned"] for w in alive)
     fund_slices = {str(p): e.fund.summary() for p, e in enumerate(reference_shards.engines)}
-    status, fund = worker.get("/insurance-fund/?limit=1000")
-    assert status == 200, fund
-    assert fund == fund_total(fund_slices, 1000)
-    assert Decimal(fund["uncovered"]) > 0 and Decimal(fund["balance"]) >= 0
-    status, ranking = worker.get(f"/adl/{SYMBOL}/?limit=1000")
-    assert status == 200, ranking
     sides = [ranked_sides(e, SYMBOL, 1000) for e in reference_shards.engines]
-    assert ranking == {"symbol": SYMBOL, **merged_sides(sides, 1000)}
+    for asked in alive:
+        assert asked.get("/insurance-fund/", headers={})[0] == 401
+        assert asked.get(f"/adl/{SYMBOL}/", headers={})[0] == 401
+        status, fund = asked.get("/insurance-fund/?limit=1000")
+        assert status == 200, fund
+        assert fund == fund_total(fund_slices, 1000)
+        status, ranking = asked.get(f"/adl/{SYMBOL}/?limit=1000")
+        assert status == 200, ranking
+        assert ranking == {"symbol": SYMBOL, **merged_sides(sides, 1000)}
+    assert Decimal(fund["uncovered"]) > 0 and Decimal(fund["balance"]) >= 0
     assert ranking["short"] and ranking["long"]
+    assert asked.get("/adl/NOPE/")[0] == 404
+    assert asked.get("/insurance-fund/?limit=0")[0] == 400
     final_checks(deployment, reference)
+    # A worker restored from the changelog alone serves the same fund and ranking.
+    restored = deployment.worker("restored").start()
+    restored.wait_ready(partitions=partitions)
+    assert restored.get("/insurance-fund/?limit=1000") == (200, fund_total(fund_slices, 1000))
+    assert restored.get(f"/adl/{SYMBOL}/?limit=1000") == (200, ranking)
+    restored.stop()
