@@ -46,11 +46,25 @@ def alert_line(alert: dict[str, Any]) -> str:
     )
 
 
+def order_line(order: dict[str, Any]) -> str:
+    before, after = order["before"]["margin_ratio"], order["after"]["margin_ratio"]
+    return (
+        f"  \033[35mCLOSE\033[0m {order['account']:<11} {order['side']} {order['qty']} "
+        f"{order['symbol']} @ {_money(order['price'])} (bankrupt at "
+        f"{_money(order['bankruptcy_price']) if order['bankruptcy_price'] else 'none'}): "
+        f"ratio {_ratio(before)} -> {_ratio(after)}"
+    )
+
+
+def _ratio(text: str) -> str:
+    return text if text == "inf" else f"{float(text):.2f}"
+
+
 async def watch(bootstrap: str, counts: Counter) -> None:
     from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
 
     consumer = AIOKafkaConsumer(
-        *(PREFIX + t for t in ("liquidations", "decisions", "dead-letters")),
+        *(PREFIX + t for t in ("liquidations", "decisions", "dead-letters", "liquidation-orders")),
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
         isolation_level="read_committed",  # the output contract (README)
@@ -65,6 +79,10 @@ async def watch(bootstrap: str, counts: Counter) -> None:
                     if topic == "liquidations":
                         counts[value["type"]] += 1
                         print(alert_line(value), flush=True)
+                    elif topic == "liquidation-orders":
+                        counts[value["type"].replace("_", " ") + "s"] += 1
+                        if value["type"] == "liquidation_order":
+                            print(order_line(value), flush=True)
                     elif topic == "decisions":
                         counts["accepted" if value["accepted"] else "refused"] += 1
                     else:
