@@ -28,6 +28,7 @@ from marginstream.core.numbers import decimal_text, risk_text
 from marginstream.core.riskview import RiskView
 
 LONG, SHORT = "long", "short"
+MAX_NAMED = 100  # positions one adl record names: its size stays far below Kafka's limit
 
 
 class Ranked(NamedTuple):
@@ -103,11 +104,12 @@ def deleverage(
     lot: Decimal,
 ) -> tuple[list[tuple[Ranked, Decimal]], float]:
     """The positions of side (in ranking order) and quantities whose unrealised profit
-    covers deficit; and what it leaves uncovered (> 0: not enough profit on that side)."""
+    covers deficit, at most MAX_NAMED of them; and what it leaves uncovered (> 0: not
+    enough profit on that side among them)."""
     chosen = []
     left = deficit
     for entry in ranked:
-        if left <= 0.0:
+        if left <= 0.0 or len(chosen) == MAX_NAMED:
             break
         if entry.side != side or entry.unrealized <= 0.0:
             continue

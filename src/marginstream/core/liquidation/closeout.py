@@ -6,7 +6,10 @@ loss at its order's price (the loss being the value given up against the mark): 
 cheapest relief first; ties by symbol. Whole positions are closed until closing the
 next whole one reaches the target; that one is closed by the fewest lots that do
 (bisected over whole lots; its last lot may be what remains of the position). Positions
-without maintenance margin (long options) free nothing and are left alone.
+without maintenance margin (long options) free nothing and are left alone. A set has at
+most MAX_CLOSES orders (an account may hold thousands of positions; each order is also in
+the account's part): if they do not reach the target, the next set, issued once they have
+filled, goes on.
 
 "Reaches" is judged on the account as the ledger would hold it after the fills: each
 close is booked on a scratch copy with Account.apply_fill at the order's price (which
@@ -42,6 +45,7 @@ from marginstream.core.risk import (
     total,
 )
 
+MAX_CLOSES = 100  # orders in one set: the next set goes on from where it stopped
 PENALTY = "penalty"
 BANKRUPTCY = "bankruptcy"
 
@@ -102,7 +106,7 @@ def plan(
     ranked.sort(key=lambda item: item[:2])
     closes: list[Close] = []
     after = before
-    for _, _, close in ranked:
+    for _, _, close in ranked[:MAX_CLOSES]:
         whole = after_closing(account, market, rows, [*closes, close])
         if whole.margin_ratio > target:
             closes.append(close)
