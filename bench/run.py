@@ -34,6 +34,7 @@ QUICK = [
     ["bench.recovery", "--accounts", "50000", "--takeover-accounts", "20000"],
     ["bench.core", "--accounts", "4000", "--records", "12000", "--repeat", "1"],
     ["bench.restore", "--accounts", "100000", "--rounds", "1"],
+    ["bench.cascade", "--quick"],  # 1,000 accounts liquidated by one index move, 2 cascades
 ]
 FULL = [
     ["bench.remargin", "--accounts", "100000", "--strikes", "50", "--moves", "20"],
@@ -48,6 +49,7 @@ FULL = [
     ["bench.core"],
     ["bench.restore", "--accounts", "1000000"],
     ["bench.loadstate", "--accounts", "1000000"],
+    ["bench.cascade", "--accounts", "10000", "--cascades", "3"],  # liquidation cascades
 ]
 
 

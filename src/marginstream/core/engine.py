@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from marginstream.core.accounts import Accounts
-from marginstream.core.alerts import Thresholds
+from marginstream.core.alerts import LIQUIDATION, Thresholds
 from marginstream.core.deadletters import dead_letter
 from marginstream.core.delivery.guard import GUARD_KEY, ReplayGuard
 from marginstream.core.delivery.parts import StateKey, decode_part, part_key
@@ -40,7 +40,7 @@ from marginstream.core.keys import account_partition
 from marginstream.core.ledger import Account
 from marginstream.core.liquidation import adl
 from marginstream.core.liquidation.closeout import LiquidationPolicy
-from marginstream.core.liquidation.desk import Liquidator
+from marginstream.core.liquidation.desk import Liquidator, Loss
 from marginstream.core.liquidation.fund import FUND_ACCOUNT, FUND_KEY, InsuranceFund
 from marginstream.core.liquidation.prices import position_prices
 from marginstream.core.market import Market
@@ -328,12 +328,22 @@ class RiskEngine:
         assert price is not None
         touched: set[str] = set()
         outputs: list[Output] = []
+        liquidator = self.liquidator
         for account_id in sorted(self.view.holders([symbol])):
             account = self.accounts[account_id]
+            position = account.positions.get(symbol)
+            loss = Loss(symbol, position is not None and position.qty > 0,
+                        f"{account_id}:settlement:{symbol}", "settlement", ts)  # fmt: skip
+            liquidating = account.level == LIQUIDATION
             account.settle(instrument, price)
-            self.view.sync(account, [symbol], self.market)
+            outputs += liquidator.expire(account, symbol, trigger, ts)
+            if liquidating:
+                outputs += liquidator.settle_deficit(account, loss, trigger)
+            rows = risk_rows(account, self.market)
+            self.view.sync(account, [symbol], self.market, rows)
             touched.add(account_id)
-            outputs += self.desk.level_check(account, trigger, ts)
+            outputs += self.desk.level_check(account, trigger, ts, rows)
+            outputs += liquidator.go_on(account, rows, trigger, ts)
         return touched, outputs
 
     def _remargin(

@@ -26,11 +26,11 @@ a buy): what a fill of it can carry back.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import NamedTuple
 
-from marginstream.core.ledger import Account
+from marginstream.core.ledger import Account, Position
 from marginstream.core.liquidation.prices import PositionPrices, position_prices
 from marginstream.core.market import Market
 from marginstream.core.numbers import MAX_PLACES, ZERO
@@ -112,9 +112,8 @@ def plan(
             closes.append(close)
             after = whole
             continue
-        qty = _fewest_lots(account, market, rows, closes, close, target, policy.lot)
+        qty, after = _fewest_lots(account, market, rows, closes, close, after, target, policy.lot)
         closes.append(close._replace(qty=qty))
-        after = after_closing(account, market, rows, closes)
         return Closeout(closes, before, after, True)
     return Closeout(closes, before, after, after.margin_ratio <= target)
 
@@ -154,40 +153,104 @@ def _fewest_lots(
     rows: Rows,
     closes: list[Close],
     close: Close,
+    so_far: MarginFigures,
     target: float,
     lot: Decimal,
-) -> Decimal:
-    """The quantity of the fewest lots of close that reach target (the whole does)."""
+) -> tuple[Decimal, MarginFigures]:
+    """The quantity of the fewest lots of close that reach target (the whole does), and
+    the account's figures once they (and closes) have filled.
+
+    Solved on a float model of the one row that changes (_fewest_units), then settled on
+    the exact path: the fewest n from there whose booking reaches target while n - 1
+    lots' does not (usually the model's n: one or two bookings)."""
     whole = close.qty
     most = int((whole / lot).to_integral_value(rounding=ROUND_CEILING))
 
     def qty(lots: int) -> Decimal:
         return min(lot * lots, whole)
 
-    def reaches(lots: int) -> bool:
-        after = after_closing(account, market, rows, [*closes, close._replace(qty=qty(lots))])
-        return after.margin_ratio <= target
+    booked: dict[int, MarginFigures] = {}
 
-    low, high = 0, most  # reaches(high); not reaches(low) (the account is above target)
-    while high - low > 1:
-        middle = (low + high) // 2
-        if reaches(middle):
-            high = middle
+    def reaches(lots: int) -> bool:
+        if lots <= 0:
+            return False  # the account is above target
+        if lots not in booked:
+            closed = [*closes, close._replace(qty=qty(lots))]
+            booked[lots] = after_closing(account, market, rows, closed)
+        return booked[lots].margin_ratio <= target
+
+    units = _fewest_units(rows[close.symbol], market, close, so_far, target)
+    high = int((Decimal(repr(units)) / lot).to_integral_value(rounding=ROUND_CEILING))
+    high = min(max(high, 1), most)
+    lots = high
+    while not reaches(lots):  # ends: the whole (most lots) reaches target
+        lots += 1
+    while reaches(lots - 1):
+        lots -= 1
+    return qty(lots), booked[lots]
+
+
+def _fewest_units(
+    row: RiskRow, market: Market, close: Close, so_far: MarginFigures, target: float
+) -> float:
+    """The fewest units of row closed at close.price that reach target, in floats.
+
+    Closing d units lowers equity by d x what a unit gives up against the mark (g), and
+    leaves the row the MM of what remains, linear on each tier's slice: MM = a + b x left.
+    So on each slice the condition MM_total <= target x equity (equity > 0) is linear in
+    d, and its smallest solution is found exactly; the fewest over the slices (or the
+    whole) is the answer. Not monotone in general (an account whose equity is below the
+    penalty on the whole position reaches the target on an interval, then at the whole),
+    which is why it is solved, not bisected."""
+    instrument, mark = row.instrument, row.risk.mark
+    held = abs(row.inputs.qty)
+    give_up = instrument.size * abs(mark - float(close.price))
+    equity = so_far.equity
+    others = so_far.maintenance_margin - row.risk.maintenance
+    slices: list[tuple[float, float, float, float]] = []  # left from, to; MM = a + b left
+    if instrument.is_option:
+        slices.append((0.0, math.inf, 0.0, row.risk.maintenance / held))
+    elif instrument.size * mark > 0.0:
+        unit = instrument.size * mark  # notional per unit left
+        tiers = market.tier_tables[instrument.symbol]
+        cum = 0.0
+        for low, width, rate in zip(tiers.lower, tiers.width, tiers.maintenance, strict=True):
+            slices.append((low / unit, (low + width) / unit, cum - rate * low, rate * unit))
+            cum += rate * width
+    best = held
+    for left_from, left_to, a, b in slices:
+        d_low, d_high = max(held - left_to, 0.0), min(held - left_from, held)
+        if d_low > d_high:
+            continue
+        # h(d) = target x (equity - d g) - others - a - b (held - d) >= 0
+        h0 = target * equity - others - a - b * held
+        slope = b - target * give_up
+        if slope > 0.0:
+            d = max(d_low, -h0 / slope)
+        elif h0 + slope * d_low >= 0.0:
+            d = d_low
         else:
-            low = middle
-    return qty(high)
+            continue
+        if d <= d_high and equity - d * give_up > 0.0:
+            best = min(best, d)
+    return best
 
 
 def after_closing(
     account: Account, market: Market, rows: Rows, closes: list[Close]
 ) -> MarginFigures:
     """The account's figures once closes have filled at their prices (on a scratch copy)."""
-    scratch = replace(account, positions=dict(account.positions), orders=account.orders)
+    scratch = object.__new__(Account)  # a shallow copy, without dataclasses.replace's cost
+    scratch.__dict__.update(account.__dict__)
+    scratch.positions = dict(account.positions)
     changed = {}
     for close in closes:
         position = scratch.positions.get(close.symbol)
-        if position is not None:
-            scratch.positions[close.symbol] = replace(position)
+        if position is not None:  # its own copy: the fill changes it
+            scratch.positions[close.symbol] = Position(
+                position.symbol, position.qty, position.cost, position.realized,
+                position.funding_index,
+            )  # fmt: skip
         instrument = market.instruments[close.symbol]
         fill = FillRecord("", None, account.account_id, close.symbol, close.side, close.qty,
                           close.price, ZERO, 0)  # fmt: skip

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from marginstream.core.alerts import LIQUIDATION, Thresholds
 from marginstream.core.envelope import LIQUIDATION_ORDERS, Output
@@ -32,6 +32,18 @@ from marginstream.core.numbers import ZERO, decimal_text, exact, risk_text
 from marginstream.core.records import FillRecord
 from marginstream.core.risk import MarginFigures, Rows, risk_rows
 from marginstream.core.riskview import RiskView
+
+UNTIMED = -1  # the deadline of a set issued on a record without a time (an instrument)
+
+
+class Loss(NamedTuple):
+    """Where a loss for the fund comes from: the position closed, and by what."""
+
+    symbol: str
+    closed_long: bool
+    ref: str  # the fund's history names it
+    event: str  # the adl record's id ends with it: a fill id, or "settlement"
+    ts: int
 
 
 class Liquidator:
@@ -57,8 +69,8 @@ class Liquidator:
         """After the alert of kind: a set to issue, or one to cancel."""
         if kind == LIQUIDATION:
             return [] if account.liquidation else self._issue(account, rows, trigger, ts, None)
-        if account.liquidation is not None:
-            return self._withdraw(account, "recovered", trigger, ts)
+        if account.liquidation is not None:  # out of liquidation: kind says to what
+            return self._withdraw(account, kind, trigger, ts)
         return []
 
     def go_on(
@@ -83,12 +95,35 @@ class Liquidator:
                 self.view.set_deadline(account_id, None)
                 continue
             touched.add(account_id)
+            if previous.deadline == UNTIMED:  # issued on a record without a time: from now
+                previous.deadline = ts + self.policy.reissue_after_ms
+                self.view.set_deadline(account_id, previous.deadline)
+                continue
             outputs += self._withdraw(account, "reissued", trigger, ts)
             if account.level == LIQUIDATION:
                 replaces = set_id(account_id, previous.number)
                 rows = risk_rows(account, self.market)
                 outputs += self._issue(account, rows, trigger, ts, replaces, previous.alert_id)
         return touched, outputs
+
+    def expire(
+        self, account: Account, symbol: str, trigger: dict[str, Any], ts: int | None
+    ) -> list[Output]:
+        """symbol has settled: the open set's orders on it can never fill (cancelled,
+        "settled"); a set left empty is done."""
+        open_set = account.liquidation
+        if open_set is None:
+            return []
+        void = [order_id for order_id, o in open_set.orders.items() if o.symbol == symbol]
+        if not void:
+            return []
+        outputs = self._cancels(account, open_set, void, "settled", trigger, ts)
+        for order_id in void:
+            del open_set.orders[order_id]
+        if not open_set.orders:
+            account.liquidation = None
+            self.view.set_deadline(account.account_id, None)
+        return outputs
 
     # -- fills ----------------------------------------------------------------------
 
@@ -129,49 +164,56 @@ class Liquidator:
         position and negative cash (its cash back to zero). What the fund cannot pay is
         published for auto-deleveraging."""
         outputs: list[Output] = []
+        loss = Loss(fill.symbol, fill.side == "sell", _ref(account, fill), fill.fill_id, fill.ts)
         if to_fund is not None and to_fund > 0:
-            self.fund.receive(to_fund, account.account_id, _ref(account, fill), fill.ts)
+            self.fund.receive(to_fund, account.account_id, loss.ref, fill.ts)
         elif to_fund is not None and to_fund < 0:
-            outputs += self._cover(account, fill, -to_fund, SHORTFALL, trigger)
-        if (liquidating or to_fund is not None) and not account.positions and account.cash < 0:
-            deficit = -account.cash
-            account.deposit(deficit)
-            outputs += self._cover(account, fill, deficit, DEFICIT, trigger)
+            outputs += self._cover(account, loss, -to_fund, SHORTFALL, trigger)
+        if liquidating or to_fund is not None:
+            outputs += self.settle_deficit(account, loss, trigger)
         return outputs
+
+    def settle_deficit(self, account: Account, loss: Loss, trigger: dict[str, Any]) -> list[Output]:
+        """An account in liquidation left with no position and negative cash (by a fill or
+        a settlement) hands its deficit to the fund: its cash back to zero, exactly."""
+        if account.positions or account.cash >= 0:
+            return []
+        deficit = -account.cash
+        account.deposit(deficit)
+        return self._cover(account, loss, deficit, DEFICIT, trigger)
 
     def _cover(
         self,
         account: Account,
-        fill: FillRecord,
+        loss: Loss,
         amount: Decimal,
         kind: str,
         trigger: dict[str, Any],
     ) -> list[Output]:
-        ref = _ref(account, fill)
-        uncovered = self.fund.cover(amount, kind, account.account_id, ref, fill.ts)
+        uncovered = self.fund.cover(amount, kind, account.account_id, loss.ref, loss.ts)
         if not uncovered:
             return []
-        side = "short" if fill.side == "sell" else "long"  # opposite to the closed position
-        ranked = adl.ranking(self.view, fill.symbol)
+        side = "short" if loss.closed_long else "long"  # opposite to the closed position
+        ranked = adl.ranking(self.view, loss.symbol)
         chosen, short_by = adl.deleverage(
-            ranked, self.accounts, fill.symbol, side, float(uncovered), self.policy.lot
+            ranked, self.accounts, loss.symbol, side, float(uncovered), self.policy.lot
         )
         value = {
             "type": "adl",
-            "adl_id": f"{account.account_id}:adl:{kind}:{fill.fill_id}",
+            "adl_id": f"{account.account_id}:adl:{kind}:{loss.event}",
             "account": account.account_id,
-            "symbol": fill.symbol,
+            "symbol": loss.symbol,
             "side": side,
             "loss": kind,
             "amount": decimal_text(amount),
             "uncovered": decimal_text(uncovered),
             "positions": [
-                {**adl.shown(entry, self.accounts, fill.symbol), "reduce_by": decimal_text(qty)}
+                {**adl.shown(entry, self.accounts, loss.symbol), "reduce_by": decimal_text(qty)}
                 for entry, qty in chosen
             ],
             "not_covered_by_profit": risk_text(short_by),
             "trigger": trigger,
-            "ts": fill.ts,
+            "ts": loss.ts,
         }
         return [Output(LIQUIDATION_ORDERS, account.account_id, value)]
 
@@ -197,8 +239,9 @@ class Liquidator:
         account.liquidation_seq += 1
         number = account.liquidation_seq
         identifier = set_id(account_id, number)
+        # A record without a time (an instrument): the deadline is set by the next that has.
         now = self.market.clock() if ts is None else ts
-        deadline = now + self.policy.reissue_after_ms
+        deadline = UNTIMED if ts is None else ts + self.policy.reissue_after_ms
         if alert_id is None:  # the alert that moved it to liquidation: its last
             alert_id = f"{account_id}:alert:{account.alert_seq}"
         figures = {
@@ -227,7 +270,7 @@ class Liquidator:
                 "bankruptcy_price": _price(close.bankruptcy_price),
                 "alert_id": alert_id,
                 "replaces": replaces,
-                "deadline": deadline,
+                "deadline": None if deadline == UNTIMED else deadline,
                 **figures,
                 "trigger": trigger,
                 "ts": ts,
@@ -242,16 +285,28 @@ class Liquidator:
     ) -> list[Output]:
         open_set = account.liquidation
         assert open_set is not None
+        outputs = self._cancels(account, open_set, list(open_set.orders), reason, trigger, ts)
+        account.liquidation = None
+        self.view.set_deadline(account.account_id, None)
+        return outputs
+
+    @staticmethod
+    def _cancels(
+        account: Account,
+        open_set: LiquidationSet,
+        order_ids: list[str],
+        reason: str,
+        trigger: dict[str, Any],
+        ts: int | None,
+    ) -> list[Output]:
         identifier = set_id(account.account_id, open_set.number)
         outputs = []
-        for order_id in open_set.orders:
+        for order_id in order_ids:
             value = {
                 "type": "liquidation_cancel", "order_id": order_id, "set_id": identifier,
                 "account": account.account_id, "reason": reason, "trigger": trigger, "ts": ts,
             }  # fmt: skip
             outputs.append(Output(LIQUIDATION_ORDERS, account.account_id, value))
-        account.liquidation = None
-        self.view.set_deadline(account.account_id, None)
         return outputs
 
 
