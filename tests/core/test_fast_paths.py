@@ -23,6 +23,7 @@ from marginstream.core.numbers import (
     parse_decimal,
     risk_text,
 )
+from marginstream.core.pricing import black76, black76_price
 from marginstream.core.risk import _order_totals
 
 RATE = Decimal("0.1")
@@ -135,3 +136,21 @@ def _general_decimal_text(value: Decimal) -> str:
 @example(Decimal("2.50"))
 def test_decimal_text_is_plain_without_trailing_zeros(value):
     assert decimal_text(value) == _general_decimal_text(value)
+
+
+@given(
+    st.floats(1.0, 1e6),
+    st.floats(1.0, 1e6),
+    st.floats(-0.1, 3.0),
+    st.floats(0.0, 5.0),
+    st.booleans(),
+)
+@example(60_000.0, 50_000.0, 0.0, 0.5, True)  # at expiry: the intrinsic value
+@example(60_000.0, 50_000.0, 0.25, 0.0, False)  # no volatility
+def test_black76_price_is_black76s_price_to_the_bit(
+    forward: float, strike: float, years: float, vol: float, is_put: bool
+):
+    """The liquidation prices' root finding prices options with black76_price."""
+    assert black76_price(forward, strike, years, vol, is_put) == (
+        black76(forward, strike, years, vol, is_put).price
+    )

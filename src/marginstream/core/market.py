@@ -302,6 +302,20 @@ class Market:
             return None
         return self._priced_at(symbol, forward)
 
+    def model_inputs(self, symbol: str) -> tuple[float, float] | None:
+        """(years to expiry, volatility) the option's model mark is priced with, or None
+        where its mark is not the model's (model_at's cheap form: pricing.black76_price)."""
+        quote = self.quotes[symbol]
+        instrument = self.instruments[symbol]
+        index = self.index.get(instrument.underlying)
+        if self._explicit(symbol, quote) or index is None or quote.iv is None:
+            return None
+        if quote.settlement is not None:
+            return None
+        assert instrument.expiry_ms is not None
+        ts = quote.iv_ts if quote.iv_seq > index.seq else index.ts
+        return years_to_expiry(instrument.expiry_ms, ts), float(quote.iv)
+
     def _priced_at(self, symbol: str, forward: float) -> OptionValue | None:
         instrument = self.instruments[symbol]
         quote = self.quotes[symbol]

@@ -41,6 +41,22 @@ def intrinsic(forward: float, strike: float, is_put: bool) -> float:
     return max(strike - forward, 0.0) if is_put else max(forward - strike, 0.0)
 
 
+def black76_price(forward: float, strike: float, years: float, vol: float, is_put: bool) -> float:
+    """black76(...).price, to the bit, without the Greeks (the liquidation prices' root
+    finding prices an option tens of times per account)."""
+    if years <= 0.0 or vol <= 0.0:
+        return intrinsic(forward, strike, is_put)
+    root = math.sqrt(years)
+    spread = vol * root
+    d1 = (math.log(forward / strike) + 0.5 * vol * vol * years) / spread
+    d2 = d1 - spread
+    if is_put:
+        price = strike * norm_cdf(-d2) - forward * norm_cdf(-d1)
+    else:
+        price = forward * norm_cdf(d1) - strike * norm_cdf(d2)
+    return max(price, 0.0)
+
+
 def black76(forward: float, strike: float, years: float, vol: float, is_put: bool) -> OptionValue:
     """Price and Greeks; at or past expiry (or with zero volatility) the intrinsic value."""
     if years <= 0.0 or vol <= 0.0:

@@ -84,12 +84,14 @@ class Desk:
         risk = assess(account, self.market, rows=rows)  # the same sums, with positions
         alert = raise_alert(account, risk, self.thresholds, trigger, ts)
         assert alert is not None
+        prices = None
         if alert["type"] == LIQUIDATION:
             prices = position_prices(account, self.market, self.thresholds.liquidation, rows)
             add_prices(alert["positions"], prices)
         self.view.set_level(account.account_id, account.level)
         outputs = [Output(LIQUIDATIONS, account.account_id, alert)]
-        return outputs + self.liquidator.on_level(account, alert["type"], rows, trigger, ts)
+        more = self.liquidator.on_level(account, alert["type"], rows, trigger, ts, prices)
+        return outputs + more
 
     # -- requests -------------------------------------------------------------------
 

@@ -90,11 +90,14 @@ def plan(
     threshold: float,
     target: float,
     rows: Rows | None = None,
+    prices: dict[str, PositionPrices] | None = None,
 ) -> Closeout:
+    """rows and prices: the account's risk_rows and position_prices, if known already."""
     if rows is None:
         rows = risk_rows(account, market)
     before = total(account, rows)
-    prices = position_prices(account, market, threshold, rows)
+    if prices is None:
+        prices = position_prices(account, market, threshold, rows)
     ranked = []
     for symbol, row in rows.items():
         if row.position is None or not row.inputs.qty or row.risk.maintenance <= 0.0:

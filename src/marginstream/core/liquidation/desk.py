@@ -27,6 +27,7 @@ from marginstream.core.liquidation import adl
 from marginstream.core.liquidation.book import LiquidationOrder, LiquidationSet, set_id
 from marginstream.core.liquidation.closeout import Closeout, LiquidationPolicy, plan
 from marginstream.core.liquidation.fund import DEFICIT, SHORTFALL, InsuranceFund
+from marginstream.core.liquidation.prices import PositionPrices
 from marginstream.core.market import Market
 from marginstream.core.numbers import ZERO, decimal_text, exact, risk_text
 from marginstream.core.records import FillRecord
@@ -64,11 +65,20 @@ class Liquidator:
     # -- levels ---------------------------------------------------------------------
 
     def on_level(
-        self, account: Account, kind: str, rows: Rows, trigger: dict[str, Any], ts: int | None
+        self,
+        account: Account,
+        kind: str,
+        rows: Rows,
+        trigger: dict[str, Any],
+        ts: int | None,
+        prices: dict[str, PositionPrices] | None = None,
     ) -> list[Output]:
-        """After the alert of kind: a set to issue, or one to cancel."""
+        """After the alert of kind: a set to issue, or one to cancel. prices: the
+        positions' (the alert's), when known."""
         if kind == LIQUIDATION:
-            return [] if account.liquidation else self._issue(account, rows, trigger, ts, None)
+            if account.liquidation:
+                return []
+            return self._issue(account, rows, trigger, ts, None, prices=prices)
         if account.liquidation is not None:  # out of liquidation: kind says to what
             return self._withdraw(account, kind, trigger, ts)
         return []
@@ -219,9 +229,14 @@ class Liquidator:
 
     # -- sets -----------------------------------------------------------------------
 
-    def plan(self, account: Account, rows: Rows | None = None) -> Closeout:
+    def plan(
+        self,
+        account: Account,
+        rows: Rows | None = None,
+        prices: dict[str, PositionPrices] | None = None,
+    ) -> Closeout:
         threshold = self.thresholds.liquidation
-        return plan(account, self.market, self.policy, threshold, self.target, rows)
+        return plan(account, self.market, self.policy, threshold, self.target, rows, prices)
 
     def _issue(
         self,
@@ -231,8 +246,9 @@ class Liquidator:
         ts: int | None,
         replaces: str | None,
         alert_id: str | None = None,
+        prices: dict[str, PositionPrices] | None = None,
     ) -> list[Output]:
-        closeout = self.plan(account, rows)
+        closeout = self.plan(account, rows, prices)
         if not closeout.closes:
             return []  # nothing that carries maintenance margin: nothing to close
         account_id = account.account_id
