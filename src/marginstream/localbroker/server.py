@@ -69,6 +69,8 @@ SINGLE_NODE = {
     "share.coordinator.state.topic.replication.factor": "1",
     "share.coordinator.state.topic.min.isr": "1",
     "group.initial.rebalance.delay.ms": "0",
+    # Sessions down to 1 s (Kafka's least is 6 s): a test can outlast one in seconds.
+    "group.min.session.timeout.ms": "1000",
     # Topics are created on purpose, with their partition counts: a client's metadata
     # request must never create one with the broker's default of 1.
     "auto.create.topics.enable": "false",

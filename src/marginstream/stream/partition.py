@@ -23,7 +23,7 @@ import enum
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from marginstream.core import DEAD_LETTERS, EngineConfig, Envelope, intake
 from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.unit import PartitionState, load, save_view
+from marginstream.core.engine import Steps
 from marginstream.core.envelope import NotJson
 from marginstream.stream.changelog import ChangelogReader
 from marginstream.stream.commit import PartitionLost, Transaction, classified, commit
@@ -42,6 +43,7 @@ from marginstream.stream.store import RocksPartStore, StoreDirectory
 from marginstream.stream.topics import TopicNames
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Headers a market record carries through the fan-out topic: where it was first read,
 # and, for a record cut to its beginning, the whole's length and sha256.
@@ -150,7 +152,10 @@ class OwnedPartition:
             envelope, from_market = self.envelope(message)
             try:
                 FAULTS.fail_on("engine-error", (read_from, message.offset))
-                outcome = work.apply(envelope, read_from, message.offset)
+                if from_market:  # a cascade can take seconds: let heartbeats run meanwhile
+                    outcome = await paced(work.steps(envelope, read_from, message.offset))
+                else:
+                    outcome = work.apply(envelope, read_from, message.offset)
             except Exception as error:  # bad input is a dead letter: this is a bug
                 at = f"{envelope.topic}[{envelope.partition}]@{envelope.offset}"
                 raise EngineFailed(f"the engine failed on {at}: {error!r}") from error
@@ -306,3 +311,15 @@ def _origin(
     if origin[0] not in markets or not 0 <= origin[1] < market_partitions or origin[2] < 0:
         return None
     return origin, whole
+
+
+async def paced(steps: Steps[T]) -> T:
+    """Run steps to the end, letting the event loop run at each of their pauses: the
+    consumer's heartbeats and the web views, not the commits and rebalances, which wait
+    for the processing lock (runner.py), so no part of a record is ever committed."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+        await asyncio.sleep(0)

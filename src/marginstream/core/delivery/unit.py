@@ -34,7 +34,7 @@ from marginstream.core.delivery.parts import (
 )
 from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.store import PartStore
-from marginstream.core.engine import EngineConfig, Outcome, RiskEngine
+from marginstream.core.engine import EngineConfig, Outcome, RiskEngine, Steps, drive
 from marginstream.core.envelope import Envelope
 from marginstream.core.liquidation.fund import FUND_KEY, InsuranceFund
 from marginstream.core.market import Market
@@ -62,7 +62,11 @@ class PartitionState:
 
     def apply(self, envelope: Envelope, read_from: Source, offset: int) -> Outcome:
         """Apply one record read at (read_from, offset); the envelope names its origin."""
-        outcome = self.engine.apply(envelope)
+        return drive(self.steps(envelope, read_from, offset))
+
+    def steps(self, envelope: Envelope, read_from: Source, offset: int) -> Steps[Outcome]:
+        """apply, pausing where the engine does (RiskEngine.steps)."""
+        outcome = yield from self.engine.steps(envelope)
         self.changed |= outcome.changed
         self.offsets[read_from] = offset + 1
         self.records += 1

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -91,14 +91,18 @@ class Liquidator:
             return []
         return self._issue(account, rows, trigger, ts, None)
 
-    def reissue_due(self, trigger: dict[str, Any], ts: int | None) -> tuple[set[str], list[Output]]:
+    def reissue_due(
+        self, trigger: dict[str, Any], ts: int | None, step: int = 256
+    ) -> Generator[None, None, tuple[set[str], list[Output]]]:
         """Every open set past its deadline at ts (a market record's time), cancelled and
-        re-issued."""
+        re-issued; pausing (a yield, RiskEngine.steps) every step accounts."""
         touched: set[str] = set()
         outputs: list[Output] = []
         if ts is None:  # an instrument record: it tells no time
             return touched, outputs
-        for account_id in self.view.due(ts):
+        for n, account_id in enumerate(self.view.due(ts), start=1):
+            if n % step == 0:
+                yield
             account = self.accounts[account_id]
             previous = account.liquidation
             if previous is None:  # the view is behind the account: bring it in step
