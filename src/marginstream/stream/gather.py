@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -74,46 +75,66 @@ def register(app: faust.App, service: RiskService) -> None:
 
     def limit_of(request: faust_web.Request) -> int | None:
         raw = request.query.get("limit", str(DEFAULT_LIMIT))
-        return int(raw) if raw.isdigit() and 1 <= int(raw) <= MAX_LIMIT else None
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 4):  # not "²", not 10**5000
+            return None
+        return int(raw) if 1 <= int(raw) <= MAX_LIMIT else None
+
+    def refusal(view: faust_web.View, request: faust_web.Request) -> Any:
+        """The answer to a request that cannot be served as asked (None: it can)."""
+        if not authorized(request, token):
+            return view.json({"error": "unauthorized"}, status=401, headers=CHALLENGE)
+        if limit_of(request) is None:
+            return view.json({"error": f"limit is 1 to {MAX_LIMIT}"}, status=400)
+        return None
+
+    async def answer(
+        view: faust_web.View,
+        request: faust_web.Request,
+        path: str,
+        local: dict[str, Any],
+        whole: Callable[[dict[str, Any]], tuple[dict[str, Any], int]],
+    ) -> faust_web.Response:
+        """A routed request: this worker's partitions; else every partition's, made whole."""
+        answers, missing = await gathered(request, path, local)
+        if request.headers.get(ROUTED):
+            return view.json({"partitions": answers})
+        if missing:
+            return view.json({"error": "recovering", "missing": missing}, status=503)
+        body, status = whole(answers)
+        return view.json(body, status=status)
 
     @app.page("/insurance-fund/")
     class FundView(faust_web.View):
         async def get(self, request: faust_web.Request) -> faust_web.Response:
-            if not authorized(request, token):
-                return self.json({"error": "unauthorized"}, status=401, headers=CHALLENGE)
-            limit = limit_of(request)
-            if limit is None:
-                return self.json({"error": f"limit is 1 to {MAX_LIMIT}"}, status=400)
+            refused = refusal(self, request)
+            if refused is not None:
+                return refused
+            limit = limit_of(request) or DEFAULT_LIMIT
             local = {str(p): e.fund.summary() for p, e in engines().items()}
             path = f"/insurance-fund/?limit={limit}"
-            slices, missing = await gathered(request, path, local)
-            if request.headers.get(ROUTED):
-                return self.json({"partitions": slices})
-            if missing:
-                return self.json({"error": "recovering", "missing": missing}, status=503)
-            return self.json(fund_total(slices, limit))
+            return await answer(
+                self, request, path, local, lambda slices: (fund_total(slices, limit), 200)
+            )
 
     @app.page("/adl/{symbol}/")
     class RankingView(faust_web.View):
         async def get(self, request: faust_web.Request, symbol: str) -> faust_web.Response:
-            if not authorized(request, token):
-                return self.json({"error": "unauthorized"}, status=401, headers=CHALLENGE)
-            limit = limit_of(request)
-            if limit is None:
-                return self.json({"error": f"limit is 1 to {MAX_LIMIT}"}, status=400)
+            refused = refusal(self, request)
+            if refused is not None:
+                return refused
             if len(symbol) > MAX_SYMBOL_LENGTH:
                 return self.json({"error": "no such instrument"}, status=404)
+            limit = limit_of(request) or DEFAULT_LIMIT
             local = {str(p): ranked_sides(e, symbol, limit) for p, e in engines().items()}
             known = any(symbol in e.market.instruments for e in engines().values())
             path = f"/adl/{quote(symbol, safe='')}/?limit={limit}"
-            rankings, missing = await gathered(request, path, local)
-            if request.headers.get(ROUTED):
-                return self.json({"partitions": rankings})
-            if missing:
-                return self.json({"error": "recovering", "missing": missing}, status=503)
-            if not known and not any(any(r.values()) for r in rankings.values()):
-                return self.json({"error": f"no open position in {symbol}"}, status=404)
-            return self.json({"symbol": symbol, **merged_sides(rankings.values(), limit)})
+
+            def whole(rankings: dict[str, Any]) -> tuple[dict[str, Any], int]:
+                if not known and not any(any(r.values()) for r in rankings.values()):
+                    return {"error": f"no open position in {symbol}"}, 404
+                return {"symbol": symbol, **merged_sides(rankings.values(), limit)}, 200
+
+            return await answer(self, request, path, local, whole)
 
 
 async def _ask(url: str, path: str, headers: dict[str, str]) -> dict[str, Any]:

@@ -6,10 +6,12 @@
   difference from it (better: a surplus, worse: a shortfall) goes to the insurance fund.
   A set whose orders have all filled is done; if the account is still in liquidation, the
   next set is issued at once.
-- A fill that leaves an account in liquidation with no position and negative cash moves
-  the deficit to the fund; what the fund cannot cover is published as an `adl` record.
+- A fill or a settlement that leaves an account in liquidation with no position and
+  negative cash moves the deficit to the fund; what the fund cannot cover is published as
+  an `adl` record. A settlement cancels the set's orders on the settled instrument.
 - A set still open when a market record's time (event time) passes its deadline is
-  cancelled and re-issued, sized afresh, with new ids.
+  cancelled and re-issued, sized afresh, with new ids. A set issued on a record without a
+  time (an instrument's) takes its deadline from the next market record that has one.
 - An account that leaves `liquidation` has its open set cancelled.
 """
 
