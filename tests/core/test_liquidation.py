@@ -233,7 +233,7 @@ def test_the_liquidation_order_closes_the_fewest_lots_that_restore_the_target(al
     # Ratio <= 0.8: 4,200 - 420q <= 3,200 - 33.6q, 1,000 <= 386.4q, q >= 2.587991...
     # Fewest lots of 0.001: 2.588 (386.4 x 2.588 = 1,000.0032; x 2.587 = 999.6168).
     assert (order["side"], order["qty"], order["price"]) == ("sell", "2.588", "8358")
-    assert (order["order_id"], order["set_id"]) == ("alice:liq:1:1", "alice:liq:1")
+    assert (order["order_id"], order["set_id"]) == ("alice:liq:1.1:1", "alice:liq:1.1")
     assert (order["alert_id"], order["replaces"], order["reduce_only"]) == (
         "alice:alert:1",
         None,
@@ -265,7 +265,7 @@ def test_the_liquidation_order_closes_the_fewest_lots_that_restore_the_target(al
     assert less.margin_ratio == pytest.approx(3113.46 / 3891.346, rel=1e-12)
     assert less.margin_ratio > 0.8
     # The order is filled back at its price: the account holds the 'after' figures.
-    outcome = alice.fill("alice", "BTC-PERP", "sell", "2.588", "8358", order_id="alice:liq:1:1")
+    outcome = alice.fill("alice", "BTC-PERP", "sell", "2.588", "8358", order_id="alice:liq:1.1:1")
     assert alert_kinds(outcome) == ["recovered"]  # 0.79999... < 0.8: healthy
     state = engine.state_of(account)
     assert account.cash == D("15750.504") and account.positions["BTC-PERP"].qty == D("7.412")
@@ -383,7 +383,7 @@ def test_what_the_fund_cannot_cover_goes_to_auto_deleveraging(fund, uncovered, s
 def test_a_sell_filled_above_its_price_pays_the_difference_to_the_fund(alice: Venue):
     liquidate_alice(alice)  # sell 2.588 at 8,358
     outcome = alice.fill(
-        "alice", "BTC-PERP", "sell", "2.588", "8400", order_id="alice:liq:1:1", fill_id="lf1"
+        "alice", "BTC-PERP", "sell", "2.588", "8400", order_id="alice:liq:1.1:1", fill_id="lf1"
     )
     engine = alice.engine
     account = engine.accounts["alice"]
@@ -428,7 +428,7 @@ def test_a_fill_worse_than_its_price_is_a_shortfall_the_fund_pays(
     alice.deposit(FUND_ACCOUNT, fund)
     liquidate_alice(alice)
     outcome = alice.fill(
-        "alice", "BTC-PERP", "sell", "2.588", "8300", order_id="alice:liq:1:1", fill_id="low"
+        "alice", "BTC-PERP", "sell", "2.588", "8300", order_id="alice:liq:1.1:1", fill_id="low"
     )
     # Still booked at 8,358; the fund pays (8,358 - 8,300) x 2.588 = 150.104 as far as its
     # balance goes (never below zero); the rest is published for auto-deleveraging.
@@ -458,7 +458,7 @@ def test_a_fill_worse_than_its_price_is_a_shortfall_the_fund_pays(
 
 def test_a_fill_beyond_the_order_books_the_excess_at_its_own_price(alice: Venue):
     liquidate_alice(alice)
-    alice.fill("alice", "BTC-PERP", "sell", "3", "8400", order_id="alice:liq:1:1", fee="1")
+    alice.fill("alice", "BTC-PERP", "sell", "3", "8400", order_id="alice:liq:1.1:1", fee="1")
     # 2.588 at 8,358 (the order), 0.412 at 8,400 (the fill's own); the fee once.
     # cash = 20,000 - 2.588 x 1,642 - 0.412 x 1,600 - 1 = 15,750.504 - 659.2 - 1.
     account = alice.engine.accounts["alice"]
@@ -577,13 +577,13 @@ def test_one_open_set_at_a_time_reissue_at_the_deadline_and_cancel_on_recovery(a
     assert kinds(outcome) == ["liquidation_cancel", "liquidation_order"]
     cancel, reissued = orders_of(outcome)
     assert (cancel["order_id"], cancel["set_id"], cancel["reason"]) == (
-        "alice:liq:1:1",
-        "alice:liq:1",
+        "alice:liq:1.1:1",
+        "alice:liq:1.1",
         "reissued",
     )
     assert (reissued["order_id"], reissued["replaces"], reissued["alert_id"]) == (
-        "alice:liq:2:1",
-        "alice:liq:1",
+        "alice:liq:1.2:1",
+        "alice:liq:1.1",
         "alice:alert:1",
     )
     assert (reissued["qty"], reissued["price"]) == ("4.584", "8258.5")
@@ -591,7 +591,7 @@ def test_one_open_set_at_a_time_reissue_at_the_deadline_and_cancel_on_recovery(a
     assert ("account", "alice") in outcome.changed
     # The open set is in the account's state and survives a reload.
     assert [o["order_id"] for o in engine.state_of(account)["liquidation"]["orders"]] == [
-        "alice:liq:2:1"
+        "alice:liq:1.2:1"
     ]
     again = RiskEngine.from_parts(engine.parts())
     assert again.accounts["alice"].liquidation == account.liquidation
@@ -600,24 +600,24 @@ def test_one_open_set_at_a_time_reissue_at_the_deadline_and_cancel_on_recovery(a
     outcome = alice.mark("BTC-PERP", "9500")  # equity 15,000, MM 4,750: 0.32
     assert kinds(outcome) == ["recovered", "liquidation_cancel"]
     (cancel,) = orders_of(outcome)
-    assert (cancel["order_id"], cancel["reason"]) == ("alice:liq:2:1", "recovered")
+    assert (cancel["order_id"], cancel["reason"]) == ("alice:liq:1.2:1", "recovered")
     assert account.liquidation is None and engine.view.due(10**14) == []
 
 
 def test_a_fill_of_a_cancelled_order_is_an_ordinary_fill(alice: Venue):
     order = liquidate_alice(alice)
-    alice.mark("ETH-PERP", "3000", ts=order["deadline"])  # re-issued as alice:liq:2
-    alice.fill("alice", "BTC-PERP", "sell", "1", "8000", order_id="alice:liq:1:1")
+    alice.mark("ETH-PERP", "3000", ts=order["deadline"])  # re-issued as alice:liq:1.2
+    alice.fill("alice", "BTC-PERP", "sell", "1", "8000", order_id="alice:liq:1.1:1")
     account = alice.engine.accounts["alice"]
     assert account.cash == D("18000")  # 20,000 + (8,000 - 10,000): at the fill's price
     assert alice.engine.fund.seq == 0
-    assert set(account.liquidation.orders) == {"alice:liq:2:1"}
+    assert set(account.liquidation.orders) == {"alice:liq:1.2:1"}
 
 
 def test_a_done_set_is_followed_at_once_if_still_in_liquidation(alice: Venue):
     liquidate_alice(alice)  # sell 2.588 at 8,358
     assert alice.mark("BTC-PERP", "8000").outputs == []  # deeper: no second set
-    outcome = alice.fill("alice", "BTC-PERP", "sell", "2.588", "8358", order_id="alice:liq:1:1")
+    outcome = alice.fill("alice", "BTC-PERP", "sell", "2.588", "8358", order_id="alice:liq:1.1:1")
     # Booked at 8,358: cash 15,750.504; 7.412 left at 8,000: equity 15,750.504 - 14,824
     # = 926.504; MM 0.05 x 7.412 x 8,000 = 2,964.8: ratio 3.2, still liquidation.
     # The next set: price 7,960, 40 a unit; 2,964.8 - 400q <= 0.8 (926.504 - 40q):
@@ -625,7 +625,7 @@ def test_a_done_set_is_followed_at_once_if_still_in_liquidation(alice: Venue):
     assert kinds(outcome) == ["liquidation_order"]
     (order,) = orders_of(outcome)
     assert (order["order_id"], order["replaces"], order["qty"], order["price"]) == (
-        "alice:liq:2:1",
+        "alice:liq:1.2:1",
         None,
         "6.043",
         "7960",
@@ -686,7 +686,7 @@ def shard_history(venue: RoutedVenue) -> list[Outcome]:
         venue.fill("dave", "BTC-PERP", "sell", "10", "10000"),
         venue.fill("erin", "BTC-PERP", "buy", "1", "10000"),
         venue.mark("BTC-PERP", "8400"),
-        venue.fill("alice", "BTC-PERP", "sell", "2.588", "8358", order_id="alice:liq:1:1"),
+        venue.fill("alice", "BTC-PERP", "sell", "2.588", "8358", order_id="alice:liq:1.1:1"),
         venue.mark("BTC-PERP", "8300"),  # bob: equity 4,000, MM 4,150: liquidated
         venue.mark("BTC-PERP", "8300", ts=venue.ts + 40_000),  # bob's set re-issued
         venue.mark("BTC-PERP", "11800"),  # the longs recover, the shorts are liquidated
@@ -805,3 +805,26 @@ def test_a_settlement_past_bankruptcy_hands_the_deficit_to_the_fund():
     venue.settlement("BTC-FUT", "48000")
     assert venue.engine.accounts["alice"].cash == 0
     assert venue.engine.fund.balance == 4000
+
+
+def test_an_account_in_liquidation_from_an_earlier_version_gets_its_set_at_the_next_move(
+    alice: Venue,
+):
+    """A state written before sets existed: alice at `liquidation` with no open set. The
+    next market record issues hers, named as the replay names it (from her alert's
+    number: alice:liq:1.1), whatever the versions counted of sets before."""
+    order = liquidate_alice(alice)
+    parts = alice.engine.parts()
+    old = dict(parts[("account", "alice")])
+    del old["liquidation"], old["liquidation_seq"]  # what the earlier version stored
+    parts[("account", "alice")] = old
+    upgraded = Venue(RiskEngine.from_parts(parts))
+    upgraded.offsets.update(alice.offsets)
+    upgraded.ts = alice.ts
+    assert upgraded.engine.accounts["alice"].liquidation is None
+    outcome = upgraded.mark("ETH-PERP", "3000")  # any market record with a time
+    (again,) = orders_of(outcome)
+    assert {k: again[k] for k in ("order_id", "qty", "price", "alert_id")} == {
+        k: order[k] for k in ("order_id", "qty", "price", "alert_id")
+    }
+    assert upgraded.mark("ETH-PERP", "3000").outputs == []  # once: it is open now

@@ -88,7 +88,7 @@ class Account:
     level: str = HEALTHY
     alert_seq: int = 0
     decision_seq: int = 0
-    liquidation_seq: int = 0  # liquidation sets issued (core/liquidation)
+    liquidation_seq: int = 0  # liquidation sets issued since its last liquidation alert
     liquidation: LiquidationSet | None = None  # the open set, at most one
 
     # -- cash ----------------------------------------------------------------------

@@ -25,6 +25,7 @@ from marginstream.core.market import Market
 from marginstream.core.risk import RowInputs, Rows, orders_by_symbol, risk_row
 
 _NEAR = 1e-9  # relative distance to a threshold below which the exact path decides
+_LIQUIDATING = LEVELS.index("liquidation")
 _ACCOUNT_FIELDS = ("cash", "level", "deadline")  # deadline: of the open liquidation set, or inf
 _ROW_FIELDS = ("qty", "cost", "funding_index", "buy", "sell", "premium", "fallback_price")
 _INSTRUMENT_FIELDS = (
@@ -234,9 +235,12 @@ class RiskView:
         )
 
     def due(self, clock: int) -> list[str]:
-        """Accounts whose open liquidation set is past its deadline at clock, sorted."""
-        deadline = self._accounts["deadline"][: self._accounts.size]
-        return sorted(self._account_ids[a] for a in np.flatnonzero(deadline <= clock))
+        """Accounts whose open liquidation set is past its deadline at clock, and accounts
+        in liquidation with none open (a state written before sets existed), sorted."""
+        count = self._accounts.size
+        deadline, level = self._accounts["deadline"][:count], self._accounts["level"][:count]
+        due = (deadline <= clock) | ((level == _LIQUIDATING) & (deadline == math.inf))
+        return sorted(self._account_ids[a] for a in np.flatnonzero(due))
 
     # -- accounts and the columns as a whole ---------------------------------------
 

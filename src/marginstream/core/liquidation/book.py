@@ -35,7 +35,7 @@ class LiquidationOrder:
 
 @dataclass(slots=True)
 class LiquidationSet:
-    number: int  # the account's count of sets issued: its id's last part
+    id: str  # set_id's
     alert_id: str  # the liquidation alert that started the account's liquidation
     issued: int  # event time (ms)
     deadline: int  # event time after which the set is re-issued, if still open
@@ -43,7 +43,7 @@ class LiquidationSet:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "number": self.number,
+            "id": self.id,
             "alert_id": self.alert_id,
             "issued": self.issued,
             "deadline": self.deadline,
@@ -53,13 +53,16 @@ class LiquidationSet:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LiquidationSet:
         orders = {i: LiquidationOrder.from_list(i, v) for i, v in data["orders"].items()}
-        return cls(data["number"], data["alert_id"], data["issued"], data["deadline"], orders)
+        return cls(data["id"], data["alert_id"], data["issued"], data["deadline"], orders)
 
 
-def set_id(account_id: str, number: int) -> str:
-    """`<account>:liq:<n>`; an account id too long for that to stay a valid order id (a
+def set_id(account_id: str, alert_seq: int, number: int) -> str:
+    """`<account>:liq:<a>.<n>`: the n-th set since the account's liquidation alert number
+    a. Counted from the alert, not over the account's life, so that an account's sets
+    are named alike by any version that counted its alerts alike (one that issued no sets
+    upgraded to this one). An account id too long for that to stay a valid order id (a
     fill must be able to name its orders) is replaced by a digest of it."""
     name = account_id
-    if len(account_id) + 32 > MAX_ID_LENGTH:
+    if len(account_id) + 40 > MAX_ID_LENGTH:
         name = "sha256-" + hashlib.sha256(account_id.encode()).hexdigest()[:32]
-    return f"{name}:liq:{number}"
+    return f"{name}:liq:{alert_seq}.{number}"

@@ -80,6 +80,7 @@ class Liquidator:
         if kind == LIQUIDATION:
             if account.liquidation:
                 return []
+            account.liquidation_seq = 0  # sets are counted from their alert (book.set_id)
             return self._issue(account, rows, trigger, ts, None, prices=prices)
         if account.liquidation is not None:  # out of liquidation: kind says to what
             return self._withdraw(account, kind, trigger, ts)
@@ -107,8 +108,11 @@ class Liquidator:
                 yield
             account = self.accounts[account_id]
             previous = account.liquidation
-            if previous is None:  # the view is behind the account: bring it in step
-                self.view.set_deadline(account_id, None)
+            if previous is None:
+                if account.level == LIQUIDATION:  # none open (state of an earlier version)
+                    touched.add(account_id)
+                    outputs += self._issue(account, risk_rows(account, self.market), trigger, ts,
+                                           None)  # fmt: skip
                 continue
             touched.add(account_id)
             if previous.deadline == UNTIMED:  # issued on a record without a time: from now
@@ -117,9 +121,8 @@ class Liquidator:
                 continue
             outputs += self._withdraw(account, "reissued", trigger, ts)
             if account.level == LIQUIDATION:
-                replaces = set_id(account_id, previous.number)
                 rows = risk_rows(account, self.market)
-                outputs += self._issue(account, rows, trigger, ts, replaces, previous.alert_id)
+                outputs += self._issue(account, rows, trigger, ts, previous.id, previous.alert_id)
         return touched, outputs
 
     def expire(
@@ -259,8 +262,7 @@ class Liquidator:
             return []  # nothing that carries maintenance margin: nothing to close
         account_id = account.account_id
         account.liquidation_seq += 1
-        number = account.liquidation_seq
-        identifier = set_id(account_id, number)
+        identifier = set_id(account_id, account.alert_seq, account.liquidation_seq)
         # A record without a time (an instrument): the deadline is set by the next that has.
         now = self.market.clock() if ts is None else ts
         deadline = UNTIMED if ts is None else ts + self.policy.reissue_after_ms
@@ -298,7 +300,7 @@ class Liquidator:
                 "ts": ts,
             }
             outputs.append(Output(LIQUIDATION_ORDERS, account_id, value))
-        account.liquidation = LiquidationSet(number, alert_id, now, deadline, orders)
+        account.liquidation = LiquidationSet(identifier, alert_id, now, deadline, orders)
         self.view.set_deadline(account_id, deadline)
         return outputs
 
@@ -321,7 +323,7 @@ class Liquidator:
         trigger: dict[str, Any],
         ts: int | None,
     ) -> list[Output]:
-        identifier = set_id(account.account_id, open_set.number)
+        identifier = open_set.id
         outputs = []
         for order_id in order_ids:
             value = {
