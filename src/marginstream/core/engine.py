@@ -64,9 +64,10 @@ from marginstream.core.riskview import RiskView
 from marginstream.core.seenids import SeenIds
 
 DAY_MS = 86_400_000
-# Accounts a market record goes through between two pauses (RiskEngine.steps): at about
-# 0.7 ms a liquidation, 0.2 s of a cascade.
-STEP = 256
+# Accounts a market record goes through between two pauses (RiskEngine.steps): one
+# account with hundreds of positions can take tens of milliseconds; the shell decides
+# which pauses it takes (stream/partition.Pace).
+STEP = 4
 T = TypeVar("T")
 Steps = Generator[None, None, T]
 

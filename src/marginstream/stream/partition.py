@@ -44,6 +44,7 @@ from marginstream.stream.topics import TopicNames
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+PAUSE_EVERY = 0.02  # seconds
 
 # Headers a market record carries through the fan-out topic: where it was first read,
 # and, for a record cut to its beginning, the whole's length and sha256.
@@ -146,6 +147,7 @@ class OwnedPartition:
         read_from = Source(tp.topic, tp.partition)
         next_offset = self.next_offsets.get(tp, 0)
         started, before = time.perf_counter(), work.records
+        pace = Pace()
         for message in messages:
             if message.offset < next_offset:
                 continue  # fetched before the seek of this opening
@@ -153,9 +155,11 @@ class OwnedPartition:
             try:
                 FAULTS.fail_on("engine-error", (read_from, message.offset))
                 if from_market:  # a cascade can take seconds: let heartbeats run meanwhile
-                    outcome = await paced(work.steps(envelope, read_from, message.offset))
+                    steps = work.steps(envelope, read_from, message.offset)
+                    outcome = await pace.through(steps)
                 else:
                     outcome = work.apply(envelope, read_from, message.offset)
+                    await pace.pause()  # a busy account's records can take seconds too
             except Exception as error:  # bad input is a dead letter: this is a bug
                 at = f"{envelope.topic}[{envelope.partition}]@{envelope.offset}"
                 raise EngineFailed(f"the engine failed on {at}: {error!r}") from error
@@ -313,13 +317,27 @@ def _origin(
     return origin, whole
 
 
-async def paced(steps: Steps[T]) -> T:
-    """Run steps to the end, letting the event loop run at each of their pauses: the
-    consumer's heartbeats and the web views, not the commits and rebalances, which wait
-    for the processing lock (runner.py), so no part of a record is ever committed."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
-        await asyncio.sleep(0)
+class Pace:
+    """Pauses of the processing loop, at most PAUSE_EVERY seconds of work apart: the event
+    loop then runs the consumer's heartbeats and the web views, not the commits and the
+    rebalances, which wait for the processing lock (runner.py), so no part of a record is
+    ever committed. Without them, a cascade or a run of records on an account with
+    thousands of positions held the loop past the session: the group moved the partition,
+    the worker's commit was fenced, and the next owner did the same work again, as long."""
+
+    def __init__(self) -> None:
+        self.since = time.perf_counter()
+
+    async def pause(self) -> None:
+        if time.perf_counter() - self.since >= PAUSE_EVERY:
+            await asyncio.sleep(0)
+            self.since = time.perf_counter()
+
+    async def through(self, steps: Steps[T]) -> T:
+        """Run steps to the end, pausing at their pauses (RiskEngine.steps) when due."""
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+            await self.pause()
