@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.kafka_admin import topic_names
 
@@ -72,3 +72,44 @@ def test_a_bad_line_is_reported_and_nothing_is_sent(kafka_bootstrap: str, tmp_pa
     assert result.returncode == 1
     assert result.stderr.startswith(f"marginstream: error: {feed}:3: not JSON")
     assert not any(t.startswith(prefix) for t in topic_names(kafka_bootstrap))
+
+
+def test_a_line_naming_a_partition_the_topic_lacks_is_reported_and_nothing_is_sent(
+    kafka_bootstrap: str, tmp_path: Path
+):
+    """An outside tester's file: line 1 went out, then aiokafka's traceback on line 2."""
+    prefix = f"part-{uuid.uuid4().hex[:6]}-"
+    deposit = {"type": "deposit", "transfer_id": "f", "account": "insurance-fund", "amount": "5"}
+    feed = tmp_path / "partition.jsonl"
+    feed.write_bytes(
+        orjson.dumps({"topic": "instruments", "key": "X", "value": {"type": "instrument"}})
+        + b"\n"
+        + orjson.dumps(
+            {"topic": "transfers", "key": "insurance-fund", "value": deposit, "partition": 3}
+        )
+    )
+    result = produce(feed, kafka_bootstrap, prefix, "--create-topics", "3")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"marginstream: error: {feed}:2: partition 3 of {prefix}transfers: the topic has 3 "
+        "partitions"
+    )
+    assert "Traceback" not in result.stderr
+    # The topics were created (--create-topics) before the check, and nothing was sent.
+    assert asyncio.run(_count(kafka_bootstrap, f"{prefix}instruments")) == (3, 0)
+
+
+async def _count(bootstrap: str, topic: str) -> tuple[int, int]:
+    """(partitions, records) of topic."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        async with asyncio.timeout(30):
+            while not consumer.partitions_for_topic(topic):
+                await consumer.topics()
+                await asyncio.sleep(0.1)
+        found = consumer.partitions_for_topic(topic)
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in found])
+        return len(found), sum(ends.values())
+    finally:
+        await consumer.stop()

@@ -172,3 +172,20 @@ def test_an_engine_failure_names_the_line_in_one_error_not_a_traceback(
     error = capsys.readouterr().err
     assert error.startswith("marginstream: error: line 2: the engine failed on this record")
     assert "Traceback" not in error and len(error.strip().splitlines()) == 1
+
+
+def test_with_partitions_a_line_naming_a_partition_beyond_them_is_a_dead_letter(tmp_path: Path):
+    """No worker reads a partition the topic lacks: an outside tester's fund deposit on
+    partition 4 of 4 was credited to slice 0."""
+    deposit = {"type": "deposit", "transfer_id": "f", "account": "insurance-fund", "amount": "5",
+               "ts": 1}  # fmt: skip
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(
+        orjson.dumps(
+            {"topic": "transfers", "key": "insurance-fund", "partition": 4, "value": deposit}
+        )
+    )
+    result = marginstream("replay", str(events), "--partitions", "4", "--state")
+    assert result.returncode == 0, result.stderr
+    [letter] = lines(result.stdout)
+    assert letter["value"]["reason"] == "line 1: partition 4 does not exist (4 partitions)"

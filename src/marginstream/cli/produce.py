@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from tqdm import tqdm
@@ -20,7 +20,13 @@ from tqdm import tqdm
 from marginstream.cli.errors import CommandError
 from marginstream.stream.security import KafkaSecurity, SecurityError, refusal
 
-Record = tuple[str, bytes | None, bytes, int | None]  # topic, key, value, partition
+
+class Record(NamedTuple):
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None  # None: the key's, by Kafka's default partitioner
+    line: int
 
 
 def read_records(path: Path, prefix: str) -> list[Record]:
@@ -49,17 +55,16 @@ def read_records(path: Path, prefix: str) -> list[Record]:
                 not isinstance(partition, int) or isinstance(partition, bool) or partition < 0
             ):
                 raise CommandError(f"{path}:{number}: partition must be a whole number >= 0")
-            records.append(
-                (prefix + topic, None if key is None else key.encode(), orjson.dumps(value),
-                 partition)
-            )  # fmt: skip
+            encoded = None if key is None else key.encode()
+            records.append(Record(prefix + topic, encoded, orjson.dumps(value), partition, number))
     return records
 
 
 async def check_topics(
     records: list[Record], bootstrap: str, create: int | None, **options: Any
-) -> None:
-    """Every topic must exist (a worker creates its topics when it starts), or be created."""
+) -> dict[str, int]:
+    """Every topic must exist (a worker creates its topics when it starts), or be created.
+    Returns the partition count of each topic a record names a partition of."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: PLC0415
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
@@ -74,8 +79,22 @@ async def check_topics(
             )
         if missing:
             await admin.create_topics([NewTopic(t, create or 1, 1) for t in missing])
+        placed = sorted({r.topic for r in records if r.partition is not None})
+        described = await admin.describe_topics(placed) if placed else []
+        return {entry["topic"]: len(entry["partitions"]) for entry in described}
     finally:
         await admin.close()
+
+
+def check_partitions(records: list[Record], counts: dict[str, int], path: Path) -> None:
+    """A line's partition must exist: Kafka would refuse it after earlier lines were sent."""
+    for record in records:
+        count = counts.get(record.topic, 0)
+        if record.partition is not None and record.partition >= count:
+            raise CommandError(
+                f"{path}:{record.line}: partition {record.partition} of {record.topic}: the "
+                f"topic has {count} partition{'' if count == 1 else 's'}"
+            )
 
 
 async def send_all(
@@ -91,7 +110,7 @@ async def send_all(
     try:
         with tqdm(total=len(records), unit="rec", unit_scale=True, desc="produce") as bar:
             pending = []
-            for n, (topic, key, value, partition) in enumerate(records, start=1):
+            for n, (topic, key, value, partition, _) in enumerate(records, start=1):
                 sent = await producer.send(topic, value=value, key=key, partition=partition)
                 pending.append(sent)
                 if rate and n % 100 == 0:
@@ -122,13 +141,16 @@ def run(args: argparse.Namespace) -> int:
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)  # its "Unable connect" log: the error below says it
     try:
-        asyncio.run(check_topics(records, args.bootstrap_servers, args.create_topics, **options))
+        counts = asyncio.run(
+            check_topics(records, args.bootstrap_servers, args.create_topics, **options)
+        )
     except KafkaError as error:  # as the worker says it: refused credentials, untrusted CA
         reason = asyncio.run(refusal(args.bootstrap_servers, security))
         bootstrap = args.bootstrap_servers
         raise CommandError(reason or f"cannot reach Kafka at {bootstrap}: {error!r}") from None
     finally:
         quiet.setLevel(level)
+    check_partitions(records, counts, args.events)
     seconds = asyncio.run(send_all(records, args.bootstrap_servers, args.rate, **options))
     print(f"sent {len(records):,} records in {seconds:.1f}s to {args.bootstrap_servers}")
     return 0

@@ -74,13 +74,18 @@ def replay_lines(engine: RiskEngine | Shards, lines: Iterable[str]) -> Iterator[
             not isinstance(item, dict)
             or not isinstance(item.get("topic"), str)
             or "value" not in item
-            or not isinstance(partition, int)
-            or isinstance(partition, bool)
-            or partition < 0
         ):
             yield _line_dead_letter(
                 number, 'expected {"topic": ..., "key": ..., "value": ...}', text
             )
+            continue
+        if not isinstance(partition, int) or isinstance(partition, bool) or partition < 0:
+            yield _line_dead_letter(number, "partition must be a whole number >= 0", text)
+            continue
+        if partitions and item["topic"] in ACCOUNT_TOPICS and partition >= partitions:
+            # No worker reads it: Kafka has no such partition of the account topics.
+            reason = f"partition {partition} does not exist ({partitions} partitions)"
+            yield _line_dead_letter(number, reason, text)
             continue
         key = item.get("key")
         topic = item["topic"]
