@@ -15,8 +15,9 @@ from typing import Any
 
 from marginstream.cli.replay import replay_lines
 from marginstream.core import EngineConfig
+from marginstream.core.liquidation.adl import merged_sides, sides
 from marginstream.core.shards import Shards
-from marginstream.stream.gather import fund_total, merged_sides, ranked_sides
+from marginstream.stream.gather import fund_total
 from tests.stream.harness import Deployment, Reference, final_checks, wait_settled
 
 TOKEN = "liquidation-test-token"
@@ -187,7 +188,7 @@ def test_an_index_crash_liquidates_hundreds_and_everything_equals_the_replay(
     alive = wait_settled(deployment)
     assert len(alive) == 2 and all(w.health()["assigned"] for w in alive)
     fund_slices = {str(p): e.fund.summary() for p, e in enumerate(reference_shards.engines)}
-    sides = [ranked_sides(e, SYMBOL, 1000) for e in reference_shards.engines]
+    ranked = [sides(e, SYMBOL, 1000) for e in reference_shards.engines]
     for asked in alive:
         assert asked.get("/insurance-fund/", headers={})[0] == 401
         assert asked.get(f"/adl/{SYMBOL}/", headers={})[0] == 401
@@ -196,7 +197,7 @@ def test_an_index_crash_liquidates_hundreds_and_everything_equals_the_replay(
         assert fund == fund_total(fund_slices, 1000)
         status, ranking = asked.get(f"/adl/{SYMBOL}/?limit=1000")
         assert status == 200, ranking
-        assert ranking == {"symbol": SYMBOL, **merged_sides(sides, 1000)}
+        assert ranking == {"symbol": SYMBOL, **merged_sides(ranked, 1000)}
     assert Decimal(fund["uncovered"]) > 0 and Decimal(fund["balance"]) >= 0
     assert ranking["short"] and ranking["long"]
     assert asked.get("/adl/NOPE/")[0] == 404

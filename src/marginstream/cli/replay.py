@@ -28,9 +28,9 @@ from marginstream.core import DEAD_LETTERS, EngineConfig, Output, RiskEngine, in
 from marginstream.core.alerts import Thresholds
 from marginstream.core.deadletters import original
 from marginstream.core.keys import account_partition
-from marginstream.core.liquidation.adl import shown
+from marginstream.core.liquidation import adl
 from marginstream.core.liquidation.closeout import BANKRUPTCY, PENALTY, LiquidationPolicy
-from marginstream.core.numbers import parse_decimal
+from marginstream.core.numbers import RecordError, parse_decimal
 from marginstream.core.records import ACCOUNT_TOPICS
 from marginstream.core.shards import Shards
 
@@ -110,18 +110,14 @@ def state_lines(engine: RiskEngine | Shards) -> Iterator[dict[str, Any]]:
     for account_id in engine.account_ids():
         value = engine.state_of(engine.accounts[account_id])
         yield {"topic": "state", "key": account_id, "value": value}
-    for partition, owner in engine.funds():
+    owners = engine.partitions()
+    for partition, owner in owners:
         if owner.fund.seq:
             yield {"topic": "insurance-fund", "key": partition, "value": owner.fund.summary()}
-    market = engine.funds()[0][1].market
-    for symbol in sorted(market.instruments):
-        ranked = engine.ranking(symbol)
-        if ranked:
-            value = {
-                "symbol": symbol,
-                "ranking": [shown(e, engine.accounts, symbol) for e in ranked],
-            }
-            yield {"topic": "adl-ranking", "key": symbol, "value": value}
+    for symbol in sorted(owners[0][1].market.instruments):
+        ranked = adl.merged_sides(adl.sides(owner, symbol) for _, owner in owners)
+        if any(ranked.values()):
+            yield {"topic": "adl-ranking", "key": symbol, "value": {"symbol": symbol, **ranked}}
 
 
 def write_line(out: IO[bytes], item: dict[str, Any]) -> None:
@@ -156,10 +152,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _lot(raw: str) -> Decimal:
-    return parse_decimal(raw, "lot")  # a RecordError is a ValueError: argparse says invalid
-
-
-_lot.__name__ = "lot"
+    try:
+        return parse_decimal(raw, "the lot")
+    except RecordError as error:  # argparse shows its text
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -395,9 +395,9 @@ class RiskEngine:
     def account_ids(self) -> list[str]:
         return sorted(self.view.account_ids())
 
-    def funds(self) -> list[tuple[int | None, RiskEngine]]:
-        """Each engine holding a slice of the insurance fund, by partition: this one (core/
-        shards.py has one per partition)."""
+    def partitions(self) -> list[tuple[int | None, RiskEngine]]:
+        """Each engine by partition, as what a partition owns whole (its slice of the fund,
+        its ranking) is shown: this one (core/shards.py has one per partition)."""
         return [(None, self)]
 
     def ranking(self, symbol: str) -> list[adl.Ranked]:

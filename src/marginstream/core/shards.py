@@ -45,7 +45,7 @@ class Shards:
     def state_of(self, account: Account) -> dict[str, Any]:
         return self.engines[0].state_of(account)  # every engine has the same market
 
-    def funds(self) -> list[tuple[int, RiskEngine]]:
+    def partitions(self) -> list[tuple[int | None, RiskEngine]]:
         return list(enumerate(self.engines))
 
     def ranking(self, symbol: str) -> list[adl.Ranked]:

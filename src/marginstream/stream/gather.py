@@ -20,7 +20,6 @@ sum over some slices would be a wrong figure, not a partial one.
 from __future__ import annotations
 
 import asyncio
-import heapq
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
     from marginstream.stream.runner import RiskService
 
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
-SIDES = (adl.LONG, adl.SHORT)
 
 
 def register(app: faust.App, service: RiskService) -> None:
@@ -125,14 +123,14 @@ def register(app: faust.App, service: RiskService) -> None:
             if len(symbol) > MAX_SYMBOL_LENGTH:
                 return self.json({"error": "no such instrument"}, status=404)
             limit = limit_of(request) or DEFAULT_LIMIT
-            local = {str(p): ranked_sides(e, symbol, limit) for p, e in engines().items()}
+            local = {str(p): adl.sides(e, symbol, limit) for p, e in engines().items()}
             known = any(symbol in e.market.instruments for e in engines().values())
             path = f"/adl/{quote(symbol, safe='')}/?limit={limit}"
 
             def whole(rankings: dict[str, Any]) -> tuple[dict[str, Any], int]:
                 if not known and not any(any(r.values()) for r in rankings.values()):
                     return {"error": f"no open position in {symbol}"}, 404
-                return {"symbol": symbol, **merged_sides(rankings.values(), limit)}, 200
+                return {"symbol": symbol, **adl.merged_sides(rankings.values(), limit)}, 200
 
             return await answer(self, request, path, local, whole)
 
@@ -169,28 +167,4 @@ def fund_total(slices: dict[str, dict[str, Any]], limit: int) -> dict[str, Any]:
             for p, s in sorted(slices.items(), key=lambda item: int(item[0]))
         ],
         "history": entries[:limit],
-    }
-
-
-def ranked_sides(engine: RiskEngine, symbol: str, limit: int) -> dict[str, list[dict[str, Any]]]:
-    """One partition's ranking of symbol: the first limit of each side, as shown."""
-    sides: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
-    if symbol not in engine.market.instruments:
-        return sides
-    for entry in engine.ranking(symbol):
-        shown = sides[entry.side]
-        if len(shown) < limit:
-            shown.append(adl.shown(entry, engine.accounts, symbol))
-    return sides
-
-
-def merged_sides(rankings: Any, limit: int) -> dict[str, list[dict[str, Any]]]:
-    """Partitions' sorted rankings as one, limit per side (ties by account, as each is)."""
-
-    def key(entry: dict[str, Any]) -> tuple[float, str]:
-        return (-float(entry["score"]), entry["account"])
-
-    rankings = list(rankings)
-    return {
-        side: list(heapq.merge(*(r[side] for r in rankings), key=key))[:limit] for side in SIDES
     }

@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping
 from decimal import ROUND_CEILING, Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from marginstream.core.numbers import decimal_text, risk_text
 from marginstream.core.riskview import RiskView
 
 LONG, SHORT = "long", "short"
+SIDES = (LONG, SHORT)
 MAX_NAMED = 100  # positions one adl record names: its size stays far below Kafka's limit
 
 
@@ -74,6 +75,40 @@ def ranking(view: RiskView, symbol: str) -> list[Ranked]:
 def merged(rankings: Iterable[list[Ranked]]) -> list[Ranked]:
     """Sorted rankings (one per partition) as one ranking."""
     return list(heapq.merge(*rankings))
+
+
+class Ranks(Protocol):
+    """An engine, as a ranking of its positions is shown."""
+
+    accounts: Mapping[str, Account]
+
+    def ranking(self, symbol: str) -> list[Ranked]: ...
+
+
+def sides(engine: Ranks, symbol: str, limit: int | None = None) -> dict[str, list[dict[str, Any]]]:
+    """An engine's ranking of symbol, as shown, per side: the first limit of each (None:
+    all)."""
+    shown_sides: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
+    for entry in engine.ranking(symbol):
+        side = shown_sides[entry.side]
+        if limit is None or len(side) < limit:
+            side.append(shown(entry, engine.accounts, symbol))
+    return shown_sides
+
+
+def merged_sides(
+    rankings: Iterable[dict[str, list[dict[str, Any]]]], limit: int | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Partitions' shown rankings (sides) as one, limit per side: merged on the score as
+    shown, then account, the order each partition's is sorted in (Ranked.sort_key)."""
+
+    def key(entry: dict[str, Any]) -> tuple[float, str]:
+        return (-float(entry["score"]), entry["account"])
+
+    rankings = list(rankings)
+    return {
+        side: list(heapq.merge(*(r[side] for r in rankings), key=key))[:limit] for side in SIDES
+    }
 
 
 def exact_qty(accounts: Mapping[str, Account], entry: Ranked, symbol: str) -> Decimal:

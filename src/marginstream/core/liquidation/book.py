@@ -62,7 +62,12 @@ def set_id(account_id: str, alert_seq: int, number: int) -> str:
     are named alike by any version that counted its alerts alike (one that issued no sets
     upgraded to this one). An account id too long for that to stay a valid order id (a
     fill must be able to name its orders) is replaced by a digest of it."""
-    name = account_id
+    return f"{id_name(account_id)}:liq:{alert_seq}.{number}"
+
+
+def id_name(account_id: str) -> str:
+    """The account as ids made from it name it: itself, or `sha256-` and 32 hex digits of
+    it when it is too long to leave room for the rest (ids are at most MAX_ID_LENGTH)."""
     if len(account_id) + 40 > MAX_ID_LENGTH:
-        name = "sha256-" + hashlib.sha256(account_id.encode()).hexdigest()[:32]
-    return f"{name}:liq:{alert_seq}.{number}"
+        return "sha256-" + hashlib.sha256(account_id.encode()).hexdigest()[:32]
+    return account_id

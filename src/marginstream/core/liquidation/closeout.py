@@ -63,9 +63,13 @@ class LiquidationPolicy:
         if self.pricing not in (PENALTY, BANKRUPTCY):
             raise ValueError(f"liquidation pricing is {PENALTY} or {BANKRUPTCY}")
         if not 0.0 <= self.penalty_rate < 1.0:
-            raise ValueError("the liquidation penalty rate is in [0, 1)")
-        if self.lot <= 0 or self.reissue_after_ms <= 0:
-            raise ValueError("the liquidation lot and re-issue time must be positive")
+            raise ValueError(f"the liquidation penalty is in [0, 1), got {self.penalty_rate}")
+        if not Decimal("1e-12") <= self.lot <= Decimal("1e9"):
+            raise ValueError(f"the liquidation lot is from 1e-12 to 1e9, got {self.lot}")
+        if not 0 < self.reissue_after_ms <= 10**12:
+            raise ValueError(
+                f"the liquidation re-issue time is from 1 to 10**12 ms, got {self.reissue_after_ms}"
+            )
 
 
 class Close(NamedTuple):

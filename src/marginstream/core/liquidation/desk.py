@@ -26,7 +26,7 @@ from marginstream.core.alerts import LIQUIDATION, Thresholds
 from marginstream.core.envelope import LIQUIDATION_ORDERS, Output
 from marginstream.core.ledger import Account
 from marginstream.core.liquidation import adl
-from marginstream.core.liquidation.book import LiquidationOrder, LiquidationSet, set_id
+from marginstream.core.liquidation.book import LiquidationOrder, LiquidationSet, id_name, set_id
 from marginstream.core.liquidation.closeout import Closeout, LiquidationPolicy, plan
 from marginstream.core.liquidation.fund import DEFICIT, SHORTFALL, InsuranceFund
 from marginstream.core.liquidation.prices import PositionPrices
@@ -219,7 +219,7 @@ class Liquidator:
         )
         value = {
             "type": "adl",
-            "adl_id": f"{account.account_id}:adl:{kind}:{loss.event}",
+            "adl_id": f"{id_name(account.account_id)}:adl:{kind}:{loss.event}",
             "account": account.account_id,
             "symbol": loss.symbol,
             "side": side,
