@@ -113,6 +113,8 @@ class Liquidator:
                     touched.add(account_id)
                     outputs += self._issue(account, risk_rows(account, self.market), trigger, ts,
                                            None)  # fmt: skip
+                else:  # the view was behind the account: in step again
+                    self.view.set_deadline(account_id, None)
                 continue
             touched.add(account_id)
             if previous.deadline == UNTIMED:  # issued on a record without a time: from now
