@@ -67,7 +67,7 @@ DAY_MS = 86_400_000
 # Accounts a market record goes through between two pauses (RiskEngine.steps): one
 # account with hundreds of positions can take tens of milliseconds; the shell decides
 # which pauses it takes (stream/partition.Pace).
-STEP = 4
+STEP = 1
 T = TypeVar("T")
 Steps = Generator[None, None, T]
 

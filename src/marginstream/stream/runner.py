@@ -68,6 +68,7 @@ from marginstream.stream.store import StoreDirectory, StoreFailed
 from marginstream.stream.topics import TopicNames
 
 log = logging.getLogger(__name__)
+APPLY_CHUNK = 100  # records of one input applied between two looks at what is due to commit
 
 MAX_RECORDS = 5000  # per fetch
 # Records applied and not committed for this long mean a commit that hangs somewhere the
@@ -271,18 +272,25 @@ class RiskService(Service):
             async with self.lock:
                 applied: dict[int, OwnedPartition] = {}
                 for tp, messages in batches.items():
-                    owned = self.partitions.get(tp.partition)
-                    if owned is None or not owned.active:
-                        continue
-                    try:
-                        await owned.apply(tp, messages)
-                        applied[owned.number] = owned
-                    except (PartitionLost, KafkaError) as error:
-                        await self._failed(owned, "send", error)
-                    except EngineFailed as error:
-                        await self._stop_partition(owned, str(error))
+                    for start in range(0, len(messages), APPLY_CHUNK):
+                        owned = self.partitions.get(tp.partition)
+                        if owned is None or not owned.active:
+                            break
+                        try:
+                            await owned.apply(tp, messages[start : start + APPLY_CHUNK])
+                            applied[owned.number] = owned
+                        except (PartitionLost, KafkaError) as error:
+                            await self._failed(owned, "send", error)
+                        except EngineFailed as error:
+                            await self._stop_partition(owned, str(error))
+                        # What is due commits between chunks, not only after the whole
+                        # fetch: a cascade on one partition, or a slow account's records,
+                        # must not hold the others' commits past the stall check (60 s)
+                        # or a transaction past Kafka's timeout.
+                        await self._commit_due()
                 for owned in applied.values():
-                    owned.idle = await owned.caught_up()
+                    if self.partitions.get(owned.number) is owned and owned.active:
+                        owned.idle = await owned.caught_up()
                 await self._commit_due()  # a quiet partition's records, at once
 
     async def _commit_loop(self) -> None:

@@ -113,13 +113,14 @@ def plan(
     ranked.sort(key=lambda item: item[:2])
     closes: list[Close] = []
     after = before
+    base: Booked | None = None  # the whole closes so far, booked
     for _, _, close in ranked[:MAX_CLOSES]:
-        whole = after_closing(account, market, rows, [*closes, close])
-        if whole.margin_ratio > target:
+        whole = booked(account, market, rows, [close], base)
+        if whole.figures.margin_ratio > target:
             closes.append(close)
-            after = whole
+            base, after = whole, whole.figures
             continue
-        qty, after = _fewest_lots(account, market, rows, closes, close, after, target, policy.lot)
+        qty, after = _fewest_lots(account, market, rows, base, close, after, target, policy.lot)
         closes.append(close._replace(qty=qty))
         return Closeout(closes, before, after, True)
     return Closeout(closes, before, after, after.margin_ratio <= target)
@@ -158,7 +159,7 @@ def _fewest_lots(
     account: Account,
     market: Market,
     rows: Rows,
-    closes: list[Close],
+    base: Booked | None,
     close: Close,
     so_far: MarginFigures,
     target: float,
@@ -176,15 +177,15 @@ def _fewest_lots(
     def qty(lots: int) -> Decimal:
         return min(lot * lots, whole)
 
-    booked: dict[int, MarginFigures] = {}
+    tried: dict[int, MarginFigures] = {}
 
     def reaches(lots: int) -> bool:
         if lots <= 0:
             return False  # the account is above target
-        if lots not in booked:
-            closed = [*closes, close._replace(qty=qty(lots))]
-            booked[lots] = after_closing(account, market, rows, closed)
-        return booked[lots].margin_ratio <= target
+        if lots not in tried:
+            last = close._replace(qty=qty(lots))
+            tried[lots] = booked(account, market, rows, [last], base).figures
+        return tried[lots].margin_ratio <= target
 
     units = _fewest_units(rows[close.symbol], market, close, so_far, target)
     high = int((Decimal(repr(units)) / lot).to_integral_value(rounding=ROUND_CEILING))
@@ -194,7 +195,7 @@ def _fewest_lots(
         lots += 1
     while reaches(lots - 1):
         lots -= 1
-    return qty(lots), booked[lots]
+    return qty(lots), tried[lots]
 
 
 def _fewest_units(
@@ -243,13 +244,28 @@ def _fewest_units(
     return best
 
 
-def after_closing(
-    account: Account, market: Market, rows: Rows, closes: list[Close]
-) -> MarginFigures:
-    """The account's figures once closes have filled at their prices (on a scratch copy)."""
+class Booked(NamedTuple):
+    """Closes booked on a scratch copy of an account: the copy, its rows, its figures."""
+
+    account: Account
+    rows: Rows
+    figures: MarginFigures
+
+
+def booked(
+    account: Account,
+    market: Market,
+    rows: Rows,
+    closes: list[Close],
+    base: Booked | None = None,
+) -> Booked:
+    """closes booked on a scratch copy of account, or of base (earlier closes booked on
+    it already: plan adds one close at a time, each booking one fill, not all again).
+    The same fills in the same order as booking them all on account: the same result."""
+    start, start_rows = (account, rows) if base is None else (base.account, base.rows)
     scratch = object.__new__(Account)  # a shallow copy, without dataclasses.replace's cost
-    scratch.__dict__.update(account.__dict__)
-    scratch.positions = dict(account.positions)
+    scratch.__dict__.update(start.__dict__)
+    scratch.positions = dict(start.positions)
     changed = {}
     for close in closes:
         position = scratch.positions.get(close.symbol)
@@ -263,10 +279,16 @@ def after_closing(
                           close.price, ZERO, 0)  # fmt: skip
         scratch.apply_fill(fill, instrument, market.funding(close.symbol))
         changed[close.symbol] = None
-    if not changed:
-        return total(account, rows)
-    orders = orders_by_symbol(account) if account.orders else {}
-    now = dict(rows)
-    for symbol in changed:
-        now[symbol] = risk_row(scratch, market, symbol, orders.get(symbol, []))
-    return total(scratch, now)
+    now = dict(start_rows)
+    if changed:
+        orders = orders_by_symbol(account) if account.orders else {}
+        for symbol in changed:
+            now[symbol] = risk_row(scratch, market, symbol, orders.get(symbol, []))
+    return Booked(scratch, now, total(scratch, now))
+
+
+def after_closing(
+    account: Account, market: Market, rows: Rows, closes: list[Close]
+) -> MarginFigures:
+    """The account's figures once closes have filled at their prices (on a scratch copy)."""
+    return booked(account, market, rows, closes).figures
