@@ -1,5 +1,5 @@
 """A cascade longer than the session timeout on one partition does not cost the worker its
-partition: the engine pauses every few accounts of a market record (RiskEngine.steps)
+partition: the engine pauses after each account of a market record (RiskEngine.steps)
 and the worker lets its heartbeats run there (stream/partition.Pace). Applied in one go, the
 record held the event loop past the session: the group gave the partition away, the
 worker's commit was fenced, and the next owner applied the same record again, as long.

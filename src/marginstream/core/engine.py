@@ -64,10 +64,6 @@ from marginstream.core.riskview import RiskView
 from marginstream.core.seenids import SeenIds
 
 DAY_MS = 86_400_000
-# Accounts a market record goes through between two pauses (RiskEngine.steps): one
-# account with hundreds of positions can take tens of milliseconds; the shell decides
-# which pauses it takes (stream/partition.Pace).
-STEP = 1
 T = TypeVar("T")
 Steps = Generator[None, None, T]
 
@@ -245,9 +241,11 @@ class RiskEngine:
         return drive(self.steps(envelope))
 
     def steps(self, envelope: Envelope) -> Steps[Outcome]:
-        """apply, as a generator that pauses (yields) every STEP accounts of a market
-        record, so that a shell on an event loop can let its heartbeats and views run in
-        the middle of a cascade; its return value is the Outcome."""
+        """apply, as a generator that pauses (yields) after each account a market record
+        goes through (one with hundreds of positions can take tens of milliseconds), so
+        that a shell on an event loop can let its heartbeats and views run in the middle
+        of a cascade (it decides which pauses it takes: stream/partition.Pace); its return
+        value is the Outcome."""
         if not self.guard.admits(envelope.source, envelope.offset):
             return Outcome([], replayed=True)
         try:
@@ -322,7 +320,7 @@ class RiskEngine:
             touched, outputs = yield from self._settle_holders(record.symbol, trigger, record.ts)
         else:
             touched, outputs = yield from self._remargin(moved, trigger, record.ts)
-        reissued, more = yield from self.liquidator.reissue_due(trigger, record.ts, STEP)
+        reissued, more = yield from self.liquidator.reissue_due(trigger, record.ts)
         changed.update(("account", account_id) for account_id in touched | reissued)
         return outputs + more, changed
 
@@ -353,23 +351,23 @@ class RiskEngine:
         touched: set[str] = set()
         outputs: list[Output] = []
         liquidator = self.liquidator
-        for n, account_id in enumerate(sorted(self.view.holders([symbol])), start=1):
-            if n % STEP == 0:
-                yield
+        for account_id in sorted(self.view.holders([symbol])):
             account = self.accounts[account_id]
             position = account.positions.get(symbol)
-            loss = Loss(symbol, position is not None and position.qty > 0,
-                        f"{account_id}:settlement:{symbol}", "settlement", ts)  # fmt: skip
+            was_long = position is not None and position.qty > 0
             liquidating = account.level == LIQUIDATION
             account.settle(instrument, price)
             outputs += liquidator.expire(account, symbol, trigger, ts)
             if liquidating:
+                ref = f"{account_id}:settlement:{symbol}"
+                loss = Loss(symbol, was_long, ref, "settlement", ts)
                 outputs += liquidator.settle_deficit(account, loss, trigger)
             rows = risk_rows(account, self.market)
             self.view.sync(account, [symbol], self.market, rows)
             touched.add(account_id)
             outputs += self.desk.level_check(account, trigger, ts, rows)
             outputs += liquidator.go_on(account, rows, trigger, ts)
+            yield
         return touched, outputs
 
     def _remargin(
@@ -377,13 +375,12 @@ class RiskEngine:
     ) -> Steps[tuple[set[str], list[Output]]]:
         touched: set[str] = set()
         outputs: list[Output] = []
-        for n, account_id in enumerate(sorted(self.view.candidates(sorted(symbols))), start=1):
-            if n % STEP == 0:
-                yield
+        for account_id in sorted(self.view.candidates(sorted(symbols))):
             alerts = self.desk.level_check(self.accounts[account_id], trigger, ts)
             if alerts:
                 touched.add(account_id)
                 outputs += alerts
+            yield
         return touched, outputs
 
     @staticmethod

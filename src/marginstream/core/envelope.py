@@ -35,5 +35,11 @@ class Output(NamedTuple):
     value: dict[str, Any]
 
 
+def published_by(partition: int, output: Output, from_market: bool) -> bool:
+    """Whether partition publishes output: every partition applies each market record, and
+    its dead letter is published once, by partition 0."""
+    return not from_market or output.topic != DEAD_LETTERS or partition == 0
+
+
 class NotJson(str):
     """A value whose bytes did not decode as JSON; the text says why."""

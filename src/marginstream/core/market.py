@@ -305,29 +305,26 @@ class Market:
     def model_inputs(self, symbol: str) -> tuple[float, float] | None:
         """(years to expiry, volatility) the option's model mark is priced with, or None
         where its mark is not the model's (model_at's cheap form: pricing.black76_price)."""
-        quote = self.quotes[symbol]
-        instrument = self.instruments[symbol]
-        index = self.index.get(instrument.underlying)
-        if self._explicit(symbol, quote) or index is None or quote.iv is None:
+        if self._explicit(symbol, self.quotes[symbol]):
             return None
-        if quote.settlement is not None:
+        return self._inputs(symbol)
+
+    def _inputs(self, symbol: str) -> tuple[float, float] | None:
+        """(years, volatility) of the model: from the later of the index and the iv."""
+        instrument = self.instruments[symbol]
+        quote = self.quotes[symbol]
+        index = self.index.get(instrument.underlying)
+        if index is None or quote.iv is None or quote.settlement is not None:
             return None
         assert instrument.expiry_ms is not None
         ts = quote.iv_ts if quote.iv_seq > index.seq else index.ts
         return years_to_expiry(instrument.expiry_ms, ts), float(quote.iv)
 
     def _priced_at(self, symbol: str, forward: float) -> OptionValue | None:
-        instrument = self.instruments[symbol]
-        quote = self.quotes[symbol]
-        index = self.index.get(instrument.underlying)
-        if index is None or quote.iv is None or quote.settlement is not None:
+        inputs = self._inputs(symbol)
+        if inputs is None:
             return None
-        assert instrument.strike is not None and instrument.expiry_ms is not None
-        ts = quote.iv_ts if quote.iv_seq > index.seq else index.ts
-        return black76(
-            forward,
-            float(instrument.strike),
-            years_to_expiry(instrument.expiry_ms, ts),
-            float(quote.iv),
-            instrument.is_put,
-        )
+        instrument = self.instruments[symbol]
+        assert instrument.strike is not None
+        years, vol = inputs
+        return black76(forward, float(instrument.strike), years, vol, instrument.is_put)

@@ -15,7 +15,7 @@ from collections import ChainMap
 from typing import Any
 
 from marginstream.core.engine import EngineConfig, Outcome, RiskEngine
-from marginstream.core.envelope import DEAD_LETTERS, Envelope
+from marginstream.core.envelope import Envelope, published_by
 from marginstream.core.ledger import Account
 from marginstream.core.liquidation import adl
 from marginstream.core.records import ACCOUNT_TOPICS
@@ -35,7 +35,7 @@ class Shards:
         outputs = []
         for number, engine in enumerate(self.engines):
             for output in engine.apply(envelope).outputs:
-                if output.topic != DEAD_LETTERS or number == 0:
+                if published_by(number, output, from_market=True):
                     outputs.append(output)
         return Outcome(outputs)
 

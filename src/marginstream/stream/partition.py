@@ -28,11 +28,11 @@ from typing import Any, TypeVar
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from marginstream.core import DEAD_LETTERS, EngineConfig, Envelope, intake
+from marginstream.core import EngineConfig, Envelope, intake
 from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.unit import PartitionState, load, save_view
 from marginstream.core.engine import Steps
-from marginstream.core.envelope import NotJson
+from marginstream.core.envelope import NotJson, published_by
 from marginstream.stream.changelog import ChangelogReader
 from marginstream.stream.commit import PartitionLost, Transaction, classified, commit
 from marginstream.stream.faults import FAULTS
@@ -165,8 +165,7 @@ class OwnedPartition:
                 raise EngineFailed(f"the engine failed on {at}: {error!r}") from error
             next_offset = message.offset + 1
             for output in outcome.outputs:
-                # Every partition sees each market record; one dead letter for it is enough.
-                if from_market and output.topic == DEAD_LETTERS and self.number != 0:
+                if not published_by(self.number, output, from_market):
                     continue
                 metrics.output(output)
                 await outputs.send(names.full(output.topic), output.key, orjson.dumps(output.value))

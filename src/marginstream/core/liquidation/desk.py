@@ -95,17 +95,16 @@ class Liquidator:
         return self._issue(account, rows, trigger, ts, None)
 
     def reissue_due(
-        self, trigger: dict[str, Any], ts: int | None, step: int = 256
+        self, trigger: dict[str, Any], ts: int | None
     ) -> Generator[None, None, tuple[set[str], list[Output]]]:
         """Every open set past its deadline at ts (a market record's time), cancelled and
-        re-issued; pausing (a yield, RiskEngine.steps) every step accounts."""
+        re-issued; pausing (a yield, RiskEngine.steps) after each account."""
         touched: set[str] = set()
         outputs: list[Output] = []
         if ts is None:  # an instrument record: it tells no time
             return touched, outputs
-        for n, account_id in enumerate(self.view.due(ts), start=1):
-            if n % step == 0:
-                yield
+        for account_id in self.view.due(ts):
+            yield
             account = self.accounts[account_id]
             previous = account.liquidation
             if previous is None:
@@ -142,8 +141,7 @@ class Liquidator:
         for order_id in void:
             del open_set.orders[order_id]
         if not open_set.orders:
-            account.liquidation = None
-            self.view.set_deadline(account.account_id, None)
+            self._done(account)
         return outputs
 
     # -- fills ----------------------------------------------------------------------
@@ -168,8 +166,7 @@ class Liquidator:
         if not order.qty:
             del open_set.orders[order.order_id]
         if not open_set.orders:  # every order filled: the set is done
-            account.liquidation = None
-            self.view.set_deadline(account.account_id, None)
+            self._done(account)
         return booked, difference
 
     def settle(
@@ -312,9 +309,13 @@ class Liquidator:
         open_set = account.liquidation
         assert open_set is not None
         outputs = self._cancels(account, open_set, list(open_set.orders), reason, trigger, ts)
+        self._done(account)
+        return outputs
+
+    def _done(self, account: Account) -> None:
+        """The account has no open set any more (its view column says so too)."""
         account.liquidation = None
         self.view.set_deadline(account.account_id, None)
-        return outputs
 
     @staticmethod
     def _cancels(
