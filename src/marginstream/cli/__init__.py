@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from marginstream import __version__
-from marginstream.cli import demo, feed, kafka, produce, replay
+from marginstream.cli import demo, feed, kafka, produce, repartition, replay
 from marginstream.cli.errors import CommandError
 from marginstream.localbroker import BrokerError
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     kafka.register(commands)
     replay.register(commands)
+    repartition.register(commands)
     feed.register(commands)
     produce.register(commands)
     demo.register(commands)

@@ -25,6 +25,7 @@ TOPIC_TYPES: dict[str, frozenset[str]] = {
     "prices": frozenset({"index", "mark", "funding", "settlement"}),
 }
 ACCOUNT_TOPICS = frozenset({"orders", "transfers"})
+MARKET_TOPICS = frozenset({"prices", "instruments"})
 
 
 # Records are named tuples: immutable, and built for every record read, where a frozen

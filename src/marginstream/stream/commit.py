@@ -4,11 +4,13 @@ Between two commits a partition's records are applied in memory (core/delivery/u
 and their outputs sent inside the partition's open Kafka transaction. commit() then:
 
 1. seals the work: every part changed since the last commit, once, at the next version,
-   and the offset after the last record read from each input;
+   and the offset after the last record read from each input; and asks the broker
+   whether the partition layout still holds (stream/layout.py), while 2 and 3 go on;
 2. sends the parts to the partition's changelog partition, in the same transaction;
 3. waits until every record of the transaction (outputs and parts) is acknowledged, and
    stops if one was refused: aiokafka would commit a transaction without it;
-4. adds the input offsets to the transaction (the group's offsets move with it);
+4. once the layout is confirmed (else LayoutChanged: nothing is committed), adds the
+   input offsets to the transaction (the group's offsets move with it);
 5. commits the transaction: state, outputs and offsets become visible together, or
    not at all. A producer fenced by the partition's next owner fails here, so a worker
    that lost the partition can never make anything visible;
@@ -24,6 +26,7 @@ Kafka holds: the caller drops the engine and opens the partition again (stream/p
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -95,23 +98,39 @@ class Transaction:
     step: str = "open"  # the last step begun, for a stall's report
 
 
-async def commit(work: PartitionState, transaction: Transaction, store: PartStore) -> int:
+async def commit(
+    work: PartitionState,
+    transaction: Transaction,
+    store: PartStore,
+    confirm_layout: Callable[[], Awaitable[None]] | None = None,
+) -> int:
     """Commit what work applied since the last commit; returns the records committed."""
     producer = transaction.producer
     transaction.step = "1 seal"
     sealed = work.seal()  # 1
-    transaction.step = "2 send the parts"
-    parts = [
-        await producer.send(transaction.changelog, value, key=key, partition=transaction.partition)
-        for key, value in sealed.parts
-    ]  # 2
-    transaction.step = "3 wait for every acknowledgement"
-    await delivered([*transaction.sends, *parts])  # 3
-    transaction.sends = []
-    resume_at = parts[-1].result().offset + 1 if parts else store.changelog_offset()
-    FAULTS.hit("before-commit")
-    offsets = {TopicPartition(s.topic, s.partition): o for s, o in sealed.offsets.items()}
-    transaction.step = "4 add the offsets"
+    layout = None if confirm_layout is None else asyncio.ensure_future(confirm_layout())
+    try:
+        transaction.step = "2 send the parts"
+        parts = [
+            await producer.send(
+                transaction.changelog, value, key=key, partition=transaction.partition
+            )
+            for key, value in sealed.parts
+        ]  # 2
+        transaction.step = "3 wait for every acknowledgement"
+        await delivered([*transaction.sends, *parts])  # 3
+        transaction.sends = []
+        resume_at = parts[-1].result().offset + 1 if parts else store.changelog_offset()
+        FAULTS.hit("before-commit")
+        offsets = {TopicPartition(s.topic, s.partition): o for s, o in sealed.offsets.items()}
+        transaction.step = "4 confirm the layout, add the offsets"
+        if layout is not None:
+            await layout
+    finally:
+        if layout is not None and not layout.done():
+            layout.cancel()  # the check itself is shared (LayoutWatch.confirm): it goes on
+        elif layout is not None and not layout.cancelled():
+            layout.exception()  # raised above if it failed; else retrieved, not left unread
     await producer.send_offsets_to_transaction(offsets, transaction.group)  # 4
     transaction.step = "5 commit"
     await producer.commit_transaction()  # 5

@@ -9,6 +9,11 @@ A record over the size limit is copied cut to its first KiB, with its length and
 in headers: the copies stay within what Kafka accepts, and each partition dead-letters
 it as it would the original.
 
+It copies nothing once the worker has found the partition layout changed
+(stream/layout.py), nor a record of a partition the layout lacks (prices grown past
+MARGINSTREAM_MARKET_PARTITIONS, seen before the watch says so): its offsets are not
+committed, and whoever runs on the new layout copies it.
+
 It is at least once on purpose: a copy made twice (a crash between the copies and the
 commit, or a paused fan-out that resumes) reaches an engine that has already seen its
 origin offset, and the replay guard skips it (core/delivery/guard.py).
@@ -18,12 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from marginstream.core import intake
 from marginstream.stream.commit import delivered
+from marginstream.stream.layout import LayoutWatch
 from marginstream.stream.partition import origin_headers
 from marginstream.stream.settings import StreamSettings
 from marginstream.stream.topics import TopicNames
@@ -38,6 +45,7 @@ class FanOut:
     def __init__(self, settings: StreamSettings, names: TopicNames) -> None:
         self.settings, self.names = settings, names
         self.copied = 0
+        self.layout: LayoutWatch | None = None  # the worker's watch, once it runs
 
     async def start(self) -> None:
         settings, names = self.settings, self.names
@@ -66,11 +74,22 @@ class FanOut:
         await self.consumer.stop()
         await self.producer.stop()
 
+    def _outside_layout(self, batches: dict[TopicPartition, Any]) -> bool:
+        """Drop from batches the partitions the layout lacks (paused, never committed: read
+        again by whoever runs on that layout); True if nothing may be copied at all."""
+        for tp in [tp for tp in batches if tp.partition >= self.settings.market_partitions]:
+            self.consumer.pause(tp)
+            del batches[tp]
+        return self.layout is not None and self.layout.changed is not None
+
     async def run(self) -> None:
         names, partitions = self.names, self.settings.partitions
         limit = self.settings.max_record_bytes
         while True:
             batches = await self.consumer.getmany(timeout_ms=200, max_records=2000)
+            if self._outside_layout(batches):
+                await asyncio.sleep(0.2)
+                continue
             if not batches:
                 continue
             sends = []

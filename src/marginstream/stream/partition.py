@@ -36,6 +36,7 @@ from marginstream.core.envelope import NotJson, published_by
 from marginstream.stream.changelog import ChangelogReader
 from marginstream.stream.commit import PartitionLost, Transaction, classified, commit
 from marginstream.stream.faults import FAULTS
+from marginstream.stream.layout import LayoutWatch
 from marginstream.stream.metrics import StreamMetrics
 from marginstream.stream.outputs import Outputs
 from marginstream.stream.settings import StreamSettings
@@ -73,6 +74,7 @@ class Context:
     changelog: ChangelogReader
     stores: StoreDirectory
     metrics: StreamMetrics
+    layout: LayoutWatch | None = None  # None: the layout is not watched (unit tests)
 
 
 class OwnedPartition:
@@ -216,30 +218,15 @@ class OwnedPartition:
             return
         self.commit_began = time.monotonic()
         assert self.transaction is not None
-        self.applied += await commit(self.work, self.transaction, self.store)
+        layout, since = self.context.layout, self.applied_at
+        confirm = None if layout is None else (lambda: layout.confirm(since))
+        self.applied += await commit(self.work, self.transaction, self.store, confirm)
         self.commits += 1
         self.pending_since = None
         self.commit_delay = time.monotonic() - self.applied_at
 
     def envelope(self, message: Any) -> tuple[Envelope, bool]:
-        """The record as the engine sees it, and whether it is a market copy. A market copy
-        carries its origin, which the engine keys it on; a record in the fan-out topic
-        without one (not written by the fan-out) is dead-lettered where it lies."""
-        names, limit = self.context.names, self.context.settings.max_record_bytes
-        if message.topic == names.fanout:
-            found = _origin(message.headers, self.markets, self.context.settings.market_partitions)
-            if found is not None:
-                origin, whole = found
-                return intake.envelope(*origin, message.key, message.value, limit, whole), True
-            letter = intake.envelope(
-                names.fanout, message.partition, message.offset, message.key, message.value, limit
-            )
-            value = NotJson("a record in the market fan-out topic without valid origin headers")
-            return letter._replace(value=value), False
-        spec = names.spec(message.topic)
-        return intake.envelope(
-            spec, message.partition, message.offset, message.key, message.value, limit
-        ), False
+        return envelope_of(message, self.context.names, self.context.settings, self.markets)
 
     # -- closing -----------------------------------------------------------------
 
@@ -278,6 +265,29 @@ class OwnedPartition:
             await asyncio.wait_for(producer.stop(), 5.0)
         self.work = self.transaction = self.producer = self.outputs = None
         return fenced
+
+
+def envelope_of(
+    message: Any, names: TopicNames, settings: StreamSettings, markets: frozenset[str]
+) -> tuple[Envelope, bool]:
+    """A record read from Kafka as the engine sees it, and whether it is a market copy. A
+    market copy carries its origin, which the engine keys it on; a record in the fan-out
+    topic without one (not written by the fan-out) is dead-lettered where it lies."""
+    limit = settings.max_record_bytes
+    if message.topic == names.fanout:
+        found = _origin(message.headers, markets, settings.market_partitions)
+        if found is not None:
+            origin, whole = found
+            return intake.envelope(*origin, message.key, message.value, limit, whole), True
+        letter = intake.envelope(
+            names.fanout, message.partition, message.offset, message.key, message.value, limit
+        )
+        value = NotJson("a record in the market fan-out topic without valid origin headers")
+        return letter._replace(value=value), False
+    spec = names.spec(message.topic)
+    return intake.envelope(
+        spec, message.partition, message.offset, message.key, message.value, limit
+    ), False
 
 
 def origin_headers(

@@ -61,6 +61,7 @@ from marginstream.stream.fanout import FanOut
 from marginstream.stream.faults import FAULTS
 from marginstream.stream.group import CoPartitionedAssignor
 from marginstream.stream.health import report, watch_heartbeats
+from marginstream.stream.layout import WATCH_SECONDS, Layout, LayoutChanged, LayoutWatch
 from marginstream.stream.metrics import StreamMetrics
 from marginstream.stream.partition import Context, EngineFailed, OwnedPartition, Phase
 from marginstream.stream.settings import StreamSettings
@@ -74,6 +75,8 @@ MAX_RECORDS = 5000  # per fetch
 # Records applied and not committed for this long mean a commit that hangs somewhere the
 # timeouts do not reach: the worker stops, and its successor starts from what Kafka holds.
 STALL_SECONDS = 60.0
+# From finding the partition layout changed to the exit: /health/ says why meanwhile.
+LAYOUT_EXIT_SECONDS = 2.0
 # Not processing for this many session timeouts (membership unconfirmed past its session,
 # a partition that keeps failing to open) makes /health/ say "failed".
 FAILED_AFTER_SESSIONS = 1.0
@@ -122,12 +125,16 @@ class RiskService(Service):
         self.stopping = False  # SIGTERM received (stream/worker.py) or on_stop begun
         self.open_failing_since: dict[int, float] = {}  # partition -> first failed opening
         self.stopped: dict[int, str] = {}  # partition -> the engine failure that stopped it
+        self.layout: LayoutWatch | None = None
+        self.layout_failure: str | None = None  # the layout changed: the worker is ending
 
-    def configure(self, url: str, stores_root: Path) -> None:
-        """Where this worker's web view answers (told to the group, for routing) and
-        where its partitions' stores live."""
+    def configure(self, url: str, stores_root: Path, layout: Layout) -> None:
+        """Where this worker's web view answers (told to the group, for routing), where
+        its partitions' stores live, and the partition layout it runs on (watched)."""
         self.url = self.assignor.url = url
         self.stores.root = stores_root
+        options = self.settings.kafka_options()
+        self.layout = LayoutWatch(layout, self.settings.bootstrap_servers, options)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -148,8 +155,11 @@ class RiskService(Service):
         )
         self.context = Context(
             settings, self.names, self.config, self.consumer, self.changelog, self.stores,
-            self.metrics,
+            self.metrics, self.layout,
         )  # fmt: skip
+        if self.layout is not None:
+            await self.layout.start()
+            self.fanout.layout = self.layout
         await self.changelog.start()
         await self.fanout.start()
         await self.consumer.start()
@@ -163,6 +173,7 @@ class RiskService(Service):
                 ("stall watch", self._watch_stalls),
                 ("changelog reader", self.changelog.run),
                 ("fan-out", self.fanout.run),
+                ("layout watch", self._watch_layout),
             )
         ]
 
@@ -187,6 +198,8 @@ class RiskService(Service):
         if locked:
             self.lock.release()
         stops = [self.consumer.stop(), self.fanout.stop(), self.changelog.stop()]
+        if self.layout is not None:
+            stops.append(self.layout.stop())
         for result in await asyncio.gather(  # together, in 1.5 s at most: 6 s in all
             *(asyncio.wait_for(stop, 1.5) for stop in stops), return_exceptions=True
         ):
@@ -266,6 +279,9 @@ class RiskService(Service):
     async def _process(self) -> None:
         consumer = self.consumer
         while True:
+            if self.layout_failure is not None:  # nothing more is applied: the worker ends
+                await asyncio.sleep(1.0)
+                continue
             batches = await consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS)
             if batches:
                 FAULTS.fail("fetch-error")
@@ -323,7 +339,9 @@ class RiskService(Service):
             *(asyncio.wait_for(owned.commit(), timeout) for owned in due), return_exceptions=True
         )
         for owned, result in zip(due, results, strict=True):
-            if isinstance(result, Exception):
+            if isinstance(result, LayoutChanged):
+                self._layout_changed(str(result))
+            elif isinstance(result, Exception):
                 await self._failed(owned, "commit", classified(result))
             elif isinstance(result, BaseException):
                 raise result
@@ -356,6 +374,38 @@ class RiskService(Service):
         self.consumer.pause(*owned.inputs)
         await owned.close(commit_first=False)
 
+    async def _watch_layout(self) -> None:
+        """Ask the broker for the partition counts at least every WATCH_SECONDS (each
+        commit asks too: stream/layout.py), so that an idle worker notices a change."""
+        assert self.layout is not None
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            try:
+                await self.layout.confirm(time.monotonic() - WATCH_SECONDS)
+            except LayoutChanged as change:
+                self._layout_changed(str(change))
+            except (KafkaError, TimeoutError, OSError) as error:  # a broker away: again
+                log.warning("the partition layout could not be checked: %r", error)
+
+    def _layout_changed(self, reason: str) -> None:
+        """Stop for good: nothing more is applied or committed (the commits' check fails
+        from now on), what is pending is aborted, /health/ says failed with the reason,
+        and the worker exits LAYOUT_EXIT_SECONDS later. The records stay in Kafka."""
+        if self.layout_failure is not None:
+            return
+        self.layout_failure = reason  # logged once, by fail(), at the exit
+        self.tasks.append(asyncio.ensure_future(self._end_on_layout(reason)))
+
+    async def _end_on_layout(self, reason: str) -> None:
+        try:
+            async with asyncio.timeout(LAYOUT_EXIT_SECONDS):
+                async with self.lock:
+                    await self._close_all(commit_first=False)
+        except (Exception, asyncio.CancelledError) as error:  # the exit aborts it anyway
+            log.warning("closing the partitions: %r", error)
+        await asyncio.sleep(LAYOUT_EXIT_SECONDS)
+        fail(reason)
+
     async def _watch_stalls(self) -> None:
         while True:
             await asyncio.sleep(1.0)
@@ -380,6 +430,8 @@ class RiskService(Service):
 
     def failing(self) -> str | None:
         """Why the worker is not processing and not about to (None: it is or will be)."""
+        if self.layout_failure is not None:
+            return self.layout_failure
         if self.stopping:
             return "stopping"
         if any(task.done() for task in self.tasks):

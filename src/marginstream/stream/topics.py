@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from marginstream.stream.layout import Layout
 from marginstream.stream.settings import StreamSettings
 
 ACCOUNT_INPUTS = ("orders", "transfers")
@@ -73,8 +74,16 @@ class TopicNames:
     def outputs(self) -> list[str]:
         return [self.full(n) for n in OUTPUTS]
 
-    def partitioned_like_orders(self) -> list[str]:
-        return [*self.risk_inputs(), *self.outputs(), self.changelog]
+    def account_inputs(self) -> list[str]:
+        return [self.full(n) for n in ACCOUNT_INPUTS]
+
+    def internal(self) -> list[str]:
+        """The deployment's own partitioned topics: one partition per account partition."""
+        return [self.fanout, self.changelog]
+
+    def every_topic(self) -> list[str]:
+        """Every topic the deployment reads or writes."""
+        return [*self.account_inputs(), *self.market_inputs(), *self.outputs(), *self.internal()]
 
     def consumed(self) -> dict[str, list[str]]:
         """Each consumer group of the deployment and the topics it commits offsets on."""
@@ -84,10 +93,12 @@ class TopicNames:
 COMPACTED = {"cleanup.policy": "compact"}
 
 
-async def ensure_topics(settings: StreamSettings) -> dict[str, int]:
-    """Create missing topics; refuse when the account inputs are not co-partitioned.
+async def ensure_topics(settings: StreamSettings) -> Layout:
+    """Refuse a layout the engine cannot run on, then create the missing topics.
 
-    Returns the partition count of every topic the engine uses.
+    Returns the layout: every topic's partition count, which the worker then watches
+    (stream/layout.py). Checked before anything is created, so that a refused start
+    leaves the cluster as it found it.
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: PLC0415
 
@@ -97,10 +108,13 @@ async def ensure_topics(settings: StreamSettings) -> dict[str, int]:
     )
     await admin.start()
     try:
-        wanted = {name: settings.partitions for name in names.partitioned_like_orders()}
-        wanted.update({name: settings.market_partitions for name in names.market_inputs()})
+        existing = await existing_counts(admin, names.every_topic())
+        refusal = layout_refusal(existing, names, settings.partitions, settings.market_partitions)
+        if refusal:
+            raise TopicError(refusal)
+        wanted = dict.fromkeys(names.every_topic(), settings.partitions)
+        wanted.update(dict.fromkeys(names.market_inputs(), settings.market_partitions))
         compacted = {names.full("instruments"), names.changelog}
-        existing = await _partition_counts(admin, list(wanted))
         missing = [
             NewTopic(
                 name,
@@ -113,16 +127,16 @@ async def ensure_topics(settings: StreamSettings) -> dict[str, int]:
         ]
         if missing:
             await admin.create_topics(missing)
-        counts = {**wanted, **existing}
+        return Layout({**wanted, **existing})
     finally:
         await admin.close()
-    check_copartitioned(counts, names, settings.partitions)
-    return counts
 
 
-async def _partition_counts(admin: object, topics: list[str]) -> dict[str, int]:
-    # Describe only topics that exist: a metadata request for a missing topic can make a
-    # broker with auto.create.topics.enable create it, with its default partition count.
+async def existing_counts(admin: object, topics: list[str]) -> dict[str, int]:
+    """The partition count of each of topics that exists.
+
+    Only topics that exist are described: a metadata request for a missing topic can make
+    a broker with auto.create.topics.enable create it, with its default partition count."""
     present = set(await admin.list_topics())  # type: ignore[attr-defined]
     wanted = [t for t in topics if t in present]
     if not wanted:
@@ -135,18 +149,56 @@ async def _partition_counts(admin: object, topics: list[str]) -> dict[str, int]:
     }
 
 
-def check_copartitioned(counts: dict[str, int], names: TopicNames, partitions: int) -> None:
-    orders, transfers = names.full("orders"), names.full("transfers")
-    if counts[orders] != counts[transfers]:
-        raise TopicError(
-            f"{orders} has {counts[orders]} partitions and {transfers} has {counts[transfers]}: "
-            "they must be co-partitioned (same count) so that one worker owns each account; "
-            "recreate one of them"
+def layout_refusal(
+    counts: dict[str, int], names: TopicNames, partitions: int, market_partitions: int
+) -> str | None:
+    """Why the engine cannot start on topics with these partition counts (None: it can):
+    one line naming every topic whose count differs and the one thing to do.
+
+    The output topics may have any count (outputs go to their key's partition among the
+    topic's own count). Everything else must match: the account inputs, co-partitioned,
+    and the deployment's fan-out and changelog have MARGINSTREAM_PARTITIONS partitions;
+    prices and instruments MARGINSTREAM_MARKET_PARTITIONS. Which setting or step fixes a
+    mismatch depends on where the deployment's state is: the count its changelog was made
+    with (README: Changing the partition count).
+    """
+    expected = dict.fromkeys([*names.account_inputs(), *names.internal()], partitions)
+    expected.update(dict.fromkeys(names.market_inputs(), market_partitions))
+    differing = [
+        f"{topic} has {counts[topic]}"
+        for topic, count in expected.items()
+        if topic in counts and counts[topic] != count
+    ]
+    if not differing:
+        return None
+    steps = []
+    inputs = sorted({counts[t] for t in names.account_inputs() if t in counts})
+    state = sorted({counts[t] for t in names.internal() if t in counts})
+    if len(inputs) > 1:  # orders and transfers must be co-partitioned first
+        smaller = [t for t in names.account_inputs() if counts[t] < inputs[-1]]
+        steps.append(f"grow {', '.join(smaller)} to {inputs[-1]} partitions")
+    if len(state) > 1:
+        steps.append(
+            f"the deployment's own topics disagree ({', '.join(names.internal())}): they "
+            "were changed outside marginstream; run under a new MARGINSTREAM_APP_ID"
         )
-    for name in names.partitioned_like_orders():
-        if counts[name] != partitions:
-            raise TopicError(
-                f"{name} has {counts[name]} partitions but MARGINSTREAM_PARTITIONS is "
-                f"{partitions}: set MARGINSTREAM_PARTITIONS={counts[orders]} (the count of "
-                f"{orders}) or recreate the topics"
-            )
+    elif inputs and state and inputs[-1] != state[0]:
+        steps.append(
+            f"the account inputs were grown to {inputs[-1]} partitions under a deployment "
+            f"whose state is on {state[0]}: stop its workers and move it with `marginstream "
+            f"repartition --partitions {inputs[-1]} --to-app-id <new app id>`, then run the "
+            f"workers with that app id and MARGINSTREAM_PARTITIONS={inputs[-1]}"
+        )
+    elif (state or inputs) and (state or inputs)[-1] != partitions:
+        steps.append(f"set MARGINSTREAM_PARTITIONS={(state or inputs)[-1]}")
+    market = sorted({counts[t] for t in names.market_inputs() if t in counts})
+    if len(market) > 1:
+        smaller = [t for t in names.market_inputs() if counts[t] < market[-1]]
+        steps.append(f"grow {', '.join(smaller)} to {market[-1]} partitions")
+    if market and market[-1] != market_partitions:
+        steps.append(f"set MARGINSTREAM_MARKET_PARTITIONS={market[-1]}")
+    return (
+        f"partition counts do not match this deployment's settings "
+        f"(MARGINSTREAM_PARTITIONS={partitions}, MARGINSTREAM_MARKET_PARTITIONS="
+        f"{market_partitions}): {', '.join(differing)}; to start: {'; then '.join(steps)}"
+    )

@@ -70,7 +70,7 @@ class RiskApp(faust.App):
         bound_shutdown(self.risk)
         _check_web_port(self.conf.web_bind, self.conf.web_port)  # faust's web starts later
         try:
-            counts = await ensure_topics(self.settings)
+            layout = await ensure_topics(self.settings)
         except TopicError as error:
             _cannot_start(str(error))
         except KafkaError as error:
@@ -79,12 +79,14 @@ class RiskApp(faust.App):
             _cannot_start(
                 reason or f"cannot reach Kafka at {settings.bootstrap_servers}: {error!r}"
             )
-        log.info("topics ready: %s", ", ".join(f"{t}[{n}]" for t, n in sorted(counts.items())))
+        log.info("topics ready: %s",
+                 ", ".join(f"{t}[{n}]" for t, n in sorted(layout.counts.items())))  # fmt: skip
         # Known only now that faust has read the command line (--datadir, --web-port).
         conf = self.conf
         self.risk.configure(
             url=web.routing_url(conf.web_host, conf.web_bind, conf.web_port),
             stores_root=Path(conf.tabledir) / "marginstream-state",
+            layout=layout,
         )
         log.info("web views on %s:%d, routed to as %s", conf.web_bind, conf.web_port,
                  self.risk.url)  # fmt: skip

@@ -1,0 +1,385 @@
+"""`marginstream repartition --partitions N --to-app-id NEW`: move a stopped deployment's
+state to N account partitions, under a new app id.
+
+Run it with the workers' environment (KAFKA_*, MARGINSTREAM_TOPIC_PREFIX,
+MARGINSTREAM_APP_ID, the engine's settings), after their workers have stopped. It:
+
+1. refuses, in one line, a deployment still running (its groups have members), a new
+   app id already in use (its group has offsets), or a count Kafka cannot give;
+2. reads the old deployment's state from its changelog (committed records only), and
+   its groups' offsets;
+3. finishes the old layout (core/delivery/repartition.py): every partition brought to
+   the market position of the furthest, from its own fan-out copies; then the records of
+   orders and transfers past the group's offsets that only the old layout explains, in
+   the order of their Kafka timestamps;
+4. grows orders and transfers to N partitions if they have fewer, creates the new
+   deployment's changelog and fan-out topics, and sets its fan-out group's offsets after
+   the market records already applied;
+5. in one Kafka transaction: the outputs of step 3, every part on its new partition of
+   the new changelog, and the new group's offsets (from where step 3 stopped on the old
+   partitions, from the beginning on the new ones). Nothing of the move is visible
+   until it commits; run again after a failure.
+
+The old deployment's topics and groups are left as they were (delete them once the new
+deployment runs). Its state is read whole into memory one partition at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import heapq
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.errors import KafkaError
+
+from marginstream.cli.errors import CommandError
+from marginstream.core import RiskEngine, intake
+from marginstream.core.delivery.parts import encode_part, part_key
+from marginstream.core.delivery.repartition import (
+    MoveRefused,
+    Spread,
+    behind,
+    market_positions,
+    old_layout_records,
+    placed,
+    start_offsets,
+)
+from marginstream.core.delivery.store import MemoryPartStore
+from marginstream.core.delivery.unit import load_eager
+from marginstream.core.envelope import Output, published_by
+from marginstream.stream.changelog import ChangelogReader
+from marginstream.stream.commit import Transaction, delivered
+from marginstream.stream.outputs import Outputs
+from marginstream.stream.partition import envelope_of
+from marginstream.stream.settings import SettingsError, StreamSettings
+from marginstream.stream.topics import COMPACTED, TopicNames, existing_counts
+
+VERSION = 1  # the version of every part in the new changelog (its first commit)
+
+
+@dataclasses.dataclass
+class Partition:
+    """One old partition during the move."""
+
+    number: int
+    engine: RiskEngine
+    outputs: list[Output] = dataclasses.field(default_factory=list)
+    applied: dict[str, int] = dataclasses.field(default_factory=dict)  # input -> records
+    misrouted: int = 0  # left to the new deployment, which dead-letters them
+
+
+class Move:
+    """The move of the deployment `settings` names to `count` partitions, as new_app_id."""
+
+    def __init__(self, settings: StreamSettings, count: int, new_app_id: str) -> None:
+        self.settings, self.count = settings, count
+        self.old = TopicNames(settings.topic_prefix, settings.app_id)
+        self.new = TopicNames(settings.topic_prefix, new_app_id)
+        if self.new.deployment == self.old.deployment:
+            raise CommandError("--to-app-id must differ from MARGINSTREAM_APP_ID")
+        self.options = settings.kafka_options()
+        self.counts: dict[str, int] = {}
+        self.committed: dict[TopicPartition, Any] = {}  # the old group's offsets
+        self.partitions: list[Partition] = []
+
+    async def run(self) -> list[str]:
+        """Move; returns the lines of the report."""
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.settings.bootstrap_servers, **self.options
+        )
+        await admin.start()
+        try:
+            await self._check(admin)
+            self.committed = await admin.list_consumer_group_offsets(self.old.group)
+            await self._load()
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False,
+                isolation_level="read_committed", **self.options,
+            )  # fmt: skip
+            await consumer.start()
+            try:
+                await self._catch_up_market(consumer)
+                await self._finish_inputs(consumer)
+            finally:
+                await consumer.stop()
+            await self._prepare(admin)
+            await self._commit()
+        except (KafkaError, OSError) as error:
+            raise CommandError(f"the move did not commit: {error!r}; run it again") from None
+        except MoveRefused as error:
+            raise CommandError(str(error)) from None
+        finally:
+            await admin.close()
+        return self._report()
+
+    async def _check(self, admin: AIOKafkaAdminClient) -> None:
+        """Refuse what cannot be moved."""
+        old, new, count = self.old, self.new, self.count
+        counts = self.counts = await existing_counts(
+            admin, [*old.account_inputs(), *old.internal()]
+        )
+        if old.changelog not in counts:
+            raise CommandError(f"no deployment to move: {old.changelog} does not exist")
+        state = counts[old.changelog]
+        if counts.get(old.fanout, state) != state:
+            raise CommandError(
+                f"{old.fanout} has {counts[old.fanout]} partitions, {old.changelog} {state}: "
+                "the deployment's topics disagree"
+            )
+        if count <= state:
+            raise CommandError(f"--partitions must be above the deployment's {state}, got {count}")
+        for topic in old.account_inputs():
+            if counts.get(topic, 0) > count:
+                raise CommandError(f"{topic} has {counts[topic]} partitions, more than {count}: "
+                                   "Kafka cannot take partitions away")  # fmt: skip
+        for group in (old.group, old.fanout_group):
+            await _wait_empty(admin, group, self.settings.session_timeout)
+        if await admin.list_consumer_group_offsets(new.group):
+            raise CommandError(
+                f"group {new.group} already has offsets: app id {new.app_id!r} is in use "
+                "(or this move has committed already)"
+            )
+
+    async def _load(self) -> None:
+        """Every old partition's state, as a worker restoring it would read it."""
+        state = self.counts[self.old.changelog]
+        config = dataclasses.replace(self.settings.engine, partitions=state)
+        reader = ChangelogReader(
+            self.settings.bootstrap_servers, self.old.changelog, options=self.options
+        )
+        await reader.start()
+        task = asyncio.ensure_future(reader.run())
+        try:
+            for number in range(state):
+                store = MemoryPartStore()
+                await reader.restore(number, store)
+                self.partitions.append(Partition(number, load_eager(store, config).engine))
+        finally:
+            task.cancel()
+            await reader.stop()
+
+    async def _catch_up_market(self, consumer: AIOKafkaConsumer) -> None:
+        """Bring every partition to the furthest market position, from its fan-out copies
+        (in the order the others applied them)."""
+        old = self.old
+        positions = market_positions(p.engine.guard for p in self.partitions)
+        markets = frozenset(old.spec(t) for t in old.market_inputs())
+        for partition in self.partitions:
+            engine = partition.engine
+            tp = TopicPartition(old.fanout, partition.number)
+            async for message in _read(consumer, tp, _offset(self.committed, tp)):
+                if not behind(engine.guard, positions):
+                    break
+                envelope, from_market = envelope_of(message, old, self.settings, markets)
+                if from_market and envelope.offset > positions.get(envelope.source, -1):
+                    raise MoveRefused(
+                        f"partition {partition.number}'s fan-out copies are not in the order "
+                        f"the others applied them ({envelope.source} at {envelope.offset})"
+                    )
+                outcome = engine.apply(envelope)
+                partition.outputs += [
+                    o for o in outcome.outputs if published_by(partition.number, o, from_market)
+                ]
+                partition.applied["market"] = partition.applied.get("market", 0) + 1
+            if behind(engine.guard, positions):
+                raise MoveRefused(
+                    f"partition {partition.number} cannot reach the other partitions' market "
+                    f"position: {old.fanout}[{partition.number}] lacks the copies"
+                )
+
+    async def _finish_inputs(self, consumer: AIOKafkaConsumer) -> None:
+        """Apply each old partition's records that only the old layout explains: orders and
+        transfers merged by their Kafka timestamps, each in its own order."""
+        state, count = len(self.partitions), self.count
+        for partition in self.partitions:
+            number, taken = partition.number, []
+            for topic in self.old.account_inputs():
+                tp = TopicPartition(topic, number)
+                messages = [m async for m in _read(consumer, tp, _offset(self.committed, tp))]
+                keys = (m.key for m in messages)
+                applied = partition.applied[topic] = old_layout_records(keys, number, state, count)
+                taken.append(messages[:applied])
+                partition.misrouted += sum(
+                    1 for m in messages[applied:]
+                    if placed(m.key, number, state) and not placed(m.key, number, count)
+                )  # fmt: skip
+            for message in heapq.merge(*taken, key=lambda m: m.timestamp):
+                envelope = intake.envelope(
+                    self.old.spec(message.topic), number, message.offset, message.key,
+                    message.value, self.settings.max_record_bytes,
+                )  # fmt: skip
+                partition.outputs += partition.engine.apply(envelope).outputs
+
+    async def _prepare(self, admin: AIOKafkaAdminClient) -> None:
+        """Grow the inputs, create the new deployment's topics, set its fan-out's offsets."""
+        old, new, count = self.old, self.new, self.count
+        grow = {
+            topic: NewPartitions(total_count=count)
+            for topic in old.account_inputs()
+            if self.counts.get(topic, 0) < count
+        }
+        if grow:
+            await admin.create_partitions(grow)
+        present = set(await admin.list_topics())
+        missing = [
+            NewTopic(topic, count, self.settings.replication_factor,
+                     topic_configs=COMPACTED if topic == new.changelog else {})
+            for topic in new.internal()
+            if topic not in present
+        ]  # fmt: skip
+        if missing:
+            await admin.create_topics(missing)
+        positions = market_positions(p.engine.guard for p in self.partitions)
+        offsets = {
+            TopicPartition(old.full(source.topic), source.partition): offset + 1
+            for source, offset in positions.items()
+        }
+        if offsets:  # outside the transaction: a run after a failure sets the same again
+            fanout = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.bootstrap_servers, group_id=new.fanout_group,
+                enable_auto_commit=False, **self.options,
+            )  # fmt: skip
+            await fanout.start()
+            try:
+                fanout.assign(list(offsets))
+                await fanout.commit(offsets)
+            finally:
+                await fanout.stop()
+
+    async def _commit(self) -> None:
+        """The outputs, the new changelog and the new group's offsets, in one transaction."""
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            transactional_id=f"{self.new.deployment}-repartition",
+            acks="all", linger_ms=5, max_batch_size=256 * 1024, **self.options,
+        )  # fmt: skip
+        await producer.start()
+        try:
+            await producer.begin_transaction()
+            await self._write(producer)
+            await producer.commit_transaction()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.abort_transaction()
+            raise
+        finally:
+            await producer.stop()
+
+    async def _write(self, producer: AIOKafkaProducer) -> None:
+        """Everything the move writes, in the producer's open transaction."""
+        old, new, count = self.old, self.new, self.count
+        transaction = Transaction(producer, new.changelog, 0, new.group, [])
+        outputs = Outputs(transaction)
+        spread = Spread(len(self.partitions), count)
+        for partition in self.partitions:
+            for output in partition.outputs:
+                await outputs.send(old.full(output.topic), output.key, orjson.dumps(output.value))
+            for number, key, part in spread.take(partition.number, partition.engine.parts()):
+                await _send_part(transaction, number, key, part)
+            partition.engine = RiskEngine()  # spread: its memory can go
+        for number, key, part in spread.shared():
+            await _send_part(transaction, number, key, part)
+        await delivered(transaction.sends)
+        offsets = {TopicPartition(new.fanout, q): 0 for q in range(count)}
+        for topic in old.account_inputs():
+            before = [_offset(self.committed, TopicPartition(topic, p.number))
+                      for p in self.partitions]  # fmt: skip
+            applied = [p.applied.get(topic, 0) for p in self.partitions]
+            for q, offset in enumerate(start_offsets(before, applied, count)):
+                offsets[TopicPartition(topic, q)] = offset
+        await producer.send_offsets_to_transaction(offsets, new.group)
+
+    def _report(self) -> list[str]:
+        old, new = self.old, self.new
+        applied = sum(n for p in self.partitions for n in p.applied.values())
+        misrouted = sum(p.misrouted for p in self.partitions)
+        lines = [
+            f"moved {old.deployment} ({len(self.partitions)} partitions) to {new.deployment} "
+            f"({self.count} partitions); {applied} records applied on the old layout first",
+            f"start the workers with MARGINSTREAM_APP_ID={new.app_id} "
+            f"MARGINSTREAM_PARTITIONS={self.count}",
+            f"once they run, {old.changelog}, {old.fanout} and the groups {old.group}, "
+            f"{old.fanout_group} can be deleted",
+        ]
+        if misrouted:
+            lines.append(
+                f"warning: {misrouted} records on the old partitions were produced on the old "
+                "layout after others on the new one: the new deployment dead-letters them as "
+                "misrouted (produce them again)"
+            )
+        return lines
+
+
+async def _wait_empty(admin: AIOKafkaAdminClient, group: str, session: float) -> None:
+    """Refuse a group with members, after waiting one session timeout for them to go: a
+    worker that died (or stopped on a layout change) stays a member until then."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + session + 1.0
+    while True:
+        members = sum(
+            len(found["members"])
+            for described in await admin.describe_consumer_groups([group])
+            for found in described.to_object()["groups"]
+        )
+        if not members:
+            return
+        if loop.time() > deadline:
+            raise CommandError(
+                f"the deployment is running: group {group} has {members} members "
+                f"after {session:.0f}s; stop its workers first"
+            )
+        await asyncio.sleep(0.5)
+
+
+async def _send_part(transaction: Transaction, number: int, key: Any, part: Any) -> None:
+    sent = await transaction.producer.send(
+        transaction.changelog, encode_part(VERSION, part), key=part_key(key), partition=number
+    )
+    transaction.sends.append(sent)
+
+
+async def _read(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int) -> AsyncIterator[Any]:
+    """The committed records of tp from start to its end now, in offset order."""
+    consumer.assign([tp])
+    end = (await consumer.end_offsets([tp]))[tp]
+    if start >= end:
+        return
+    consumer.seek(tp, start)
+    while await consumer.position(tp) < end:
+        for batch in (await consumer.getmany(tp, timeout_ms=1000)).values():
+            for message in batch:
+                if message.offset < end:
+                    yield message
+
+
+def _offset(committed: dict[TopicPartition, Any], tp: TopicPartition) -> int:
+    found = committed.get(tp)
+    return found.offset if found is not None and found.offset >= 0 else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = StreamSettings.from_env()
+    except SettingsError as error:
+        raise CommandError(str(error)) from None
+    for line in asyncio.run(Move(settings, args.partitions, args.to_app_id).run()):
+        print(line, file=sys.stderr if line.startswith("warning") else sys.stdout)
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "repartition",
+        help="move a stopped deployment's state to more partitions, under a new app id",
+    )
+    parser.add_argument("--partitions", type=int, required=True, help="the new count")
+    parser.add_argument("--to-app-id", required=True, help="the new deployment's app id")
+    parser.set_defaults(run=run)
