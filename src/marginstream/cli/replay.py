@@ -143,8 +143,9 @@ def write_line(out: IO[bytes], item: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path: Path = args.events
-    values = {setting.field: getattr(args, setting.field) for setting in REPLAYED}
-    found = relation_problem(REPLAYED, values, lambda setting: setting.flag)
+    given = [setting for setting in REPLAYED if getattr(args, setting.field) is not None]
+    values = {**DEFAULTS, "partitions": None, **{s.field: getattr(args, s.field) for s in given}}
+    found = relation_problem(given, values, lambda setting: setting.flag)
     if found is not None:  # as argparse refuses a flag out of its own range: status 2
         setting, problem = found
         args.parser.error(f"argument {setting.flag}: {problem}: must be {_words(setting)}")
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     engine = RiskEngine(config) if args.partitions is None else Shards(config, args.partitions)
     out = sys.stdout.buffer
     with path.open(encoding="utf-8", errors="replace") as events:
-        for output in replay_lines(engine, events, args.max_record_bytes):
+        for output in replay_lines(engine, events, values["max_record_bytes"]):
             write_line(out, {"topic": output.topic, "key": output.key, "value": output.value})
     if args.state:
         for item in state_lines(engine):
@@ -201,8 +202,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     for setting in REPLAYED:  # one flag per setting that changes outputs or state
         default = None if setting.field == "partitions" else DEFAULTS[setting.field]
         shown = "" if default is None else f"; default {default}"
-        parser.add_argument(
-            setting.flag, dest=setting.field, type=_argument(setting), default=default,
+        parser.add_argument(  # default None: run() tells the flags given (and relates them)
+            setting.flag, dest=setting.field, type=_argument(setting), default=None,
             help=HELP.get(setting.field, f"as the workers' {setting.variable}")
             + f" ({_words(setting)}{shown})".replace("%", "%%"),
         )  # fmt: skip

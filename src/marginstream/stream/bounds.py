@@ -161,9 +161,10 @@ def _servers(value: str) -> bool:
 
 
 def _host(value: str) -> bool:
-    """It becomes http://<host>:<port>, the address other workers route requests to."""
+    """It becomes http://<host>:<port>, the address other workers route requests to:
+    none of the characters that would end or escape the URL's host."""
     return 0 < len(value) <= 253 and all(
-        char.isprintable() and not char.isspace() and char not in "/@:" for char in value
+        char.isprintable() and not char.isspace() and char not in "/@:?#\\%" for char in value
     )
 
 
@@ -334,8 +335,9 @@ SETTINGS: tuple[Setting, ...] = (
             "1 to 65535", False, Examples("0", "6067", "65536"),
             not_replayed_because="where the views are served"),
     Setting("web_host", "MARGINSTREAM_WEB_HOST", text, _host,
-            "1 to 253 characters, no spaces, '/', '@' or ':'", False,
-            Examples(None, "risk-1.internal", "h" * 254, ("a b", "a/b", "u@h", "h:1", "a\nb")),
+            "1 to 253 characters, none of space / @ : ? # \\ %", False,
+            Examples(None, "risk-1.internal", "h" * 254,
+                     ("a b", "a/b", "u@h", "h:1", "a\nb", "h?x", "a\\b")),
             not_replayed_because="the name other workers route requests to"),
     Setting("web_bind", "MARGINSTREAM_WEB_BIND", text, _address,
             "an IP address or a host name (as MARGINSTREAM_WEB_HOST)", False,

@@ -74,7 +74,7 @@ class KafkaSecurity:
                 ("KAFKA_SSL_CERTFILE", self.certfile),
                 ("KAFKA_SSL_KEYFILE", self.keyfile),
             ):
-                if path and not Path(path).is_file():
+                if path and not _is_file(path):
                     raise SecurityError(bounds.refusal(variable, path, "no such file"))
             if self.keyfile and not self.certfile:
                 raise SecurityError(bounds.refusal("KAFKA_SSL_KEYFILE", self.keyfile,
@@ -196,6 +196,13 @@ class KafkaSecurity:
             key_password=env.get("KAFKA_SSL_KEY_PASSWORD") or None,
             check_hostname=check in ("true", "1", "yes"),
         )
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except OSError:  # a name too long, say: no such file either
+        return False
 
 
 async def refusal(
