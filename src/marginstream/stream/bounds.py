@@ -250,6 +250,10 @@ class Setting:
         note = self.note() if callable(self.note) else self.note
         return f"{problem}: must be {self.range}" + (f" ({note})" if note else "")
 
+    def refused(self, raw: str, problem: str) -> SettingsError:
+        """The error (its message the one line) that refuses raw for problem."""
+        return SettingsError(refusal(self.variable, raw, self.why(problem), self.secret))
+
     def problem(self, value: Any) -> str | None:
         """What is wrong with a parsed value on its own (None: inside the range)."""
         if self.check(value):
@@ -258,7 +262,6 @@ class Setting:
 
 
 _NAMES = "of A-Za-z0-9._-"
-_ACCOUNT_SIDE = "the account topics' partitions is the record's place: replay has --partitions"
 SETTINGS: tuple[Setting, ...] = (
     Setting("bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS", text, _servers,
             "comma-separated host:port, port 1 to 65535, no spaces", False,
@@ -368,50 +371,3 @@ def relation_problem(
         if not relation.holds(value, other):
             return setting, relation.problem(name(BY_FIELD[relation.other]), other)
     return None
-
-
-def read(env: Mapping[str, str], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields the environment sets (an empty variable is unset), each inside its
-    range; SettingsError, with the one line, for the first that is not."""
-    values: dict[str, Any] = {}
-    given: dict[str, Setting] = {}
-    raws: dict[str, str] = {}
-    for setting in SETTINGS:
-        raw = env.get(setting.variable)
-        if raw is None or raw == "":
-            continue
-        earlier = given.get(setting.field)
-        if earlier is not None:
-            why = f"{earlier.variable} is set too: set one of them"
-            raise SettingsError(refusal(setting.variable, raw, why, setting.secret))
-        try:
-            value = setting.parse(raw)
-            problem = setting.problem(value)
-        except ValueError as error:
-            problem = str(error)
-        if problem is not None:
-            raise SettingsError(
-                refusal(setting.variable, raw, setting.why(problem), setting.secret)
-            )
-        values[setting.field], given[setting.field], raws[setting.variable] = value, setting, raw
-    found = relation_problem(given.values(), {**defaults, **values}, lambda s: s.variable)
-    if found is not None:
-        setting, problem = found
-        raw = raws[setting.variable]
-        raise SettingsError(refusal(setting.variable, raw, setting.why(problem), setting.secret))
-    return values
-
-
-def check_values(values: Mapping[str, Any]) -> None:
-    """The same ranges on values already parsed (settings made in code, as tests do)."""
-    for setting in SETTINGS:
-        value = values.get(setting.field)
-        problem = None if value is None else setting.problem(value)
-        if problem is not None:
-            why = setting.why(problem)
-            raise SettingsError(refusal(setting.variable, str(value), why, setting.secret))
-    found = relation_problem(SETTINGS, values, lambda s: s.variable)
-    if found is not None:
-        setting, problem = found
-        value = str(values[setting.field])
-        raise SettingsError(refusal(setting.variable, value, setting.why(problem)))

@@ -56,7 +56,7 @@ class StreamSettings:
     def __post_init__(self) -> None:
         """Settings made in code get the environment's ranges too (bounds.py)."""
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
-        bounds.check_values(values)
+        _check(values)
         try:
             engine = engine_config(values)
         except ValueError as error:  # the core's own checks: unreachable past the table's
@@ -82,7 +82,7 @@ class StreamSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> StreamSettings:
         """Through the table of bounds.py: SettingsError, one line, for a value out of range."""
         env = os.environ if env is None else env
-        values: dict[str, Any] = bounds.read(env, DEFAULTS)
+        values = _read(env)
         try:
             values["security"] = KafkaSecurity.from_env(env)
         except SecurityError as error:
@@ -109,6 +109,43 @@ def engine_config(values: Mapping[str, Any]) -> EngineConfig:
     return EngineConfig(
         thresholds, retention_ms, v["partitions"], v["max_open_orders"], liquidation=policy
     )
+
+
+def _read(env: Mapping[str, str]) -> dict[str, Any]:
+    """The fields the environment sets (an empty variable is unset), each inside its
+    range; SettingsError, with the one line, for the first that is not."""
+    values: dict[str, Any] = {}
+    given: dict[str, bounds.Setting] = {}
+    raws: dict[str, str] = {}
+    for setting in bounds.SETTINGS:
+        raw = env.get(setting.variable)
+        if raw is None or raw == "":
+            continue
+        if (earlier := given.get(setting.field)) is not None:  # the token and its file
+            raise setting.refused(raw, f"{earlier.variable} is set too: set one of them")
+        try:
+            value = setting.parse(raw)
+            problem = setting.problem(value)
+        except ValueError as error:
+            problem = str(error)
+        if problem is not None:
+            raise setting.refused(raw, problem)
+        values[setting.field], given[setting.field], raws[setting.variable] = value, setting, raw
+    found = bounds.relation_problem(given.values(), {**DEFAULTS, **values}, lambda s: s.variable)
+    if found is not None:
+        raise found[0].refused(raws[found[0].variable], found[1])
+    return values
+
+
+def _check(values: Mapping[str, Any]) -> None:
+    """The same ranges on values already parsed (settings made in code, as tests do)."""
+    for setting in bounds.SETTINGS:
+        value = values.get(setting.field)
+        if value is not None and (problem := setting.problem(value)) is not None:
+            raise setting.refused(str(value), problem)
+    found = bounds.relation_problem(bounds.SETTINGS, values, lambda s: s.variable)
+    if found is not None:
+        raise found[0].refused(str(values[found[0].field]), found[1])
 
 
 def from_env_or_exit(env: Mapping[str, str] | None = None) -> StreamSettings:
