@@ -77,8 +77,8 @@ class KafkaSecurity:
                 if path and not _is_file(path):
                     raise SecurityError(bounds.refusal(variable, path, "no such file"))
             if self.keyfile and not self.certfile:
-                raise SecurityError(bounds.refusal("KAFKA_SSL_KEYFILE", self.keyfile,
-                                            "needs KAFKA_SSL_CERTFILE"))  # fmt: skip
+                why = "needs KAFKA_SSL_CERTFILE"
+                raise SecurityError(bounds.refusal("KAFKA_SSL_KEYFILE", self.keyfile, why))
             self._load_tls_files()
 
     def _load_tls_files(self) -> None:
@@ -176,8 +176,8 @@ class KafkaSecurity:
         if password_file is not None:
             try:
                 password = Path(password_file).read_text().rstrip("\r\n")
-            except OSError as error:
-                why = f"cannot read it ({error.strerror})"
+            except (OSError, UnicodeDecodeError) as error:
+                why = f"cannot read it ({getattr(error, 'strerror', None) or 'not text'})"
                 raise SecurityError(
                     bounds.refusal("KAFKA_SASL_PASSWORD_FILE", password_file, why)
                 ) from None
