@@ -1,12 +1,7 @@
-"""`faust -A marginstream.app worker`: the worker, configured from the environment."""
+"""`faust -A marginstream.app worker`: the worker, configured from the environment (a
+value out of range: one line and exit status 2, settings.from_env_or_exit)."""
 
-import sys
-
-from marginstream.stream.settings import SettingsError
+from marginstream.stream.settings import from_env_or_exit
 from marginstream.stream.worker import create_app
 
-try:
-    app = create_app()
-except SettingsError as error:  # one line, as for every other reason not to start
-    print(f"marginstream: error: {error}", file=sys.stderr, flush=True)
-    raise SystemExit(2) from None
+app = create_app(from_env_or_exit())

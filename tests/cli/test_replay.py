@@ -9,6 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from marginstream.stream.bounds import SETTINGS
+
 
 def marginstream(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -189,3 +191,91 @@ def test_with_partitions_a_line_naming_a_partition_beyond_them_is_a_dead_letter(
     assert result.returncode == 0, result.stderr
     [letter] = lines(result.stdout)
     assert letter["value"]["reason"] == "line 1: partition 4 does not exist (4 partitions)"
+
+
+REPLAYED = [setting for setting in SETTINGS if setting.replayed]
+DAY_MS = 86_400_000
+
+
+def replay_in_process(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
+    """`marginstream replay` as main() runs it: (exit status, stderr)."""
+    from marginstream.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(["replay", *args])
+    except SystemExit as stop:  # argparse refusing a flag
+        code = stop.code  # type: ignore[assignment]
+    return code, capsys.readouterr().err
+
+
+def test_every_setting_that_changes_outputs_or_state_has_its_flag_with_the_same_bounds(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    """Derived from the worker's table (stream/bounds.py): a setting marked replayed
+    cannot lack its flag, nor have other bounds."""
+    from marginstream.cli import build_parser
+
+    replay = build_parser()._subparsers._group_actions[0].choices["replay"]  # type: ignore[union-attr]
+    flags = {flag for action in replay._actions for flag in action.option_strings}
+    assert flags - {"-h", "--help", "--state"} == {setting.flag for setting in REPLAYED}
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    for setting in REPLAYED:
+        examples = setting.examples
+        for value in (examples.below, examples.above, *examples.refused):
+            if value is None:
+                continue
+            code, err = replay_in_process(capsys, str(events), f"{setting.flag}={value}")
+            assert code == 2, (setting.flag, value, err)
+            assert f"marginstream replay: error: argument {setting.flag}: " in err, err
+        assert replay_in_process(capsys, str(events), setting.flag, examples.inside) == (0, "")
+
+
+def deposits(*ids_and_days: tuple[str, float]) -> list[str]:
+    return [
+        orjson.dumps(
+            {"topic": "transfers", "key": "a",
+             "value": {"type": "deposit", "transfer_id": transfer, "account": "a",
+                       "amount": "10", "ts": 1_000 + int(days * DAY_MS)}}
+        ).decode()
+        for transfer, days in ids_and_days
+    ]  # fmt: skip
+
+
+def test_the_duplicate_retention_flag_decides_a_repeat_deposit_as_the_engine_does(tmp_path: Path):
+    """A repeat 2 days later: past a 1-day retention it is applied, within the default 7
+    days a dead letter; a repeat after half a day is a dead letter either way."""
+    from marginstream.cli.replay import replay_lines
+    from marginstream.core import RiskEngine
+    from marginstream.stream.settings import engine_config
+
+    events = tmp_path / "events.jsonl"
+    lines_in = deposits(("t1", 0), ("t1", 0.5), ("t2", 1), ("t2", 3))
+    events.write_text("\n".join(lines_in))
+    outcomes = {}
+    for days in ("1", None):
+        result = marginstream("replay", str(events), "--state",
+                              *(("--duplicate-retention-days", days) if days else ()))  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        outcomes[days] = lines(result.stdout)
+        values = {"duplicate_retention_days": float(days or 7), "partitions": None}
+        engine = RiskEngine(engine_config(values))
+        assert [o.value for o in replay_lines(engine, lines_in)] == [
+            r["value"] for r in outcomes[days] if r["topic"] != "state"
+        ]
+    one_day, seven_days = outcomes["1"], outcomes[None]
+    assert [r["value"]["cash"] for r in one_day if r["topic"] == "state"] == ["30"]
+    assert [r["value"]["cash"] for r in seven_days if r["topic"] == "state"] == ["20"]
+    letters = [r["value"]["reason"] for r in seven_days if r["topic"] == "dead-letters"]
+    assert len(letters) == 2 and all("duplicate" in reason for reason in letters), letters
+    assert len([r for r in one_day if r["topic"] == "dead-letters"]) == 1
+
+
+def test_the_record_limit_flag_is_the_worker_s(tmp_path: Path):
+    events = tmp_path / "events.jsonl"
+    [line] = deposits(("t" * 120, 0))
+    events.write_text(line.replace('"amount"', '"pad": "' + "x" * 2000 + '", "amount"'))
+    small = lines(marginstream("replay", str(events), "--max-record-bytes", "1024").stdout)
+    assert "over the 1024-byte limit" in small[0]["value"]["reason"]
+    assert lines(marginstream("replay", str(events), "--state").stdout)[0]["topic"] == "state"

@@ -34,18 +34,19 @@ def test_sasl_plaintext_logs_in_with_scram_sha_512_by_default():
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({**SASL}, "KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT needs KAFKA_SASL_PASSWORD"),
+        ({**SASL}, "KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT: needs KAFKA_SASL_PASSWORD"),
         ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_PASSWORD": "x"},
-         "KAFKA_SECURITY_PROTOCOL=SASL_SSL needs KAFKA_SASL_USERNAME"),
-        ({"KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL='TLS' is not one of"),
+         "KAFKA_SECURITY_PROTOCOL=SASL_SSL: needs KAFKA_SASL_USERNAME"),
+        ({"KAFKA_SECURITY_PROTOCOL": "TLS"},
+         "KAFKA_SECURITY_PROTOCOL=TLS: not allowed: must be PLAINTEXT, SSL"),
         ({**SASL, "KAFKA_SASL_PASSWORD": "x", "KAFKA_SASL_MECHANISM": "GSSAPI"},
-         "KAFKA_SASL_MECHANISM='GSSAPI' is not one of SCRAM-SHA-512, SCRAM-SHA-256, PLAIN"),
+         "KAFKA_SASL_MECHANISM=GSSAPI: not allowed: must be SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN"),
         ({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CAFILE": "/no/such/ca.pem"},
          "KAFKA_SSL_CAFILE=/no/such/ca.pem: no such file"),
         ({**SASL, "KAFKA_SASL_PASSWORD_FILE": "/no/such/secret"},
-         "KAFKA_SASL_PASSWORD_FILE=/no/such/secret: No such file or directory"),
+         "KAFKA_SASL_PASSWORD_FILE=/no/such/secret: cannot read it (No such file or directory)"),
         ({**SASL, "KAFKA_SASL_PASSWORD": "x", "KAFKA_SASL_PASSWORD_FILE": "/etc/hostname"},
-         "set KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE, not both"),
+         "KAFKA_SASL_PASSWORD_FILE=/etc/hostname: KAFKA_SASL_PASSWORD is set too"),
     ],
 )  # fmt: skip
 def test_unusable_security_settings_are_refused_with_their_variable(env, message):
@@ -97,6 +98,6 @@ def test_a_worker_without_its_password_exits_2_with_one_line(tmp_path: Path):
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert result.stderr == (
-        "marginstream: error: KAFKA_SECURITY_PROTOCOL=SASL_SSL needs KAFKA_SASL_PASSWORD "
+        "marginstream: error: KAFKA_SECURITY_PROTOCOL=SASL_SSL: needs KAFKA_SASL_PASSWORD "
         "(or KAFKA_SASL_PASSWORD_FILE)\n"
     )

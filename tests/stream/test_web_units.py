@@ -66,14 +66,14 @@ def test_web_settings_from_the_environment(tmp_path):
     path.write_text("from-a-file\n")
     env = {"MARGINSTREAM_WEB_TOKEN_FILE": str(path)}
     assert StreamSettings.from_env(env).web_token == "from-a-file"
-    with pytest.raises(SettingsError, match="not both"):
+    with pytest.raises(SettingsError, match="MARGINSTREAM_WEB_TOKEN is set too"):
         StreamSettings.from_env({**env, "MARGINSTREAM_WEB_TOKEN": "abc"})
     path.write_text("\n")
-    with pytest.raises(SettingsError, match="empty"):
+    with pytest.raises(SettingsError, match="the file is empty"):
         StreamSettings.from_env(env)
-    with pytest.raises(SettingsError, match="cannot read"):
+    with pytest.raises(SettingsError, match="cannot read it"):
         StreamSettings.from_env({"MARGINSTREAM_WEB_TOKEN_FILE": str(tmp_path / "missing")})
-    with pytest.raises(SettingsError, match="printable"):
+    with pytest.raises(SettingsError, match="printable ASCII"):
         StreamSettings.from_env({"MARGINSTREAM_WEB_TOKEN": "two words"})
 
 

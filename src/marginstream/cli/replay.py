@@ -9,6 +9,11 @@ or lacks topic/value becomes a dead letter naming its line number; the replay go
 
 Each value goes through the worker's own intake (core/intake.py) as the bytes
 `marginstream produce` would send, so size limits and JSON errors match the live system.
+
+Every worker setting that changes outputs or state has a flag of the same name
+(MARGINSTREAM_DUPLICATE_RETENTION_DAYS: --duplicate-retention-days), built from the
+table of stream/bounds.py with the same bounds, and the engine is configured by the
+worker's own function (stream/settings.engine_config): a replay can mirror any deployment.
 """
 
 from __future__ import annotations
@@ -17,22 +22,30 @@ import argparse
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
 from marginstream.cli.errors import CommandError
-from marginstream.core import DEAD_LETTERS, EngineConfig, Output, RiskEngine, intake
-from marginstream.core.alerts import Thresholds
+from marginstream.core import DEAD_LETTERS, Output, RiskEngine, intake
 from marginstream.core.deadletters import original
+from marginstream.core.intake import MAX_RECORD_BYTES
 from marginstream.core.keys import account_partition
 from marginstream.core.liquidation import adl
-from marginstream.core.liquidation.closeout import BANKRUPTCY, PENALTY, LiquidationPolicy
-from marginstream.core.numbers import RecordError, parse_decimal
 from marginstream.core.records import ACCOUNT_TOPICS
 from marginstream.core.shards import Shards
+from marginstream.stream.bounds import SETTINGS, Setting, relation_problem
+from marginstream.stream.settings import DEFAULTS, engine_config
+
+REPLAYED = tuple(setting for setting in SETTINGS if setting.replayed)
+HELP = {  # more than "as the workers' <VARIABLE>" says
+    "partitions": "the account topics' partition count: check each record's partition, and "
+    "keep one engine per partition as the workers do (each has its own slice of the "
+    "insurance fund and its own auto-deleveraging ranking); without it, one engine",
+    "liquidation_target": "as the workers' MARGINSTREAM_LIQUIDATION_TARGET; by default the "
+    "margin call",
+}
 
 
 def _line_dead_letter(number: int, reason: str, text: str) -> Output:
@@ -52,8 +65,11 @@ def _line_dead_letter(number: int, reason: str, text: str) -> Output:
     )
 
 
-def replay_lines(engine: RiskEngine | Shards, lines: Iterable[str]) -> Iterator[Output]:
-    """Every output of the engine for the given input lines, in order."""
+def replay_lines(
+    engine: RiskEngine | Shards, lines: Iterable[str], max_record_bytes: int = MAX_RECORD_BYTES
+) -> Iterator[Output]:
+    """Every output of the engine for the given input lines, in order (a record's key and
+    value over max_record_bytes together is a dead letter, as live)."""
     offsets: dict[tuple[str, int], int] = defaultdict(int)
     partitions = engine.config.partitions
     for number, line in enumerate(lines, start=1):
@@ -92,7 +108,8 @@ def replay_lines(engine: RiskEngine | Shards, lines: Iterable[str]) -> Iterator[
         offset = offsets[topic, partition]
         offsets[topic, partition] += 1
         raw_key = None if key is None else str(key).encode()
-        envelope = intake.envelope(topic, partition, offset, raw_key, orjson.dumps(item["value"]))
+        value = orjson.dumps(item["value"])
+        envelope = intake.envelope(topic, partition, offset, raw_key, value, max_record_bytes)
         try:
             outcome = engine.apply(envelope)
         except Exception as error:  # bad input is a dead letter: this is a bug of the engine
@@ -126,23 +143,22 @@ def write_line(out: IO[bytes], item: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path: Path = args.events
+    given = [setting for setting in REPLAYED if getattr(args, setting.field) is not None]
+    values = {**DEFAULTS, "partitions": None, **{s.field: getattr(args, s.field) for s in given}}
+    found = relation_problem(given, values, lambda setting: setting.flag)
+    if found is not None:  # as argparse refuses a flag out of its own range: status 2
+        setting, problem = found
+        args.parser.error(f"argument {setting.flag}: {problem}: must be {_words(setting)}")
     if not path.is_file():
         raise CommandError(f"{path}: no such file")
     try:
-        thresholds = Thresholds(args.margin_call, args.liquidation)
-        policy = LiquidationPolicy(
-            args.liquidation_target, args.liquidation_pricing, args.liquidation_penalty,
-            args.liquidation_lot, args.liquidation_reissue_ms,
-        )  # fmt: skip
-        config = EngineConfig(thresholds=thresholds, partitions=args.partitions, liquidation=policy)
-    except ValueError as error:
+        config = engine_config(values)
+    except ValueError as error:  # the core's own checks: unreachable past the flags'
         raise CommandError(str(error)) from None
-    if args.partitions is not None and not 1 <= args.partitions <= 10_000:
-        raise CommandError(f"--partitions must be between 1 and 10000, got {args.partitions}")
     engine = RiskEngine(config) if args.partitions is None else Shards(config, args.partitions)
     out = sys.stdout.buffer
     with path.open(encoding="utf-8", errors="replace") as events:
-        for output in replay_lines(engine, events):
+        for output in replay_lines(engine, events, values["max_record_bytes"]):
             write_line(out, {"topic": output.topic, "key": output.key, "value": output.value})
     if args.state:
         for item in state_lines(engine):
@@ -151,11 +167,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lot(raw: str) -> Decimal:
-    try:
-        return parse_decimal(raw, "the lot")
-    except RecordError as error:  # argparse shows its text
-        raise argparse.ArgumentTypeError(str(error)) from None
+def _words(setting: Setting) -> str:
+    """The range in words, naming the other settings by their flags."""
+    words = setting.range
+    for other in REPLAYED:
+        words = words.replace(other.variable, other.flag)
+    return words
+
+
+def _argument(setting: Setting) -> Any:
+    """argparse's type: the setting's own parsing and range, so that a value out of it is
+    refused as by the workers (argparse exits 2 naming the flag)."""
+
+    def parse(raw: str) -> Any:
+        try:
+            value = setting.parse(raw)
+            problem = setting.problem(value)
+        except ValueError as error:
+            problem = str(error)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(f"{problem}: must be {_words(setting)}")
+        return value
+
+    parse.__name__ = setting.field  # argparse names the type in some messages
+    return parse
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -164,35 +199,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("events", type=Path, help="JSON lines of {topic, key, value}")
     parser.add_argument("--state", action="store_true", help="also print each account's state")
-    parser.add_argument(
-        "--partitions",
-        type=int,
-        default=None,
-        help="the account topics' partition count: check each record's partition, and "
-        "keep one engine per partition as the workers do (each has its own slice of the "
-        "insurance fund and its own auto-deleveraging ranking)",
-    )
-    parser.add_argument("--margin-call", type=float, default=0.8, help="margin_call ratio")
-    parser.add_argument("--liquidation", type=float, default=1.0, help="liquidation ratio")
-    defaults = LiquidationPolicy()
-    parser.add_argument(
-        "--liquidation-target", type=float, default=None,
-        help="margin ratio a liquidation's closing orders aim at (default: --margin-call)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--liquidation-pricing", choices=(PENALTY, BANKRUPTCY), default=defaults.pricing,
-        help="closing orders at the penalty price or at the bankruptcy price",
-    )  # fmt: skip
-    parser.add_argument(
-        "--liquidation-penalty", type=float, default=defaults.penalty_rate,
-        help="the penalty price's distance from the mark, as a fraction",
-    )  # fmt: skip
-    parser.add_argument(
-        "--liquidation-lot", type=_lot, default=defaults.lot,
-        help="closing quantities are whole lots of this size",
-    )  # fmt: skip
-    parser.add_argument(
-        "--liquidation-reissue-ms", type=int, default=defaults.reissue_after_ms,
-        help="event time an open set of closing orders waits before it is re-issued",
-    )  # fmt: skip
-    parser.set_defaults(run=run)
+    for setting in REPLAYED:  # one flag per setting that changes outputs or state
+        default = None if setting.field == "partitions" else DEFAULTS[setting.field]
+        shown = "" if default is None else f"; default {default}"
+        parser.add_argument(  # default None: run() tells the flags given (and relates them)
+            setting.flag, dest=setting.field, type=_argument(setting), default=None,
+            help=HELP.get(setting.field, f"as the workers' {setting.variable}")
+            + f" ({_words(setting)}{shown})".replace("%", "%%"),
+        )  # fmt: skip
+    parser.set_defaults(run=run, parser=parser)

@@ -51,7 +51,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.errors import InvalidSessionTimeoutError, KafkaError
 from mode import Service
 
 from marginstream.core import EngineConfig
@@ -490,6 +490,12 @@ async def _guarded(name: str, run: Callable[[], Awaitable[None]]) -> None:
         await run()
     except asyncio.CancelledError:
         raise
+    except InvalidSessionTimeoutError:  # the group join, when the limits were not readable
+        fail(
+            f"the {name} task failed: Kafka refused MARGINSTREAM_SESSION_TIMEOUT as the "
+            "group's session timeout: it must be within the brokers' "
+            "group.min.session.timeout.ms and group.max.session.timeout.ms"
+        )
     except Exception as error:
         log.exception("the %s task failed", name)
         fail(f"the {name} task failed: {error!r}")

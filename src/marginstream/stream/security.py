@@ -16,13 +16,20 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from marginstream.stream import bounds
+
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 DEFAULT_MECHANISM = "SCRAM-SHA-512"
 
 
 class SecurityError(ValueError):
-    """A Kafka security variable holds a value no client can use."""
+    """A Kafka security variable holds a value no client can use (its message is the one
+    line of bounds.refusal: `<VARIABLE>=<value>: <why>`)."""
+
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    return "not allowed: must be " + ", ".join(choices[:-1]) + " or " + choices[-1]
 
 
 @dataclass(frozen=True)
@@ -40,13 +47,12 @@ class KafkaSecurity:
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise SecurityError(
-                f"KAFKA_SECURITY_PROTOCOL={self.protocol!r} is not one of {', '.join(PROTOCOLS)}"
+                bounds.refusal("KAFKA_SECURITY_PROTOCOL", self.protocol, _one_of(PROTOCOLS))
             )
         if self.sasl:
             if self.sasl_mechanism not in MECHANISMS:
                 raise SecurityError(
-                    f"KAFKA_SASL_MECHANISM={self.sasl_mechanism!r} is not one of "
-                    f"{', '.join(MECHANISMS)}"
+                    bounds.refusal("KAFKA_SASL_MECHANISM", self.sasl_mechanism, _one_of(MECHANISMS))
                 )
             missing = [
                 name
@@ -58,7 +64,9 @@ class KafkaSecurity:
             ]
             if missing:
                 raise SecurityError(
-                    f"KAFKA_SECURITY_PROTOCOL={self.protocol} needs {' and '.join(missing)}"
+                    bounds.refusal(
+                        "KAFKA_SECURITY_PROTOCOL", self.protocol, f"needs {' and '.join(missing)}"
+                    )
                 )
         if self.tls:
             for variable, path in (
@@ -66,14 +74,31 @@ class KafkaSecurity:
                 ("KAFKA_SSL_CERTFILE", self.certfile),
                 ("KAFKA_SSL_KEYFILE", self.keyfile),
             ):
-                if path and not Path(path).is_file():
-                    raise SecurityError(f"{variable}={path}: no such file")
+                if path and not _is_file(path):
+                    raise SecurityError(bounds.refusal(variable, path, "no such file"))
             if self.keyfile and not self.certfile:
-                raise SecurityError("KAFKA_SSL_KEYFILE needs KAFKA_SSL_CERTFILE")
+                why = "needs KAFKA_SSL_CERTFILE"
+                raise SecurityError(bounds.refusal("KAFKA_SSL_KEYFILE", self.keyfile, why))
+            self._load_tls_files()
+
+    def _load_tls_files(self) -> None:
+        """Build the context now, naming the file it cannot load: a bad one is refused at
+        start, not at the first connection."""
+        if self.cafile:
             try:
-                self.ssl_context  # noqa: B018 (built now: a bad file is refused at start)
+                ssl.create_default_context(cafile=self.cafile)
             except (ssl.SSLError, OSError) as error:
-                raise SecurityError(f"cannot load the TLS files: {error}") from None
+                why = f"cannot load it as PEM certificates ({error})"
+                raise SecurityError(bounds.refusal("KAFKA_SSL_CAFILE", self.cafile, why)) from None
+        try:
+            self.ssl_context  # noqa: B018
+        except (ssl.SSLError, OSError) as error:
+            variable, path = (
+                ("KAFKA_SSL_CERTFILE", self.certfile) if self.certfile
+                else ("KAFKA_SSL_CAFILE", self.cafile or "(the system's)")
+            )  # fmt: skip
+            why = f"cannot load it with KAFKA_SSL_KEYFILE and KAFKA_SSL_KEY_PASSWORD ({error})"
+            raise SecurityError(bounds.refusal(variable, path, why)) from None
 
     @property
     def sasl(self) -> bool:
@@ -146,17 +171,20 @@ class KafkaSecurity:
         password = env.get("KAFKA_SASL_PASSWORD") or None
         password_file = get("KAFKA_SASL_PASSWORD_FILE")
         if password is not None and password_file is not None:
-            raise SecurityError("set KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE, not both")
+            why = "KAFKA_SASL_PASSWORD is set too: set one of them"
+            raise SecurityError(bounds.refusal("KAFKA_SASL_PASSWORD_FILE", password_file, why))
         if password_file is not None:
             try:
                 password = Path(password_file).read_text().rstrip("\r\n")
-            except OSError as error:
+            except (OSError, UnicodeDecodeError) as error:
+                why = f"cannot read it ({getattr(error, 'strerror', None) or 'not text'})"
                 raise SecurityError(
-                    f"KAFKA_SASL_PASSWORD_FILE={password_file}: {error.strerror}"
+                    bounds.refusal("KAFKA_SASL_PASSWORD_FILE", password_file, why)
                 ) from None
         check = (get("KAFKA_SSL_CHECK_HOSTNAME") or "true").lower()
         if check not in ("true", "false", "1", "0", "yes", "no"):
-            raise SecurityError(f"KAFKA_SSL_CHECK_HOSTNAME={check!r} is not true or false")
+            why = "not allowed: must be true or false (or 1, 0, yes, no)"
+            raise SecurityError(bounds.refusal("KAFKA_SSL_CHECK_HOSTNAME", check, why))
         return cls(
             protocol=protocol,
             sasl_mechanism=(get("KAFKA_SASL_MECHANISM") or DEFAULT_MECHANISM).upper(),
@@ -168,6 +196,13 @@ class KafkaSecurity:
             key_password=env.get("KAFKA_SSL_KEY_PASSWORD") or None,
             check_hostname=check in ("true", "1", "yes"),
         )
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except OSError:  # a name too long, say: no such file either
+        return False
 
 
 async def refusal(

@@ -1,23 +1,23 @@
-"""Worker settings, from the environment (documented in the README)."""
+"""Worker settings, from the environment (documented in the README; ranges in bounds.py)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from pathlib import Path
+import sys
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from decimal import Decimal
 from typing import Any
 
 from marginstream.core.alerts import Thresholds
 from marginstream.core.engine import DAY_MS, MAX_OPEN_ORDERS, EngineConfig
 from marginstream.core.intake import MAX_RECORD_BYTES
 from marginstream.core.liquidation.closeout import LiquidationPolicy
+from marginstream.stream import bounds
+from marginstream.stream.bounds import SettingsError
 from marginstream.stream.security import KafkaSecurity, SecurityError
 
-
-class SettingsError(ValueError):
-    """An environment variable holds a value the worker cannot use."""
+__all__ = ["SettingsError", "StreamSettings", "engine_config", "from_env_or_exit"]
 
 
 @dataclass(frozen=True)
@@ -54,21 +54,12 @@ class StreamSettings:
     engine: EngineConfig = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.partitions < 1 or self.market_partitions < 1:
-            raise SettingsError("partition counts must be at least 1")
-        if self.max_record_bytes < 1024 or self.max_open_orders < 1:
-            raise SettingsError("max record bytes must be at least 1024, max open orders 1")
+        """Settings made in code get the environment's ranges too (bounds.py)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+        _check(values)
         try:
-            thresholds = Thresholds(self.margin_call, self.liquidation)
-            policy = LiquidationPolicy(
-                self.liquidation_target, self.liquidation_pricing, self.liquidation_penalty,
-                self.liquidation_lot, self.liquidation_reissue_ms,
-            )  # fmt: skip
-            retention = int(self.duplicate_retention_days * DAY_MS)
-            engine = EngineConfig(
-                thresholds, retention, self.partitions, self.max_open_orders, liquidation=policy
-            )
-        except ValueError as error:
+            engine = engine_config(values)
+        except ValueError as error:  # the core's own checks: unreachable past the table's
             raise SettingsError(str(error)) from None
         object.__setattr__(self, "engine", engine)
 
@@ -89,81 +80,80 @@ class StreamSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StreamSettings:
+        """Through the table of bounds.py: SettingsError, one line, for a value out of range."""
         env = os.environ if env is None else env
-        fields: dict[str, object] = {}
-        for name, variable, kind in _VARIABLES:
-            raw = env.get(variable)
-            if raw is None or raw == "":
-                continue
-            try:
-                fields[name] = kind(raw)
-            except ValueError:
-                raise SettingsError(f"{variable}={raw!r} is not a valid {kind.__name__}") from None
+        values = _read(env)
         try:
-            fields["security"] = KafkaSecurity.from_env(env)
+            values["security"] = KafkaSecurity.from_env(env)
         except SecurityError as error:
             raise SettingsError(str(error)) from None
-        token = _token(env)
-        if token is not None:
-            fields["web_token"] = token
-        return cls(**fields)  # type: ignore[arg-type]
+        return cls(**values)
 
 
-def _decimal(raw: str) -> Decimal:
-    """A finite decimal (ValueError otherwise, as int() and float() raise)."""
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise ValueError(raw) from None
-    if not value.is_finite():
-        raise ValueError(raw)
-    return value
+DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in fields(StreamSettings) if f.init and f.default is not MISSING
+}
 
 
-_decimal.__name__ = "decimal"
-
-_VARIABLES: list[tuple[str, str, Callable[[str], Any]]] = [
-    ("bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS", str),
-    ("topic_prefix", "MARGINSTREAM_TOPIC_PREFIX", str),
-    ("app_id", "MARGINSTREAM_APP_ID", str),
-    ("partitions", "MARGINSTREAM_PARTITIONS", int),
-    ("market_partitions", "MARGINSTREAM_MARKET_PARTITIONS", int),
-    ("replication_factor", "MARGINSTREAM_REPLICATION_FACTOR", int),
-    ("standby_replicas", "MARGINSTREAM_STANDBY_REPLICAS", int),
-    ("commit_interval", "MARGINSTREAM_COMMIT_INTERVAL", float),
-    ("session_timeout", "MARGINSTREAM_SESSION_TIMEOUT", float),
-    ("margin_call", "MARGINSTREAM_MARGIN_CALL", float),
-    ("liquidation", "MARGINSTREAM_LIQUIDATION", float),
-    ("liquidation_target", "MARGINSTREAM_LIQUIDATION_TARGET", float),
-    ("liquidation_pricing", "MARGINSTREAM_LIQUIDATION_PRICING", str),
-    ("liquidation_penalty", "MARGINSTREAM_LIQUIDATION_PENALTY", float),
-    ("liquidation_lot", "MARGINSTREAM_LIQUIDATION_LOT", _decimal),
-    ("liquidation_reissue_ms", "MARGINSTREAM_LIQUIDATION_REISSUE_MS", int),
-    ("duplicate_retention_days", "MARGINSTREAM_DUPLICATE_RETENTION_DAYS", float),
-    ("max_record_bytes", "MARGINSTREAM_MAX_RECORD_BYTES", int),
-    ("max_open_orders", "MARGINSTREAM_MAX_OPEN_ORDERS", int),
-    ("web_port", "MARGINSTREAM_WEB_PORT", int),
-    ("web_host", "MARGINSTREAM_WEB_HOST", str),
-    ("web_bind", "MARGINSTREAM_WEB_BIND", str),
-]
+def engine_config(values: Mapping[str, Any]) -> EngineConfig:
+    """The core's configuration from the settings that change outputs or state (the
+    defaults for those values lacks). One function for the worker and for `marginstream
+    replay`, so that the reference is built exactly as the live engines are."""
+    v = {**DEFAULTS, **values}
+    thresholds = Thresholds(v["margin_call"], v["liquidation"])
+    policy = LiquidationPolicy(
+        v["liquidation_target"], v["liquidation_pricing"], v["liquidation_penalty"],
+        v["liquidation_lot"], v["liquidation_reissue_ms"],
+    )  # fmt: skip
+    retention_ms = int(v["duplicate_retention_days"] * DAY_MS)
+    return EngineConfig(
+        thresholds, retention_ms, v["partitions"], v["max_open_orders"], liquidation=policy
+    )
 
 
-def _token(env: Mapping[str, str]) -> str | None:
-    """The web views' bearer token: MARGINSTREAM_WEB_TOKEN, or the file that
-    MARGINSTREAM_WEB_TOKEN_FILE names (surrounding whitespace stripped); None for none."""
-    token, path = env.get("MARGINSTREAM_WEB_TOKEN"), env.get("MARGINSTREAM_WEB_TOKEN_FILE")
-    if token and path:
-        raise SettingsError("set MARGINSTREAM_WEB_TOKEN or MARGINSTREAM_WEB_TOKEN_FILE, not both")
-    if path:
+def _read(env: Mapping[str, str]) -> dict[str, Any]:
+    """The fields the environment sets (an empty variable is unset), each inside its
+    range; SettingsError, with the one line, for the first that is not."""
+    values: dict[str, Any] = {}
+    given: dict[str, bounds.Setting] = {}
+    raws: dict[str, str] = {}
+    for setting in bounds.SETTINGS:
+        raw = env.get(setting.variable)
+        if raw is None or raw == "":
+            continue
+        if (earlier := given.get(setting.field)) is not None:  # the token and its file
+            raise setting.refused(raw, f"{earlier.variable} is set too: set one of them")
         try:
-            token = Path(path).read_text().strip()
-        except (OSError, UnicodeDecodeError) as error:
-            reason = f"MARGINSTREAM_WEB_TOKEN_FILE: cannot read {path}: {error}"
-            raise SettingsError(reason) from None
-        if not token:
-            raise SettingsError(f"MARGINSTREAM_WEB_TOKEN_FILE: {path} is empty")
-    elif token is not None:
-        token = token.strip()
-    if token and not (token.isascii() and token.isprintable() and " " not in token):
-        raise SettingsError("the web token must be printable ASCII, without spaces")
-    return token or None
+            value = setting.parse(raw)
+            problem = setting.problem(value)
+        except ValueError as error:
+            problem = str(error)
+        if problem is not None:
+            raise setting.refused(raw, problem)
+        values[setting.field], given[setting.field], raws[setting.variable] = value, setting, raw
+    found = bounds.relation_problem(given.values(), {**DEFAULTS, **values}, lambda s: s.variable)
+    if found is not None:
+        raise found[0].refused(raws[found[0].variable], found[1])
+    return values
+
+
+def _check(values: Mapping[str, Any]) -> None:
+    """The same ranges on values already parsed (settings made in code, as tests do)."""
+    for setting in bounds.SETTINGS:
+        value = values.get(setting.field)
+        if value is not None and (problem := setting.problem(value)) is not None:
+            raise setting.refused(str(value), problem)
+    found = bounds.relation_problem(bounds.SETTINGS, values, lambda s: s.variable)
+    if found is not None:
+        raise found[0].refused(str(values[found[0].field]), found[1])
+
+
+def from_env_or_exit(env: Mapping[str, str] | None = None) -> StreamSettings:
+    """The worker's settings; for a value it cannot use, one line on stderr and exit
+    status 2, as for every other reason not to start (never a traceback)."""
+    try:
+        return StreamSettings.from_env(env)
+    except SettingsError as error:
+        line = " ".join(str(error).splitlines())  # every value is shown escaped: a last guard
+        print(f"marginstream: error: {line}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

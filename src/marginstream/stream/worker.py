@@ -34,6 +34,7 @@ from faust.app.base import BootStrategy
 from mode import ServiceT
 
 from marginstream.stream import gather, quietlog, web
+from marginstream.stream.brokerlimits import beyond_broker_limits
 from marginstream.stream.runner import RiskService
 from marginstream.stream.security import refusal
 from marginstream.stream.settings import StreamSettings
@@ -70,6 +71,8 @@ class RiskApp(faust.App):
         bound_shutdown(self.risk)
         _check_web_port(self.conf.web_bind, self.conf.web_port)  # faust's web starts later
         try:
+            if (beyond := await beyond_broker_limits(self.settings)) is not None:
+                _cannot_start(beyond)  # before any topic is made with settings Kafka refuses
             layout = await ensure_topics(self.settings)
         except TopicError as error:
             _cannot_start(str(error))
