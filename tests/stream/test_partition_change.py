@@ -130,8 +130,12 @@ def repartition(deployment: Deployment, count: int, app_id: str) -> subprocess.C
 
 
 def test_partitions_grown_under_a_live_worker(deployment: Deployment):
+    """The periodic look at the layout is off (a fault switch), so that the check before
+    each commit alone must stop the records applied after the change from committing:
+    the broker takes a second or so to elect the new partitions' leaders, long enough
+    for a periodic look to win the race every time otherwise."""
     names = deployment.names
-    worker = deployment.worker("w1").start()
+    worker = deployment.worker("w1").start(fault="layout-watch-off")
     worker.wait_ready(partitions=4)
     first = before_the_change()
     deployment.produce(first)
@@ -146,13 +150,12 @@ def test_partitions_grown_under_a_live_worker(deployment: Deployment):
     deployment.produce(later, wait=False)
 
     failing = None
-    while worker.alive() and failing is None:
+    while worker.alive() and failing is None and time.monotonic() < grown_at + SESSION:
         health = worker.health() or {}
         if health.get("status") == "failed":
-            failing, failed_at = health["failing"], time.monotonic()
+            failing = health["failing"]
         time.sleep(0.05)
-    assert failing is not None, worker.log_tail()
-    assert failed_at - grown_at < SESSION, failed_at - grown_at
+    assert failing is not None, f"not failed one session after the change: {health}"
     for topic in names.account_inputs():
         assert f"{topic} has 8 partitions, not 4" in failing, failing
     code = worker.wait_exit(SESSION + LAYOUT_EXIT_SECONDS + 10)

@@ -94,7 +94,7 @@ async def read_limits(admin: AIOKafkaAdminClient, settings: StreamSettings) -> B
     names = TopicNames(settings.topic_prefix, settings.app_id)
     cluster = await admin.describe_cluster()
     present = set(await admin.list_topics())
-    wanted = [*names.partitioned_like_orders(), *names.market_inputs()]
+    wanted = names.every_topic()
     missing = tuple(name for name in wanted if name not in present)
     node = str(cluster["brokers"][0]["node_id"])
     resources = [ConfigResource(ConfigResourceType.BROKER, node, dict.fromkeys(BROKER_LIMITS))]

@@ -9,6 +9,9 @@ changelog batch holding the n-th record read, before it is written to the store)
 engine-error (raises on the n-th record applied, and on that record whenever it is
 applied again, as a bug of the engine that a record triggers would).
 
+Switches: layout-watch-off (the worker's periodic look at the partition layout never
+runs, as if a change came just after one: only the check before each commit can find it).
+
 Raising points of the worker's other parts: store-write (the n-th write of a local store,
 a commit's step 6 or a restore's batch, and every later one raise OSError ENOSPC, as a
 full disk would), fetch-error (the processing loop raises after its n-th fetch that
