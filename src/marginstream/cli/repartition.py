@@ -41,8 +41,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import KafkaError
 
 from marginstream.cli.errors import CommandError
-from marginstream.core import RiskEngine, intake
-from marginstream.core.delivery.parts import encode_part, part_key
+from marginstream.cli.flags import setting_type
+from marginstream.core import EngineConfig, RiskEngine, intake
+from marginstream.core.delivery.guard import GUARD_KEY, ReplayGuard
+from marginstream.core.delivery.parts import decode_part, encode_part, format_of, part_key
 from marginstream.core.delivery.repartition import (
     MoveRefused,
     Spread,
@@ -52,9 +54,11 @@ from marginstream.core.delivery.repartition import (
     placed,
     start_offsets,
 )
+from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.store import MemoryPartStore
 from marginstream.core.delivery.unit import load_eager
 from marginstream.core.envelope import Output, published_by
+from marginstream.stream.bounds import BY_FIELD
 from marginstream.stream.changelog import ChangelogReader
 from marginstream.stream.commit import Transaction, delivered
 from marginstream.stream.outputs import Outputs
@@ -63,21 +67,29 @@ from marginstream.stream.settings import SettingsError, StreamSettings
 from marginstream.stream.topics import COMPACTED, TopicNames, existing_counts
 
 VERSION = 1  # the version of every part in the new changelog (its first commit)
+# The move's transaction stays open while it reads and spreads every partition: Kafka's
+# default bound for a transaction's time, which its brokers accept unless lowered.
+TRANSACTION_MS = 900_000
 
 
 @dataclasses.dataclass
 class Partition:
-    """One old partition during the move."""
+    """One old partition during the move: what it applied and published there."""
 
     number: int
-    engine: RiskEngine
-    outputs: list[Output] = dataclasses.field(default_factory=list)
+    outputs: int = 0
     applied: dict[str, int] = dataclasses.field(default_factory=dict)  # input -> records
     misrouted: int = 0  # left to the new deployment, which dead-letters them
 
 
 class Move:
-    """The move of the deployment `settings` names to `count` partitions, as new_app_id."""
+    """The move of the deployment `settings` names to `count` partitions, as new_app_id.
+
+    Two passes over the old state, each partition's read whole from the changelog into
+    memory as stored bytes: first every partition's replay guard (the market position
+    each must reach); then, inside the transaction, one partition at a time decoded,
+    finished, spread and sent, then dropped: the move holds one partition's accounts as
+    objects at a time."""
 
     def __init__(self, settings: StreamSettings, count: int, new_app_id: str) -> None:
         self.settings, self.count = settings, count
@@ -88,7 +100,14 @@ class Move:
         self.options = settings.kafka_options()
         self.counts: dict[str, int] = {}
         self.committed: dict[TopicPartition, Any] = {}  # the old group's offsets
+        self.stores: list[MemoryPartStore | None] = []
+        self.positions: dict[Source, int] = {}  # where every partition's market must be
         self.partitions: list[Partition] = []
+
+    @property
+    def config(self) -> EngineConfig:
+        """The engines' configuration on the old layout (the settings', but the count)."""
+        return dataclasses.replace(self.settings.engine, partitions=len(self.stores))
 
     async def run(self) -> list[str]:
         """Move; returns the lines of the report."""
@@ -99,17 +118,8 @@ class Move:
         try:
             await self._check(admin)
             self.committed = await admin.list_consumer_group_offsets(self.old.group)
-            await self._load()
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False,
-                isolation_level="read_committed", **self.options,
-            )  # fmt: skip
-            await consumer.start()
-            try:
-                await self._catch_up_market(consumer)
-                await self._finish_inputs(consumer)
-            finally:
-                await consumer.stop()
+            await self._read_stores()
+            self.positions = market_positions(self._guard(store) for store in self.stores)
             await self._prepare(admin)
             await self._commit()
         except (KafkaError, OSError) as error:
@@ -148,75 +158,31 @@ class Move:
                 "(or this move has committed already)"
             )
 
-    async def _load(self) -> None:
-        """Every old partition's state, as a worker restoring it would read it."""
-        state = self.counts[self.old.changelog]
-        config = dataclasses.replace(self.settings.engine, partitions=state)
+    async def _read_stores(self) -> None:
+        """Every old partition's stored parts, as a worker restoring it would read them."""
         reader = ChangelogReader(
             self.settings.bootstrap_servers, self.old.changelog, options=self.options
         )
         await reader.start()
         task = asyncio.ensure_future(reader.run())
         try:
-            for number in range(state):
+            for number in range(self.counts[self.old.changelog]):
                 store = MemoryPartStore()
                 await reader.restore(number, store)
-                self.partitions.append(Partition(number, load_eager(store, config).engine))
+                self.stores.append(store)
+                self.partitions.append(Partition(number))
         finally:
             task.cancel()
             await reader.stop()
 
-    async def _catch_up_market(self, consumer: AIOKafkaConsumer) -> None:
-        """Bring every partition to the furthest market position, from its fan-out copies
-        (in the order the others applied them)."""
-        old = self.old
-        positions = market_positions(p.engine.guard for p in self.partitions)
-        markets = frozenset(old.spec(t) for t in old.market_inputs())
-        for partition in self.partitions:
-            engine = partition.engine
-            tp = TopicPartition(old.fanout, partition.number)
-            async for message in _read(consumer, tp, _offset(self.committed, tp)):
-                if not behind(engine.guard, positions):
-                    break
-                envelope, from_market = envelope_of(message, old, self.settings, markets)
-                if from_market and envelope.offset > positions.get(envelope.source, -1):
-                    raise MoveRefused(
-                        f"partition {partition.number}'s fan-out copies are not in the order "
-                        f"the others applied them ({envelope.source} at {envelope.offset})"
-                    )
-                outcome = engine.apply(envelope)
-                partition.outputs += [
-                    o for o in outcome.outputs if published_by(partition.number, o, from_market)
-                ]
-                partition.applied["market"] = partition.applied.get("market", 0) + 1
-            if behind(engine.guard, positions):
-                raise MoveRefused(
-                    f"partition {partition.number} cannot reach the other partitions' market "
-                    f"position: {old.fanout}[{partition.number}] lacks the copies"
-                )
-
-    async def _finish_inputs(self, consumer: AIOKafkaConsumer) -> None:
-        """Apply each old partition's records that only the old layout explains: orders and
-        transfers merged by their Kafka timestamps, each in its own order."""
-        state, count = len(self.partitions), self.count
-        for partition in self.partitions:
-            number, taken = partition.number, []
-            for topic in self.old.account_inputs():
-                tp = TopicPartition(topic, number)
-                messages = [m async for m in _read(consumer, tp, _offset(self.committed, tp))]
-                keys = (m.key for m in messages)
-                applied = partition.applied[topic] = old_layout_records(keys, number, state, count)
-                taken.append(messages[:applied])
-                partition.misrouted += sum(
-                    1 for m in messages[applied:]
-                    if placed(m.key, number, state) and not placed(m.key, number, count)
-                )  # fmt: skip
-            for message in heapq.merge(*taken, key=lambda m: m.timestamp):
-                envelope = intake.envelope(
-                    self.old.spec(message.topic), number, message.offset, message.key,
-                    message.value, self.settings.max_record_bytes,
-                )  # fmt: skip
-                partition.outputs += partition.engine.apply(envelope).outputs
+    def _guard(self, store: MemoryPartStore | None) -> ReplayGuard:
+        """A partition's replay guard, read alone (a state of format 1 has none stored:
+        it is derived from every part, decoded)."""
+        assert store is not None
+        stored = store.get(part_key(GUARD_KEY))
+        if stored is not None and (format_of(stored) or 0) >= 2:
+            return ReplayGuard.from_part(decode_part(stored).data)
+        return load_eager(store, self.config).engine.guard
 
     async def _prepare(self, admin: AIOKafkaAdminClient) -> None:
         """Grow the inputs, create the new deployment's topics, set its fan-out's offsets."""
@@ -237,10 +203,9 @@ class Move:
         ]  # fmt: skip
         if missing:
             await admin.create_topics(missing)
-        positions = market_positions(p.engine.guard for p in self.partitions)
         offsets = {
             TopicPartition(old.full(source.topic), source.partition): offset + 1
-            for source, offset in positions.items()
+            for source, offset in self.positions.items()
         }
         if offsets:  # outside the transaction: a run after a failure sets the same again
             fanout = AIOKafkaConsumer(
@@ -255,36 +220,52 @@ class Move:
                 await fanout.stop()
 
     async def _commit(self) -> None:
-        """The outputs, the new changelog and the new group's offsets, in one transaction."""
+        """Everything the move writes, in one transaction: the outputs of finishing the old
+        layout, the new changelog and the new group's offsets."""
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.bootstrap_servers,
             transactional_id=f"{self.new.deployment}-repartition",
+            transaction_timeout_ms=TRANSACTION_MS,
             acks="all", linger_ms=5, max_batch_size=256 * 1024, **self.options,
         )  # fmt: skip
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False,
+            isolation_level="read_committed", **self.options,
+        )  # fmt: skip
         await producer.start()
+        await consumer.start()
         try:
             await producer.begin_transaction()
-            await self._write(producer)
+            await self._write(producer, consumer)
             await producer.commit_transaction()
         except BaseException:
             with contextlib.suppress(Exception):
                 await producer.abort_transaction()
             raise
         finally:
+            await consumer.stop()
             await producer.stop()
 
-    async def _write(self, producer: AIOKafkaProducer) -> None:
-        """Everything the move writes, in the producer's open transaction."""
+    async def _write(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
         old, new, count = self.old, self.new, self.count
         transaction = Transaction(producer, new.changelog, 0, new.group, [])
         outputs = Outputs(transaction)
-        spread = Spread(len(self.partitions), count)
+        spread = Spread(len(self.stores), count)
         for partition in self.partitions:
-            for output in partition.outputs:
+            store, self.stores[partition.number] = self.stores[partition.number], None
+            assert store is not None
+            engine = load_eager(store, self.config).engine
+            published = [
+                *await self._catch_up_market(consumer, partition, engine),
+                *await self._finish_inputs(consumer, partition, engine),
+            ]
+            for output in published:
                 await outputs.send(old.full(output.topic), output.key, orjson.dumps(output.value))
-            for number, key, part in spread.take(partition.number, partition.engine.parts()):
+            partition.outputs = len(published)
+            for number, key, part in spread.take(partition.number, engine.parts()):
                 await _send_part(transaction, number, key, part)
-            partition.engine = RiskEngine()  # spread: its memory can go
+            await delivered(transaction.sends)  # one partition's records in flight at a time
+            transaction.sends = []
         for number, key, part in spread.shared():
             await _send_part(transaction, number, key, part)
         await delivered(transaction.sends)
@@ -296,6 +277,60 @@ class Move:
             for q, offset in enumerate(start_offsets(before, applied, count)):
                 offsets[TopicPartition(topic, q)] = offset
         await producer.send_offsets_to_transaction(offsets, new.group)
+
+    async def _catch_up_market(
+        self, consumer: AIOKafkaConsumer, partition: Partition, engine: RiskEngine
+    ) -> list[Output]:
+        """Bring the partition to the furthest market position, from its own fan-out copies
+        (in the order the furthest applied them); returns what it publishes."""
+        old, positions, published = self.old, self.positions, []
+        markets = frozenset(old.spec(t) for t in old.market_inputs())
+        tp = TopicPartition(old.fanout, partition.number)
+        async for message in _read(consumer, tp, _offset(self.committed, tp)):
+            if not behind(engine.guard, positions):
+                break
+            envelope, from_market = envelope_of(message, old, self.settings, markets)
+            if from_market and envelope.offset > positions.get(envelope.source, -1):
+                raise MoveRefused(
+                    f"partition {partition.number}'s fan-out copies are not in the order the "
+                    f"others applied them ({envelope.source} at {envelope.offset})"
+                )
+            outcome = engine.apply(envelope)
+            published += [
+                o for o in outcome.outputs if published_by(partition.number, o, from_market)
+            ]
+            partition.applied["market"] = partition.applied.get("market", 0) + 1
+        if behind(engine.guard, positions):
+            raise MoveRefused(
+                f"partition {partition.number} cannot reach the other partitions' market "
+                f"position: {old.fanout}[{partition.number}] lacks the copies"
+            )
+        return published
+
+    async def _finish_inputs(
+        self, consumer: AIOKafkaConsumer, partition: Partition, engine: RiskEngine
+    ) -> list[Output]:
+        """Apply the partition's records that only the old layout explains: orders and
+        transfers merged by their Kafka timestamps, each in its own order."""
+        number, state, count = partition.number, len(self.stores), self.count
+        taken, published = [], []
+        for topic in self.old.account_inputs():
+            tp = TopicPartition(topic, number)
+            messages = [m async for m in _read(consumer, tp, _offset(self.committed, tp))]
+            keys = (m.key for m in messages)
+            applied = partition.applied[topic] = old_layout_records(keys, number, state, count)
+            taken.append(messages[:applied])
+            partition.misrouted += sum(
+                1 for m in messages[applied:]
+                if placed(m.key, number, state) and not placed(m.key, number, count)
+            )  # fmt: skip
+        for message in heapq.merge(*taken, key=lambda m: m.timestamp):
+            envelope = intake.envelope(
+                self.old.spec(message.topic), number, message.offset, message.key,
+                message.value, self.settings.max_record_bytes,
+            )  # fmt: skip
+            published += engine.apply(envelope).outputs
+        return published
 
     def _report(self) -> list[str]:
         old, new = self.old, self.new
@@ -380,6 +415,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         "repartition",
         help="move a stopped deployment's state to more partitions, under a new app id",
     )
-    parser.add_argument("--partitions", type=int, required=True, help="the new count")
-    parser.add_argument("--to-app-id", required=True, help="the new deployment's app id")
+    partitions, app_id = BY_FIELD["partitions"], BY_FIELD["app_id"]
+    parser.add_argument(
+        "--partitions", type=setting_type(partitions), required=True,
+        help=f"the new count of account partitions ({partitions.range})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--to-app-id", type=setting_type(app_id), required=True,
+        help=f"the new deployment's MARGINSTREAM_APP_ID ({app_id.range})",
+    )  # fmt: skip
     parser.set_defaults(run=run)

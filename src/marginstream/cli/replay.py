@@ -28,6 +28,7 @@ from typing import IO, Any
 import orjson
 
 from marginstream.cli.errors import CommandError
+from marginstream.cli.flags import range_words, setting_type
 from marginstream.core import DEAD_LETTERS, Output, RiskEngine, intake
 from marginstream.core.deadletters import original
 from marginstream.core.intake import MAX_RECORD_BYTES
@@ -35,7 +36,7 @@ from marginstream.core.keys import account_partition
 from marginstream.core.liquidation import adl
 from marginstream.core.records import ACCOUNT_TOPICS
 from marginstream.core.shards import Shards
-from marginstream.stream.bounds import SETTINGS, Setting, relation_problem
+from marginstream.stream.bounds import SETTINGS, relation_problem
 from marginstream.stream.settings import DEFAULTS, engine_config
 
 REPLAYED = tuple(setting for setting in SETTINGS if setting.replayed)
@@ -148,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
     found = relation_problem(given, values, lambda setting: setting.flag)
     if found is not None:  # as argparse refuses a flag out of its own range: status 2
         setting, problem = found
-        args.parser.error(f"argument {setting.flag}: {problem}: must be {_words(setting)}")
+        args.parser.error(
+            f"argument {setting.flag}: {problem}: must be {range_words(setting, REPLAYED)}"
+        )
     if not path.is_file():
         raise CommandError(f"{path}: no such file")
     try:
@@ -167,32 +170,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _words(setting: Setting) -> str:
-    """The range in words, naming the other settings by their flags."""
-    words = setting.range
-    for other in REPLAYED:
-        words = words.replace(other.variable, other.flag)
-    return words
-
-
-def _argument(setting: Setting) -> Any:
-    """argparse's type: the setting's own parsing and range, so that a value out of it is
-    refused as by the workers (argparse exits 2 naming the flag)."""
-
-    def parse(raw: str) -> Any:
-        try:
-            value = setting.parse(raw)
-            problem = setting.problem(value)
-        except ValueError as error:
-            problem = str(error)
-        if problem is not None:
-            raise argparse.ArgumentTypeError(f"{problem}: must be {_words(setting)}")
-        return value
-
-    parse.__name__ = setting.field  # argparse names the type in some messages
-    return parse
-
-
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "replay", help="run the margin core offline over a JSON-lines file of records"
@@ -203,8 +180,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         default = None if setting.field == "partitions" else DEFAULTS[setting.field]
         shown = "" if default is None else f"; default {default}"
         parser.add_argument(  # default None: run() tells the flags given (and relates them)
-            setting.flag, dest=setting.field, type=_argument(setting), default=None,
+            setting.flag, dest=setting.field, type=setting_type(setting, REPLAYED), default=None,
             help=HELP.get(setting.field, f"as the workers' {setting.variable}")
-            + f" ({_words(setting)}{shown})".replace("%", "%%"),
+            + f" ({range_words(setting, REPLAYED)}{shown})".replace("%", "%%"),
         )  # fmt: skip
     parser.set_defaults(run=run, parser=parser)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 # Records per getmany at most. bench/restore.py (1M records): 1,000 was the fastest of
 # 500 to 50,000; larger batches cost more CPU per record and stall the fetches longer.
 BATCH = 1000
+# How long a store ahead of its changelog's end waits for Kafka to catch up before it is
+# taken for the history of a changelog since deleted and recreated (and wiped).
+AHEAD_SECONDS = 30.0
 
 
 @dataclass
@@ -111,11 +115,11 @@ class ChangelogReader:
         """Bring store up to the end of its changelog partition (committed records)."""
         tp = TopicPartition(self.topic, partition)
         self.unfollow(partition)
-        end = (await self.consumer.end_offsets([tp]))[tp]
         start = store.changelog_offset()
+        end = await self._end_reaching(tp, start)
         if start > end:  # not this changelog's history (the topic was recreated): start over
-            log.warning("partition %d: store at %d past changelog end %d; wiped", partition,
-                        start, end)  # fmt: skip
+            log.warning("partition %d: store at %d past changelog end %d for %.0fs; wiped",
+                        partition, start, end, AHEAD_SECONDS)  # fmt: skip
             store.wipe()
             start = 0
         if start < end:
@@ -123,6 +127,21 @@ class ChangelogReader:
             self._register(partition, Reading.of(store, end, done))
             await done
         store.flush()  # what a standby or this restore wrote survives a crash from now on
+
+    async def _end_reaching(self, tp: TopicPartition, start: int) -> int:
+        """The end of tp for committed reads, once it reaches start, the offset the store
+        saved after a commit it saw complete; or, if it does not within AHEAD_SECONDS, the
+        end then. Kafka's end can be behind a completed commit for a while: after a broker
+        restart (seen: a single broker killed -9 fenced itself in KRaft, and the commit's
+        markers waited for the unclean election that followed). Wiping the store then
+        restored the state of an earlier commit beside the group offsets of the later one:
+        records were skipped."""
+        deadline = time.monotonic() + AHEAD_SECONDS
+        while True:
+            end = (await self.consumer.end_offsets([tp]))[tp]
+            if end >= start or time.monotonic() > deadline:
+                return end
+            await asyncio.sleep(0.2)
 
     def follow(self, partition: int, store: PartStore) -> None:
         """As a standby: keep store up to date with the changelog until unfollow."""

@@ -8,7 +8,8 @@ open() runs in this order, which is what fences a worker that lost the partition
    broker aborts the previous owner's open transaction and refuses its later commits;
 3. restore the local store to the end of the changelog (committed records only);
 4. read the group's committed offsets, which moved with the last committed transaction;
-5. load the engine from the store (nothing from before the assignment is reused);
+5. load the engine from the store (nothing from before the assignment is reused), and
+   check that its state goes with the offsets (state_behind: else open again);
 6. seek the inputs to the committed offsets and resume them.
 
 Records are then applied (outputs sent in the open transaction) and committed by
@@ -29,6 +30,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from marginstream.core import EngineConfig, Envelope, intake
+from marginstream.core.delivery.guard import GUARD_KEY
 from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.unit import PartitionState, load, save_view
 from marginstream.core.engine import Steps
@@ -55,6 +57,10 @@ WHOLE_BYTES, WHOLE_SHA256 = "ms-bytes", "ms-sha256"
 
 class EngineFailed(RuntimeError):
     """The engine raised on a record: a bug, which stops the partition (not the worker)."""
+
+
+class StateBehind(RuntimeError):
+    """The changelog's state is older than the commit the group's offsets come from."""
 
 
 class Phase(enum.Enum):
@@ -122,6 +128,9 @@ class OwnedPartition:
         await context.changelog.restore(self.number, self.store)  # 3
         committed = {tp: await consumer.committed(tp) for tp in self.inputs}  # 4
         self.work = await asyncio.to_thread(load, self.store, context.config)  # 5
+        behind = state_behind(self.work, committed, names)
+        if behind is not None:  # _opening tries again: the restore goes on from here
+            raise StateBehind(f"partition {self.number}: {behind}")
         for tp, offset in committed.items():  # 6
             if offset is None:
                 await consumer.seek_to_beginning(tp)
@@ -265,6 +274,33 @@ class OwnedPartition:
             await asyncio.wait_for(producer.stop(), 5.0)
         self.work = self.transaction = self.producer = self.outputs = None
         return fenced
+
+
+def state_behind(
+    work: PartitionState, committed: dict[TopicPartition, int | None], names: TopicNames
+) -> str | None:
+    """Why a restored state cannot go with the group's committed offsets (None: it can).
+
+    Both move in the same transaction, and a state's replay guard holds the last offset
+    applied of each account input, so a committed offset is never past it plus one. If it
+    is, Kafka shows the offsets of a commit whose state it does not show yet (its markers
+    still on their way after a broker restart): applied from there, the state would skip
+    that commit's records. A state upgraded from format 1 (its guard derived, rewritten on
+    load) is not checked."""
+    if GUARD_KEY in work.changed:
+        return None
+    seen = work.engine.guard.seen
+    for tp, offset in committed.items():
+        if offset is None or tp.topic == names.fanout:
+            continue
+        applied = seen.get(Source(names.spec(tp.topic), tp.partition), -1) + 1
+        if offset > applied:
+            return (
+                f"the changelog's state has applied {tp.topic}[{tp.partition}] up to "
+                f"{applied}, the group's committed offset is {offset}: Kafka does not show "
+                "the last commit's state yet"
+            )
+    return None
 
 
 def envelope_of(

@@ -21,8 +21,9 @@ only (_stop_partition says why).
 
 /health/'s status, computed by status():
 
-- "failed": the worker is not processing and is not about to. It is stopping (SIGTERM
-  received, or a failure is ending it); a task has ended; an engine failure stopped a
+- "failed": the worker is not processing and is not about to. The partition layout
+  changed under it (stream/layout.py: it exits LAYOUT_EXIT_SECONDS later); it is stopping
+  (SIGTERM received, or a failure is ending it); a task has ended; an engine failure stopped a
   partition (_stop_partition); its group membership has been
   unconfirmed (no heartbeat answered: a broker away, a network cut) for more than one
   session timeout, i.e. two after the last heartbeat answered, when the group has given
@@ -403,7 +404,7 @@ class RiskService(Service):
             async with asyncio.timeout(LAYOUT_EXIT_SECONDS):
                 async with self.lock:
                     await self._close_all(commit_first=False)
-        except (Exception, asyncio.CancelledError) as error:  # the exit aborts it anyway
+        except Exception as error:  # the exit aborts what is left anyway
             log.warning("closing the partitions: %r", error)
         await asyncio.sleep(LAYOUT_EXIT_SECONDS)
         fail(reason)
