@@ -139,13 +139,13 @@ def rss_mib(worker: LocalWorker) -> float:
     return float("nan")
 
 
-def serving(worker: LocalWorker, timeout: float = 3600.0) -> float:
+def serving(worker: LocalWorker, timeout: float = 3600.0, partitions: int = PARTITIONS) -> float:
     """Seconds until the worker answers for an account of every partition it owns."""
     began = time.perf_counter()
-    worker.wait_ready(timeout=timeout, partitions=PARTITIONS)
+    worker.wait_ready(timeout=timeout, partitions=partitions)
     while True:
         health = worker.health() or {}
-        if len(health.get("partitions", [])) == PARTITIONS:
+        if len(health.get("partitions", [])) == partitions:
             return time.perf_counter() - began
         if time.perf_counter() - began > timeout:
             raise TimeoutError("engines never loaded")

@@ -35,6 +35,7 @@ QUICK = [
     ["bench.core", "--accounts", "4000", "--records", "12000", "--repeat", "1"],
     ["bench.restore", "--accounts", "100000", "--rounds", "1"],
     ["bench.cascade", "--quick"],  # 1,000 accounts liquidated by one index move, 2 cascades
+    ["bench.repartition", "--accounts", "20000"],  # a stopped deployment moved, 8 -> 16
 ]
 FULL = [
     ["bench.remargin", "--accounts", "100000", "--strikes", "50", "--moves", "20"],
@@ -50,6 +51,7 @@ FULL = [
     ["bench.restore", "--accounts", "1000000"],
     ["bench.loadstate", "--accounts", "1000000"],
     ["bench.cascade", "--accounts", "10000", "--cascades", "3"],  # liquidation cascades
+    ["bench.repartition", "--accounts", "1000000"],
 ]
 
 
