@@ -129,6 +129,17 @@ def repartition(deployment: Deployment, count: int, app_id: str) -> subprocess.C
     )  # fmt: skip
 
 
+def new_deployment(deployment: Deployment, count: int, app_id: str) -> Deployment:
+    """The deployment a move made: the same prefix, the new app id and count."""
+    return Deployment(
+        deployment.bootstrap,
+        deployment.root / app_id,
+        partitions=count,
+        tag=deployment.tag,
+        app_name=app_id,
+    )
+
+
 def test_partitions_grown_under_a_live_worker(deployment: Deployment):
     """The periodic look at the layout is off (a fault switch), so that the check before
     each commit alone must stop the records applied after the change from committing:
@@ -190,10 +201,7 @@ def test_partitions_grown_under_a_live_worker(deployment: Deployment):
     again = repartition(deployment, 8, f"{deployment.app_id}-8")
     assert again.returncode == 1 and "already has offsets" in again.stderr, again.stderr
 
-    moved_to = Deployment(
-        deployment.bootstrap, deployment.root / "moved", partitions=8, tag=deployment.tag,
-        app_name=f"{deployment.app_id}-8",
-    )  # fmt: skip
+    moved_to = new_deployment(deployment, 8, f"{deployment.app_id}-8")
     try:
         moved_to.worker("n1").start().wait_ready(partitions=8)
         records = first + later

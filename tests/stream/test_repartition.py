@@ -27,6 +27,7 @@ from tests.stream.test_partition_change import (
     T0,
     before_the_change,
     group_offsets,
+    new_deployment,
     rec,
     repartition,
     transfer,
@@ -41,6 +42,13 @@ def on_the_old_layout(broken: int) -> list[dict[str, Any]]:
         account = f"x{n}"
         records.append(transfer("withdrawal", account, f"w1-{account}", "3", T0 + 2000 + n))
         records.append(transfer("deposit", account, f"d2-{account}", "2", T0 + 2100 + n))
+    movers = [  # new accounts of the broken partition that move among 8, whichever it is
+        a for a in (f"y{n}" for n in range(1000))
+        if account_partition(a, 4) == broken and account_partition(a, 8) != broken
+    ][:3]  # fmt: skip
+    for n, account in enumerate(movers):
+        records.append(transfer("deposit", account, f"d-{account}", "40", T0 + 2200 + n))
+        records.append(transfer("withdrawal", account, f"w-{account}", "4", T0 + 2300 + n))
     on_broken = [r for r in records if account_partition(r["key"], 4) == broken]
     moving = {r["key"] for r in on_broken if account_partition(r["key"], 8) != broken}
     assert on_broken and moving, (broken, on_broken)
@@ -88,10 +96,7 @@ def test_a_stopped_deployment_with_a_partition_behind_moves_to_eight(deployment:
     # The old deployment's own offsets are untouched: it could still be run as it was.
     assert group_offsets(deployment.bootstrap, deployment.names.group) == committed
 
-    moved_to = Deployment(
-        deployment.bootstrap, deployment.root / "moved", partitions=8, tag=deployment.tag,
-        app_name=f"{deployment.app_id}-x8",
-    )  # fmt: skip
+    moved_to = new_deployment(deployment, 8, f"{deployment.app_id}-x8")
     try:
         moved_to.worker("n1").start().wait_ready(partitions=8)
         later = after_the_move()

@@ -25,13 +25,10 @@ def setting_type(setting: Setting, flags: Iterable[Setting] = ()) -> Any:
 
     def parse(raw: str) -> Any:
         try:
-            value = setting.parse(raw)
-            problem = setting.problem(value)
+            return setting.value_of(raw)
         except ValueError as error:
-            problem = str(error)
-        if problem is not None:
-            raise argparse.ArgumentTypeError(f"{problem}: must be {range_words(setting, flags)}")
-        return value
+            words = range_words(setting, flags)
+            raise argparse.ArgumentTypeError(f"{error}: must be {words}") from None
 
     parse.__name__ = setting.field  # argparse names the type in some messages
     return parse

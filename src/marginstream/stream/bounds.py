@@ -254,6 +254,14 @@ class Setting:
         """The error (its message the one line) that refuses raw for problem."""
         return SettingsError(refusal(self.variable, raw, self.why(problem), self.secret))
 
+    def value_of(self, raw: str) -> Any:
+        """raw, parsed and inside the range on its own; ValueError naming the problem."""
+        value = self.parse(raw)
+        problem = self.problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
     def problem(self, value: Any) -> str | None:
         """What is wrong with a parsed value on its own (None: inside the range)."""
         if self.check(value):

@@ -124,12 +124,9 @@ def _read(env: Mapping[str, str]) -> dict[str, Any]:
         if (earlier := given.get(setting.field)) is not None:  # the token and its file
             raise setting.refused(raw, f"{earlier.variable} is set too: set one of them")
         try:
-            value = setting.parse(raw)
-            problem = setting.problem(value)
+            value = setting.value_of(raw)
         except ValueError as error:
-            problem = str(error)
-        if problem is not None:
-            raise setting.refused(raw, problem)
+            raise setting.refused(raw, str(error)) from None
         values[setting.field], given[setting.field], raws[setting.variable] = value, setting, raw
     found = bounds.relation_problem(given.values(), {**DEFAULTS, **values}, lambda s: s.variable)
     if found is not None:
