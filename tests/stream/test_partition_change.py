@@ -200,6 +200,10 @@ def test_partitions_grown_under_a_live_worker(deployment: Deployment):
     assert re.search(r"moved .* \(4 partitions\) to .* \(8 partitions\)", moved.stdout)
     again = repartition(deployment, 8, f"{deployment.app_id}-8")
     assert again.returncode == 1 and "already has offsets" in again.stderr, again.stderr
+    # Under another app id too (outside tester: it published the move's outputs twice).
+    elsewhere = repartition(deployment, 8, f"{deployment.app_id}-again")
+    assert elsewhere.returncode == 1, elsewhere.stderr
+    assert f"was moved already, to {deployment.prefix}{deployment.app_id}-8" in elsewhere.stderr
 
     moved_to = new_deployment(deployment, 8, f"{deployment.app_id}-8")
     try:

@@ -64,6 +64,9 @@ from marginstream.stream.settings import StreamSettings
 from marginstream.stream.topics import COMPACTED, TopicNames, existing_counts
 
 T = TypeVar("T")
+# Written to the old changelog in the move's transaction: where the deployment went. Not
+# a state part (its kind is none of parts.PART_KINDS): loaders pass over it.
+MOVED_KEY = b"moved/to"
 VERSION = 1  # the version of every part in the new changelog (its first commit)
 # The move's transaction stays open while it reads and spreads every partition: Kafka's
 # default bound for a transaction's time, which its brokers accept unless lowered.
@@ -120,6 +123,7 @@ class Move:
                 lambda: admin.list_consumer_group_offsets(self.old.group)
             )
             await self._read_stores()
+            self._refuse_moved()
             self.positions = market_positions(self._guard(store) for store in self.stores)
             await self._prepare(admin)
             await self._commit(admin)
@@ -175,6 +179,21 @@ class Move:
         finally:
             task.cancel()
             await reader.stop()
+
+    def _refuse_moved(self) -> None:
+        """A deployment moved already is not moved again: its state and the outputs of
+        finishing it live in the deployment it went to (a second move, under another app
+        id, would publish those outputs twice)."""
+        for store in self.stores:
+            found = None if store is None else store.get(MOVED_KEY)
+            if found is not None:
+                moved = orjson.loads(found)
+                raise MoveRefused(
+                    f"{self.old.deployment} was moved already, to {moved['deployment']} "
+                    f"({moved['partitions']} partitions): run its workers with "
+                    f"MARGINSTREAM_APP_ID={moved['app_id']} "
+                    f"MARGINSTREAM_PARTITIONS={moved['partitions']}"
+                )
 
     def _guard(self, store: MemoryPartStore | None) -> ReplayGuard:
         """A partition's replay guard, read alone (a state of format 1 has none stored:
@@ -276,6 +295,9 @@ class Move:
             transaction.sends = []
         for number, key, part in spread.shared():
             await _send_part(transaction, number, key, part)
+        moved = {"app_id": new.app_id, "deployment": new.deployment, "partitions": count}
+        sent = await producer.send(old.changelog, orjson.dumps(moved), key=MOVED_KEY, partition=0)
+        transaction.sends.append(sent)  # the old deployment says where it went
         await delivered(transaction.sends)
         offsets = {TopicPartition(new.fanout, q): 0 for q in range(count)}
         for topic in old.account_inputs():
