@@ -156,9 +156,12 @@ class Soak:
                 self._all_alive()
                 if number % 10 == 0:
                     print(f"soak: run {number}/{len(runs)}, {dict(self.done)}", flush=True)
-            missing = plan.pauses - self.done["pauses"]
-            for _ in range(missing):  # pauses drawn during a rebalance: make them up now
-                self.pause()
+            deadline = time.monotonic() + 300
+            while self.done["pauses"] < plan.pauses:  # those drawn during a rebalance
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the group never settled for a pause: {self.done}")
+                self.pause()  # returns at once, uncounted, while the group rebalances
+                time.sleep(0.5)
             self._all_alive()
             findings = final_checks(self.deployment, reference)
         finally:
