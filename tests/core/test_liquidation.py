@@ -595,13 +595,13 @@ def test_one_open_set_at_a_time_reissue_at_the_deadline_and_cancel_on_recovery(a
     ]
     again = RiskEngine.from_parts(engine.parts())
     assert again.accounts["alice"].liquidation == account.liquidation
-    assert again.view.due(deadline + 30_000) == ["alice"]
+    assert again.view.out_of_line(deadline + 30_000) == ["alice"]
     # Recovery cancels the open set.
     outcome = alice.mark("BTC-PERP", "9500")  # equity 15,000, MM 4,750: 0.32
     assert kinds(outcome) == ["recovered", "liquidation_cancel"]
     (cancel,) = orders_of(outcome)
     assert (cancel["order_id"], cancel["reason"]) == ("alice:liq:1.2:1", "recovered")
-    assert account.liquidation is None and engine.view.due(10**14) == []
+    assert account.liquidation is None and engine.view.out_of_line(10**14) == []
 
 
 def test_a_fill_of_a_cancelled_order_is_an_ordinary_fill(alice: Venue):

@@ -209,3 +209,31 @@ def test_an_index_crash_liquidates_hundreds_and_everything_equals_the_replay(
     assert restored.get("/insurance-fund/?limit=1000") == (200, fund_total(fund_slices, 1000))
     assert restored.get(f"/adl/{SYMBOL}/?limit=1000") == (200, ranking)
     restored.stop()
+
+
+def test_a_kill_between_the_alerts_and_their_closing_sets_loses_nothing(deployment: Deployment):
+    """An index move's alerts are committed before the closing work they call for
+    (RiskEngine.steps, owe=True). A worker killed -9 just after that commit (fault point
+    before-settle) leaves the work owed in its state, and its group offsets short of the
+    move: the next worker does the work, once, and everything equals the replay."""
+    partitions = deployment.partitions
+    records = setup(partitions, random.Random(5)) + market("54000", CRASH_AT)
+    reference = Reference.of(records, Shards(EngineConfig(partitions=partitions), partitions))  # type: ignore[arg-type]
+    orders = [v for t, v in reference.outputs if v.get("type") == "liquidation_order"]
+    assert len(orders) >= 200
+    first = deployment.worker("w1").start(fault="before-settle:1")
+    first.wait_ready(partitions=partitions)
+    deployment.produce(records[:-2])
+    deployment.produce(records[-2:], wait=False)
+    deadline = time.monotonic() + 120
+    while first.alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not first.alive(), "the fault point was never reached"
+    alerts = [v for t, v in deployment.outputs() if v.get("type") == "liquidation"]
+    published = [v for t, v in deployment.outputs() if v.get("type") == "liquidation_order"]
+    # Killed in between: the alerts are out, closing sets are owed (the index record's
+    # may be out: its work was done before the mark record's, if they came in one fetch).
+    assert alerts and len(published) < len(orders), (len(alerts), len(published))
+    assert deployment.lag() > 0  # the move is not counted as read: its work is owed
+    deployment.worker("w2").start().wait_ready(partitions=partitions)
+    final_checks(deployment, reference)

@@ -43,7 +43,8 @@ from marginstream.core.liquidation import adl
 from marginstream.core.liquidation.closeout import LiquidationPolicy
 from marginstream.core.liquidation.desk import Liquidator, Loss
 from marginstream.core.liquidation.fund import FUND_ACCOUNT, FUND_KEY, InsuranceFund
-from marginstream.core.liquidation.prices import position_prices
+from marginstream.core.liquidation.manyprices import many_position_prices
+from marginstream.core.liquidation.prices import PositionPrices, position_prices
 from marginstream.core.market import Market
 from marginstream.core.numbers import RecordError
 from marginstream.core.records import (
@@ -59,11 +60,14 @@ from marginstream.core.records import (
 )
 from marginstream.core.reports import account_state
 from marginstream.core.requests import Desk
-from marginstream.core.risk import assess, orders_by_symbol, risk_rows, risk_symbols
+from marginstream.core.risk import assess, orders_by_symbol, risk_rows, risk_symbols, total
 from marginstream.core.riskview import RiskView
 from marginstream.core.seenids import SeenIds
 
 DAY_MS = 86_400_000
+# The closing work a market record's alerts call for, when a shell commits the alerts
+# first (RiskEngine.steps with owe=True): the record's trigger and time, until done.
+OWED_KEY = ("delivery", "owed")
 T = TypeVar("T")
 Steps = Generator[None, None, T]
 
@@ -124,6 +128,7 @@ class RiskEngine:
         reader: PartReader | None = None,
         sealed: dict[str, list[StateKey]] | None = None,
         fund: InsuranceFund | None = None,
+        owed: dict[str, Any] | None = None,
     ) -> None:
         """accounts: every account, in memory (from_parts); or, with reader, none: each is
         decoded from reader when first touched, with its sealed used-id chunks (sealed:
@@ -139,6 +144,9 @@ class RiskEngine:
         if reader is not None:
             self.ids.touch = self.accounts.get
         self.fund = fund or InsuranceFund()
+        self.owed = owed  # the closing work left owed by the last market record (steps)
+        # Liquidation alerts' prices, from the record being applied to its closing work.
+        self._alert_prices: dict[str, dict[str, PositionPrices]] = {}
         self.liquidator = Liquidator(
             self.market, self.view, config.thresholds, config.liquidation, self.fund, self.accounts
         )
@@ -195,6 +203,8 @@ class RiskEngine:
             return self.guard.part()
         if key == FUND_KEY:
             return self.fund.part()
+        if key == OWED_KEY:  # written as {} once done: changelog keys are never deleted
+            return self.owed or {}
         if kind == "ids":
             return self.ids.part(key)
         return self.market.part(key)
@@ -207,6 +217,8 @@ class RiskEngine:
         parts[GUARD_KEY] = self.guard.part()
         if self.fund.seq:
             parts[FUND_KEY] = self.fund.part()
+        if self.owed is not None:
+            parts[OWED_KEY] = self.owed
         return parts
 
     def _account_part(self, account_id: str) -> dict[str, Any]:
@@ -233,30 +245,51 @@ class RiskEngine:
         )
         guard = ReplayGuard.from_part(parts.get(GUARD_KEY))
         fund = InsuranceFund.from_part(parts.get(FUND_KEY))
-        return cls(config, accounts, market, guard, ids, fund=fund)
+        return cls(config, accounts, market, guard, ids, fund=fund, owed=parts.get(OWED_KEY) or None)
 
     # -- entry point ----------------------------------------------------------------
 
     def apply(self, envelope: Envelope) -> Outcome:
         return drive(self.steps(envelope))
 
-    def steps(self, envelope: Envelope) -> Steps[Outcome]:
+    def steps(self, envelope: Envelope, owe: bool = False) -> Steps[Outcome]:
         """apply, as a generator that pauses (yields) after each account a market record
         goes through (one with hundreds of positions can take tens of milliseconds), so
         that a shell on an event loop can let its heartbeats and views run in the middle
         of a cascade (it decides which pauses it takes: stream/partition.Pace); its return
-        value is the Outcome."""
+        value is the Outcome.
+
+        owe=True: a market record's alerts only; the closing work they call for (closing
+        sets issued, withdrawn, re-issued) is left owed (self.owed, a state part) for
+        settle(), so that a shell can commit the alerts first. Whatever is owed is done
+        before the next record, by settle() or at the start of this method: the outputs,
+        and their order, are the same either way."""
         if not self.guard.admits(envelope.source, envelope.offset):
             return Outcome([], replayed=True)
+        self._alert_prices = {}
+        outputs: list[Output] = []
+        changed: set[StateKey] = {GUARD_KEY}
+        if self.owed is not None:
+            outputs, changed = yield from self._settle_owed()
+            changed.add(GUARD_KEY)
         try:
             record = parse_record(envelope.topic, envelope.value)
             if envelope.topic in ACCOUNT_TOPICS:
-                outputs, changed = self._apply_account_record(envelope, record)
+                more, touched = self._apply_account_record(envelope, record)
             else:  # its RecordErrors come from the market's checks, before any pause
-                outputs, changed = yield from self._apply_market_record(envelope, record)
+                more, touched = yield from self._apply_market_record(envelope, record, owe)
         except RecordError as error:
-            return Outcome([dead_letter(envelope, str(error))], {GUARD_KEY})
-        changed.add(GUARD_KEY)
+            more, touched = [dead_letter(envelope, str(error))], set()
+        return self._outcome(outputs + more, changed | touched)
+
+    def settle(self) -> Steps[Outcome]:
+        """Do the closing work a market record applied with owe=True left owed (if any)."""
+        if self.owed is None:
+            return Outcome([])
+        outputs, changed = yield from self._settle_owed()
+        return self._outcome(outputs, changed)
+
+    def _outcome(self, outputs: list[Output], changed: set[StateKey]) -> Outcome:
         if self.fund.dirty:
             self.fund.dirty = False
             changed.add(FUND_KEY)
@@ -311,18 +344,35 @@ class RiskEngine:
     # -- market records -------------------------------------------------------------
 
     def _apply_market_record(
-        self, envelope: Envelope, record: MarketRecord
+        self, envelope: Envelope, record: MarketRecord, owe: bool
     ) -> Steps[tuple[list[Output], set[StateKey]]]:
         moved = self._apply_to_market(record)
         changed = self.market.take_dirty()
         trigger = self._trigger(envelope)
-        if isinstance(record, SettlementRecord):
+        if isinstance(record, SettlementRecord):  # rare: its closing work is never owed
             touched, outputs = yield from self._settle_holders(record.symbol, trigger, record.ts)
+            owe = False
         else:
             touched, outputs = yield from self._remargin(moved, trigger, record.ts)
-        reissued, more = yield from self.liquidator.reissue_due(trigger, record.ts)
-        changed.update(("account", account_id) for account_id in touched | reissued)
+        changed.update(("account", account_id) for account_id in touched)
+        if not self.view.out_of_line(record.ts):
+            return outputs, changed
+        if owe:
+            self.owed = {"trigger": trigger, "ts": record.ts}
+            changed.add(OWED_KEY)
+            return outputs, changed
+        more, settled = yield from self.liquidator.catch_up(trigger, record.ts, self._alert_prices)
+        changed |= settled
         return outputs + more, changed
+
+    def _settle_owed(self) -> Steps[tuple[list[Output], set[StateKey]]]:
+        owed = self.owed
+        assert owed is not None
+        outputs, changed = yield from self.liquidator.catch_up(
+            owed["trigger"], owed["ts"], self._alert_prices
+        )
+        self.owed, self._alert_prices = None, {}
+        return outputs, changed | {OWED_KEY}
 
     def _apply_to_market(self, record: MarketRecord) -> set[str]:
         market = self.market
@@ -373,15 +423,30 @@ class RiskEngine:
     def _remargin(
         self, symbols: set[str], trigger: dict[str, Any], ts: int | None
     ) -> Steps[tuple[set[str], list[Output]]]:
-        touched: set[str] = set()
-        outputs: list[Output] = []
+        """The alerts of every account the move takes to another level (the closing work
+        they call for is Liquidator.catch_up's). Liquidation alerts carry their positions'
+        prices, found for all of them at once (manyprices.py); catch_up's closing sets
+        reuse them."""
+        market, levels = self.market, self.config.thresholds
+        moving = []  # (account, rows, its new level)
         for account_id in sorted(self.view.candidates(sorted(symbols))):
-            alerts = self.desk.level_check(self.accounts[account_id], trigger, ts)
-            if alerts:
-                touched.add(account_id)
-                outputs += alerts
+            account = self.accounts[account_id]
+            rows = risk_rows(account, market)
+            level = levels.level(total(account, rows).margin_ratio)
+            if level != account.level:
+                moving.append((account, rows, level))
             yield
-        return touched, outputs
+        liquidating = [(a, rows) for a, rows, level in moving if level == LIQUIDATION]
+        found = many_position_prices(liquidating, market, levels.liquidation)
+        prices = {a.account_id: p for (a, _), p in zip(liquidating, found, strict=True)}
+        outputs: list[Output] = []
+        for account, rows, _ in moving:
+            outputs += self.desk.raise_level(
+                account, trigger, ts, rows, prices.get(account.account_id)
+            )
+            yield
+        self._alert_prices = prices
+        return {account.account_id for account, _, _ in moving}, outputs
 
     @staticmethod
     def _trigger(envelope: Envelope) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from marginstream.core.decisions import decision_value, order_rejection
 from marginstream.core.envelope import DECISIONS, LIQUIDATIONS, Output
 from marginstream.core.ledger import Account, OpenOrder
 from marginstream.core.liquidation.desk import Liquidator
-from marginstream.core.liquidation.prices import position_prices
+from marginstream.core.liquidation.prices import PositionPrices, position_prices
 from marginstream.core.market import Market
 from marginstream.core.numbers import RecordError, decimal_text, risk_text
 from marginstream.core.records import (
@@ -76,22 +76,41 @@ class Desk:
     def level_check(
         self, account: Account, trigger: dict[str, Any], ts: int | None, rows: Rows | None = None
     ) -> list[Output]:
-        """The alert due if the account's figures (from its current rows) put it at a new level."""
+        """The alert due if the account's figures (from its current rows) put it at a new
+        level, and the closing work it calls for at once (Liquidator.on_level)."""
         if rows is None:
             rows = risk_rows(account, self.market)
-        if self.thresholds.level(total(account, rows).margin_ratio) == account.level:
+        level = self.thresholds.level(total(account, rows).margin_ratio)
+        if level == account.level:
             return []
+        prices = None
+        if level == LIQUIDATION:
+            prices = position_prices(account, self.market, self.thresholds.liquidation, rows)
+        outputs = self.raise_level(account, trigger, ts, rows, prices)
+        kind = outputs[0].value["type"]
+        return outputs + self.liquidator.on_level(account, kind, rows, trigger, ts, prices)
+
+    def raise_level(
+        self,
+        account: Account,
+        trigger: dict[str, Any],
+        ts: int | None,
+        rows: Rows,
+        prices: dict[str, PositionPrices] | None,
+    ) -> list[Output]:
+        """The alert of an account whose figures put it at a new level (prices: its
+        positions', for a liquidation alert); the account moves to that level. An account
+        that enters liquidation counts its closing sets from this alert (book.set_id)."""
         risk = assess(account, self.market, rows=rows)  # the same sums, with positions
         alert = raise_alert(account, risk, self.thresholds, trigger, ts)
         assert alert is not None
-        prices = None
         if alert["type"] == LIQUIDATION:
-            prices = position_prices(account, self.market, self.thresholds.liquidation, rows)
+            assert prices is not None
             add_prices(alert["positions"], prices)
+            if account.liquidation is None:
+                account.liquidation_seq = 0
         self.view.set_level(account.account_id, account.level)
-        outputs = [Output(LIQUIDATIONS, account.account_id, alert)]
-        more = self.liquidator.on_level(account, alert["type"], rows, trigger, ts, prices)
-        return outputs + more
+        return [Output(LIQUIDATIONS, account.account_id, alert)]
 
     # -- requests -------------------------------------------------------------------
 

@@ -234,13 +234,17 @@ class RiskView:
             math.inf if deadline is None else deadline
         )
 
-    def due(self, clock: int) -> list[str]:
-        """Accounts whose open liquidation set is past its deadline at clock, and accounts
-        in liquidation with none open (a state written before sets existed), sorted."""
+    def out_of_line(self, clock: int | None) -> list[str]:
+        """Accounts whose closing set is out of line with their level, sorted: in
+        liquidation with none open, or out of it with one open; and, at a time `clock`
+        (None: no time), those whose open set is past its deadline."""
         count = self._accounts.size
         deadline, level = self._accounts["deadline"][:count], self._accounts["level"][:count]
-        due = (deadline <= clock) | ((level == _LIQUIDATING) & (deadline == math.inf))
-        return sorted(self._account_ids[a] for a in np.flatnonzero(due))
+        liquidating, open_set = level == _LIQUIDATING, deadline != math.inf
+        wrong = liquidating != open_set
+        if clock is not None:
+            wrong |= deadline <= clock
+        return sorted(self._account_ids[a] for a in np.flatnonzero(wrong))
 
     # -- accounts and the columns as a whole ---------------------------------------
 

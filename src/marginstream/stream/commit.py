@@ -131,7 +131,8 @@ async def commit(
             layout.cancel()  # the check itself is shared (LayoutWatch.confirm): it goes on
         elif layout is not None and not layout.cancelled():
             layout.exception()  # raised above if it failed; else retrieved, not left unread
-    await producer.send_offsets_to_transaction(offsets, transaction.group)  # 4
+    if offsets:  # none after closing work alone (RiskEngine.settle): no record was read
+        await producer.send_offsets_to_transaction(offsets, transaction.group)  # 4
     transaction.step = "5 commit"
     await producer.commit_transaction()  # 5
     FAULTS.hit("after-commit")

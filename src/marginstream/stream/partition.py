@@ -152,9 +152,9 @@ class OwnedPartition:
 
     async def apply(self, tp: TopicPartition, messages: list[Any]) -> None:
         """Apply records read from one input, in order; their outputs join the transaction."""
-        work, outputs = self.work, self.outputs
-        assert work is not None and outputs is not None
-        names, metrics = self.context.names, self.context.metrics
+        work = self.work
+        assert work is not None
+        metrics = self.context.metrics
         read_from = Source(tp.topic, tp.partition)
         next_offset = self.next_offsets.get(tp, 0)
         started, before = time.perf_counter(), work.records
@@ -166,7 +166,9 @@ class OwnedPartition:
             try:
                 FAULTS.fail_on("engine-error", (read_from, message.offset))
                 if from_market:  # a cascade can take seconds: let heartbeats run meanwhile
-                    steps = work.steps(envelope, read_from, message.offset)
+                    # Its alerts only: the closing work is owed, done once they are
+                    # committed (settle), so that they are not kept waiting for it.
+                    steps = work.steps(envelope, read_from, message.offset, owe=True)
                     outcome = await pace.through(steps)
                 else:
                     outcome = work.apply(envelope, read_from, message.offset)
@@ -175,17 +177,43 @@ class OwnedPartition:
                 at = f"{envelope.topic}[{envelope.partition}]@{envelope.offset}"
                 raise EngineFailed(f"the engine failed on {at}: {error!r}") from error
             next_offset = message.offset + 1
-            for output in outcome.outputs:
-                if not published_by(self.number, output, from_market):
-                    continue
-                metrics.output(output)
-                await outputs.send(names.full(output.topic), output.key, orjson.dumps(output.value))
+            await self._publish(outcome.outputs, from_market)
         self.next_offsets[tp] = next_offset
         metrics.applied(tp.topic, work.records - before, started)
         if work.records:
-            self.applied_at = time.monotonic()
-            if self.pending_since is None:
-                self.pending_since = self.applied_at
+            self._applied()
+
+    @property
+    def owes(self) -> bool:
+        """Did a market record leave closing work owed (RiskEngine.steps, owe=True)?"""
+        return self.active and self.work is not None and self.work.engine.owed is not None
+
+    async def settle(self) -> None:
+        """Do the closing work owed: its outputs join the transaction (the next commit)."""
+        work = self.work
+        assert work is not None
+        FAULTS.hit("before-settle")
+        try:
+            outcome = await Pace().through(work.settle())
+        except Exception as error:  # as in apply: a bug, which stops the partition
+            raise EngineFailed(f"the engine failed on the closing work owed: {error!r}") from error
+        await self._publish(outcome.outputs, from_market=True)
+        if work.pending:
+            self._applied()
+
+    async def _publish(self, found: list[Any], from_market: bool) -> None:
+        names, metrics, outputs = self.context.names, self.context.metrics, self.outputs
+        assert outputs is not None
+        for output in found:
+            if not published_by(self.number, output, from_market):
+                continue
+            metrics.output(output)
+            await outputs.send(names.full(output.topic), output.key, orjson.dumps(output.value))
+
+    def _applied(self) -> None:
+        self.applied_at = time.monotonic()
+        if self.pending_since is None:
+            self.pending_since = self.applied_at
 
     async def caught_up(self) -> bool:
         """Has the partition applied everything its inputs hold (committed records)?"""
@@ -223,7 +251,7 @@ class OwnedPartition:
             await self._commit_pending()
 
     async def _commit_pending(self) -> None:
-        if self.work is None or not self.work.records:
+        if self.work is None or not self.work.pending:
             return
         self.commit_began = time.monotonic()
         assert self.transaction is not None

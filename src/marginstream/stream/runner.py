@@ -309,6 +309,27 @@ class RiskService(Service):
                     if self.partitions.get(owned.number) is owned and owned.active:
                         owned.idle = await owned.caught_up()
                 await self._commit_due()  # a quiet partition's records, at once
+                await self._settle_owed()
+
+    async def _settle_owed(self) -> None:
+        """Partitions whose market record left closing work owed: what they applied (the
+        alerts) is committed at once, all together, then the work is done, to be
+        committed in its turn. An index move's alerts are thus never kept waiting for the
+        closing sets they call for (or for those it re-issues)."""
+        owing = [owned for owned in self.partitions.values() if owned.owes]
+        if not owing:
+            return
+        await self._commit(owing)
+        for owned in owing:
+            if self.partitions.get(owned.number) is not owned or not owned.owes:
+                continue
+            try:
+                await owned.settle()
+            except (PartitionLost, KafkaError) as error:
+                await self._failed(owned, "send", error)
+            except EngineFailed as error:
+                await self._stop_partition(owned, str(error))
+            await self._commit_due()
 
     async def _commit_loop(self) -> None:
         """Commits run on their own clock: aiokafka's getmany can wait, past its timeout,

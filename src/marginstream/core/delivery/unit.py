@@ -34,7 +34,7 @@ from marginstream.core.delivery.parts import (
 )
 from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.store import PartStore
-from marginstream.core.engine import EngineConfig, Outcome, RiskEngine, Steps, drive
+from marginstream.core.engine import OWED_KEY, EngineConfig, Outcome, RiskEngine, Steps, drive
 from marginstream.core.envelope import Envelope
 from marginstream.core.liquidation.fund import FUND_KEY, InsuranceFund
 from marginstream.core.market import Market
@@ -59,18 +59,48 @@ class PartitionState:
     offsets: dict[Source, int] = field(default_factory=dict)
     records: int = 0  # read since the last seal
     loaded_from: str = "parts"  # how the view was built: "snapshot", "parts", or "eager"
+    held: tuple[Source, int] | None = None  # an offset committed once the work owed is done
 
     def apply(self, envelope: Envelope, read_from: Source, offset: int) -> Outcome:
         """Apply one record read at (read_from, offset); the envelope names its origin."""
         return drive(self.steps(envelope, read_from, offset))
 
-    def steps(self, envelope: Envelope, read_from: Source, offset: int) -> Steps[Outcome]:
-        """apply, pausing where the engine does (RiskEngine.steps)."""
-        outcome = yield from self.engine.steps(envelope)
+    def steps(
+        self, envelope: Envelope, read_from: Source, offset: int, owe: bool = False
+    ) -> Steps[Outcome]:
+        """apply, pausing where the engine does (RiskEngine.steps; owe: its meaning)."""
+        outcome = yield from self.engine.steps(envelope, owe)  # settles what was owed first
         self.changed |= outcome.changed
         self.offsets[read_from] = offset + 1
+        self._release()
+        if self.engine.owed is not None:  # the record counts as read once its work is done
+            self.offsets[read_from] = offset
+            self.held = (read_from, offset + 1)
         self.records += 1
         return outcome
+
+    def settle(self) -> Steps[Outcome]:
+        """The closing work a market record left owed (RiskEngine.settle), and the offset
+        after that record: a group's offsets say a record is applied only once all its
+        work is committed, so a caught-up group has published everything (the alerts
+        were committed before, with the state that says the record was seen: read again
+        after a restart, the record changes nothing, and the work owed is done)."""
+        outcome = yield from self.engine.settle()
+        self.changed |= outcome.changed
+        self._release()
+        return outcome
+
+    def _release(self) -> None:
+        """The offset held back for work owed, once nothing is owed."""
+        if self.held is not None and self.engine.owed is None:
+            source, offset = self.held
+            self.offsets[source] = max(offset, self.offsets.get(source, 0))
+            self.held = None
+
+    @property
+    def pending(self) -> bool:
+        """Is there anything to commit: records applied, or closing work done?"""
+        return bool(self.records or self.changed or self.offsets)
 
     def seal(self) -> Sealed:
         """Take what was applied since the last seal, for one commit."""
@@ -152,7 +182,8 @@ def _lazy(store: PartStore, config: EngineConfig) -> PartitionState | None:
     market = Market.from_parts({k: v for k, v in small.items() if k[0] in ("instrument", "index")})
     guard = ReplayGuard.from_part(small.get(GUARD_KEY))
     fund = InsuranceFund.from_part(small.get(FUND_KEY))
-    engine = RiskEngine(config, None, market, guard, None, store, sealed, fund)
+    owed = small.get(OWED_KEY) or None  # {}: nothing owed
+    engine = RiskEngine(config, None, market, guard, None, store, sealed, fund, owed)
     view, symbols = engine.view, engine.view.symbols()
     header = viewsnapshot.header_of(store)
     if viewsnapshot.usable(header, store.changelog_offset(), symbols):

@@ -22,13 +22,15 @@ from collections.abc import Generator, Mapping
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from marginstream.core.alerts import LIQUIDATION, Thresholds
+from marginstream.core.alerts import LIQUIDATION, RECOVERED, Thresholds
+from marginstream.core.delivery.parts import StateKey
 from marginstream.core.envelope import LIQUIDATION_ORDERS, Output
-from marginstream.core.ledger import Account
+from marginstream.core.ledger import HEALTHY, Account
 from marginstream.core.liquidation import adl
 from marginstream.core.liquidation.book import LiquidationOrder, LiquidationSet, id_name, set_id
 from marginstream.core.liquidation.closeout import Closeout, LiquidationPolicy, plan
 from marginstream.core.liquidation.fund import DEFICIT, SHORTFALL, InsuranceFund
+from marginstream.core.liquidation.manyprices import many_position_prices
 from marginstream.core.liquidation.prices import PositionPrices
 from marginstream.core.market import Market
 from marginstream.core.numbers import ZERO, decimal_text, exact, risk_text
@@ -37,6 +39,9 @@ from marginstream.core.risk import MarginFigures, Rows, risk_rows
 from marginstream.core.riskview import RiskView
 
 UNTIMED = -1  # the deadline of a set issued on a record without a time (an instrument)
+# What catch_up does to an account's set (else: cancel it, for the account's new level).
+ISSUE, TIMED, REISSUE = "issue", "timed", "reissue"
+_PLANNED = (ISSUE, REISSUE)  # the ones that size a new set
 
 
 class Loss(NamedTuple):
@@ -80,7 +85,6 @@ class Liquidator:
         if kind == LIQUIDATION:
             if account.liquidation:
                 return []
-            account.liquidation_seq = 0  # sets are counted from their alert (book.set_id)
             return self._issue(account, rows, trigger, ts, None, prices=prices)
         if account.liquidation is not None:  # out of liquidation: kind says to what
             return self._withdraw(account, kind, trigger, ts)
@@ -94,37 +98,69 @@ class Liquidator:
             return []
         return self._issue(account, rows, trigger, ts, None)
 
-    def reissue_due(
-        self, trigger: dict[str, Any], ts: int | None
-    ) -> Generator[None, None, tuple[set[str], list[Output]]]:
-        """Every open set past its deadline at ts (a market record's time), cancelled and
-        re-issued; pausing (a yield, RiskEngine.steps) after each account."""
-        touched: set[str] = set()
-        outputs: list[Output] = []
-        if ts is None:  # an instrument record: it tells no time
-            return touched, outputs
-        for account_id in self.view.due(ts):
-            yield
+    def catch_up(
+        self,
+        trigger: dict[str, Any],
+        ts: int | None,
+        known: Mapping[str, dict[str, PositionPrices]] | None = None,
+    ) -> Generator[None, None, tuple[list[Output], set[StateKey]]]:
+        """After a market record's alerts: every account whose closing set is out of line
+        with its level, or past its deadline at ts (the record's time; None: an
+        instrument's, which tells no time), brought in line, in the order of the accounts:
+
+        - one in liquidation with no set open gets one (after its alert, or in a state of an
+          earlier version);
+        - one out of liquidation with a set open has it cancelled (reason: its level);
+        - a set past its deadline is cancelled and re-issued, sized afresh, with new ids
+          (one issued on a record without a time takes its deadline from ts).
+
+        Closing sets are priced with the positions' prices: known (the alerts' of this
+        record), or found for all the sets at once (manyprices.py). Pauses (yields,
+        RiskEngine.steps) after each account."""
+        due: list[tuple[Account, str]] = []
+        for account_id in self.view.out_of_line(ts):
             account = self.accounts[account_id]
             previous = account.liquidation
-            if previous is None:
-                if account.level == LIQUIDATION:  # none open (state of an earlier version)
-                    touched.add(account_id)
-                    outputs += self._issue(account, risk_rows(account, self.market), trigger, ts,
-                                           None)  # fmt: skip
-                else:  # the view was behind the account: in step again
+            if account.level != LIQUIDATION:
+                if previous is None:  # the view was behind the account: in step again
                     self.view.set_deadline(account_id, None)
-                continue
-            touched.add(account_id)
-            if previous.deadline == UNTIMED:  # issued on a record without a time: from now
+                else:
+                    due.append((account, RECOVERED if account.level == HEALTHY else account.level))
+            elif previous is None:
+                due.append((account, ISSUE))
+            elif previous.deadline == UNTIMED and ts is not None:
+                due.append((account, TIMED))
+            else:
+                due.append((account, REISSUE))
+            yield
+        rows = {a.account_id: risk_rows(a, self.market) for a, what in due if what in _PLANNED}
+        prices = dict(known or {})
+        unpriced = [(a, rows[a.account_id]) for a, what in due
+                    if what in _PLANNED and a.account_id not in prices]  # fmt: skip
+        found = many_position_prices(unpriced, self.market, self.thresholds.liquidation)
+        prices.update((a.account_id, p) for (a, _), p in zip(unpriced, found, strict=True))
+        outputs: list[Output] = []
+        touched: set[StateKey] = set()
+        for account, what in due:
+            account_id = account.account_id
+            touched.add(("account", account_id))
+            previous = account.liquidation
+            if what == ISSUE:
+                outputs += self._issue(account, rows[account_id], trigger, ts, None,
+                                       prices=prices[account_id])  # fmt: skip
+            elif what == TIMED:  # issued on a record without a time: from now
+                assert previous is not None and ts is not None
                 previous.deadline = ts + self.policy.reissue_after_ms
                 self.view.set_deadline(account_id, previous.deadline)
-                continue
-            outputs += self._withdraw(account, "reissued", trigger, ts)
-            if account.level == LIQUIDATION:
-                rows = risk_rows(account, self.market)
-                outputs += self._issue(account, rows, trigger, ts, previous.id, previous.alert_id)
-        return touched, outputs
+            elif what == REISSUE:
+                assert previous is not None
+                outputs += self._withdraw(account, "reissued", trigger, ts)
+                outputs += self._issue(account, rows[account_id], trigger, ts, previous.id,
+                                       previous.alert_id, prices[account_id])  # fmt: skip
+            else:  # out of liquidation: `what` is its alert's type
+                outputs += self._withdraw(account, what, trigger, ts)
+            yield
+        return outputs, touched
 
     def expire(
         self, account: Account, symbol: str, trigger: dict[str, Any], ts: int | None

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from marginstream.core.ledger import Account
-from marginstream.core.margin import short_option_margin
+from marginstream.core.margin import ShortOptionRates, short_option_margin
 from marginstream.core.market import Market
 from marginstream.core.pricing import black76_price
 from marginstream.core.risk import MarginFigures, RiskRow, Rows, risk_rows, total
@@ -45,27 +45,69 @@ class PositionPrices(NamedTuple):
     bankruptcy: float | None
 
 
+class OptionBook(NamedTuple):
+    """What an account's equity and maintenance margin are at another index of one
+    underlying: the rest of the account held fixed, and its options on it re-priced."""
+
+    fixed_equity: float
+    fixed_maintenance: float
+    # (qty x size, strike, put?, short margin rates, (years, vol) or None: mark held, mark)
+    options: list[tuple[float, float, bool, ShortOptionRates, tuple[float, float] | None, float]]
+
+
+class PricesToSolve(NamedTuple):
+    """An account's futures prices, found; its option books, by underlying, to solve
+    (None: no index to move); and which symbol takes which underlying's prices."""
+
+    found: dict[str, PositionPrices]
+    books: dict[str, OptionBook | None]
+    order: list[tuple[str, str | None]]  # (symbol, its underlying if an option), rows' order
+
+
 def position_prices(
     account: Account, market: Market, threshold: float, rows: Rows | None = None
 ) -> dict[str, PositionPrices]:
-    """Each open position's prices, by symbol (options: index levels of the underlying)."""
+    """Each open position's prices, by symbol (options: index levels of the underlying).
+    (manyprices.py finds the same, to the bit, for many accounts at once.)"""
+    todo = prices_to_solve(account, market, threshold, rows)
+    solved = {
+        underlying: PositionPrices(None, None) if book is None
+        else _option_prices(book, market.risk_index(underlying) or 0.0, threshold)
+        for underlying, book in todo.books.items()
+    }  # fmt: skip
+    return found_prices(todo, solved)
+
+
+def prices_to_solve(
+    account: Account, market: Market, threshold: float, rows: Rows | None = None
+) -> PricesToSolve:
+    """Everything position_prices needs, the option roots left to find."""
     if rows is None:
         rows = risk_rows(account, market)
     figures = total(account, rows)
     found: dict[str, PositionPrices] = {}
-    by_underlying: dict[str, PositionPrices] = {}
+    books: dict[str, OptionBook | None] = {}
+    order: list[tuple[str, str | None]] = []
     for symbol, row in rows.items():
         if row.position is None or not row.inputs.qty:
             continue
         instrument = row.instrument
         if not instrument.is_option:
             found[symbol] = _future_prices(row, market, figures, threshold)
+            order.append((symbol, None))
             continue
         underlying = instrument.underlying
-        if underlying not in by_underlying:
-            by_underlying[underlying] = _option_prices(rows, market, figures, threshold, underlying)
-        found[symbol] = by_underlying[underlying]
-    return found
+        order.append((symbol, underlying))
+        if underlying not in books:
+            books[underlying] = _option_book(rows, market, figures, underlying)
+    return PricesToSolve(found, books, order)
+
+
+def found_prices(
+    todo: PricesToSolve, solved: dict[str, PositionPrices]
+) -> dict[str, PositionPrices]:
+    """The prices by symbol, in the rows' order (futures found, options solved)."""
+    return {s: todo.found[s] if u is None else solved[u] for s, u in todo.order}
 
 
 def _future_prices(
@@ -94,12 +136,12 @@ def _future_prices(
     return PositionPrices(liquidation, bankrupt if bankrupt > 0.0 else None)
 
 
-def _option_prices(
-    rows: Rows, market: Market, figures: MarginFigures, threshold: float, underlying: str
-) -> PositionPrices:
+def _option_book(
+    rows: Rows, market: Market, figures: MarginFigures, underlying: str
+) -> OptionBook | None:
     index = market.risk_index(underlying)
     if index is None or index <= 0.0:
-        return PositionPrices(None, None)
+        return None
     moving = [
         r for r in rows.values()
         if r.instrument.is_option and r.instrument.underlying == underlying and r.inputs.qty
@@ -115,6 +157,11 @@ def _option_prices(
             market.option_rates[instrument.symbol], market.model_inputs(instrument.symbol),
             r.risk.mark,
         ))  # fmt: skip
+    return OptionBook(fixed_equity, fixed_maintenance, options)
+
+
+def _option_prices(book: OptionBook, index: float, threshold: float) -> PositionPrices:
+    fixed_equity, fixed_maintenance, options = book
     seen: dict[float, tuple[float, float]] = {}
 
     def at(spot: float) -> tuple[float, float]:

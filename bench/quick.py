@@ -1,0 +1,237 @@
+"""The speed guard (`make bench-quick`): a few figures of the record path at small sizes,
+each printed beside the baseline committed in bench/results/quick/baseline.json, as a ratio.
+
+Why: the liquidation engine once made an index move 3-5x slower and no check noticed.
+This runs in about five minutes on the project's 2-vCPU machine kind, on one local broker
+shared by every step (each with its own deployment prefix). Timings on a shared CI machine
+are too noisy for a test: run it by hand, before and after a change to the record path,
+on an otherwise idle machine, and put its table in the closing note.
+
+A figure more than 20% worse than the baseline is flagged and the exit status is 1. A
+figure better than the baseline is not an error: record the new normal with
+--save-baseline once the change lands.
+
+    python -m bench.quick                      # compare with the baseline
+    python -m bench.quick --save-baseline      # make this run the baseline
+    python -m bench.quick --against FILE       # compare with another run's figures
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import environment
+from marginstream.localbroker import LocalBroker, free_port
+
+QUICK = Path(__file__).parent / "results" / "quick"
+BASELINE = QUICK / "baseline.json"
+WORSE = 0.20  # a figure this much worse than the baseline is flagged
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    unit: str
+    higher_is_better: bool
+    read: Callable[[dict[str, Any]], float]
+
+
+@dataclass(frozen=True)
+class Step:
+    module: str
+    options: tuple[str, ...]
+    result: str  # the results file the step writes
+    figures: tuple[Figure, ...]
+
+
+def _ms(value: float) -> float:
+    return value * 1000.0
+
+
+STEPS = (
+    Step(
+        "bench.throughput",
+        ("--accounts", "10000", "--records", "15000", "--skip-peer"),
+        "throughput",
+        (
+            Figure("throughput", "records/s", True, lambda r: r["ours"]["records_per_second"]),
+            Figure(
+                "throughput / bare aiokafka loop", "ratio", True, lambda r: r["ours_over_ceiling"]
+            ),
+        ),
+    ),
+    Step(
+        "bench.latency",
+        ("--accounts", "10000", "--moves", "6", "--rates", "1000", "--seconds", "5"),
+        "latency",
+        (
+            Figure(
+                "index move -> last alert, p50",
+                "ms",
+                False,
+                lambda r: _ms(r["remargin"]["p50_seconds"]),
+            ),
+            Figure(
+                "index move -> last alert, p99",
+                "ms",
+                False,
+                lambda r: _ms(r["remargin"]["p99_seconds"]),
+            ),
+            Figure(
+                "order -> decision at 1k/s, p50",
+                "ms",
+                False,
+                lambda r: _ms(r["decisions"]["1000"]["p50_seconds"]),
+            ),
+            Figure(
+                "order -> decision at 1k/s, p99",
+                "ms",
+                False,
+                lambda r: _ms(r["decisions"]["1000"]["p99_seconds"]),
+            ),
+        ),
+    ),
+    Step(
+        "bench.cascade",
+        ("--accounts", "2000", "--cascades", "3"),
+        "cascade",
+        (
+            Figure(
+                "cascade (2k) -> last order, p50",
+                "ms",
+                False,
+                lambda r: _ms(r["summary"]["to_last_order_p50_seconds"]),
+            ),
+            Figure(
+                "cascade (2k) -> last order, p99",
+                "ms",
+                False,
+                lambda r: _ms(r["summary"]["to_last_order_p99_seconds"]),
+            ),
+            Figure(
+                "cascade (2k), core CPU of the down move",
+                "ms",
+                False,
+                lambda r: _ms(r["summary"]["core_cpu_seconds_median"]),
+            ),
+        ),
+    ),
+    Step(
+        "bench.restore",
+        ("--accounts", "50000", "--rounds", "1"),
+        "restore-50000",
+        (Figure("restore", "records/s", True, lambda r: r["ours"]["records_per_second"]),),
+    ),
+)
+
+
+def run_steps(bootstrap: str, results: Path) -> tuple[dict[str, float], list[str]]:
+    """Each step's figures, by name; and the steps that failed."""
+    figures: dict[str, float] = {}
+    failed = []
+    env = {**os.environ, "BENCH_RESULTS": str(results), "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+    for step in STEPS:
+        print(f"=== {step.module} {' '.join(step.options)}", flush=True)
+        began = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", step.module, *step.options], env=env, check=False
+        )
+        print(f"=== {step.module}: {time.monotonic() - began:.0f}s", flush=True)
+        path = results / f"{step.result}.json"
+        if done.returncode or not path.exists():
+            failed.append(step.module)
+            continue
+        written = json.loads(path.read_text())
+        for figure in step.figures:
+            try:
+                figures[figure.name] = float(figure.read(written))
+            except (KeyError, TypeError, ValueError):
+                failed.append(f"{step.module}: {figure.name} missing")
+    return figures, failed
+
+
+def compare(figures: dict[str, float], baseline: dict[str, float]) -> tuple[list[str], list[str]]:
+    """The table's lines, and the names of figures more than WORSE worse than baseline."""
+    units = {f.name: (f.unit, f.higher_is_better) for s in STEPS for f in s.figures}
+    lines = [
+        "| figure | baseline | now | now / baseline | |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    worse = []
+    for name, (unit, higher) in units.items():
+        now, then = figures.get(name), baseline.get(name)
+        if now is None or then is None or then == 0:
+            shown = "missing" if now is None else f"{now:,.3g}"
+            lines.append(f"| {name} ({unit}) | {then or '-'} | {shown} | | |")
+            continue
+        ratio = now / then
+        bad = ratio < 1 - WORSE if higher else ratio > 1 + WORSE
+        if bad:
+            worse.append(name)
+        better = "higher" if higher else "lower"
+        flag = f"**{WORSE:.0%}+ worse**" if bad else ""
+        lines.append(
+            f"| {name} ({unit}, {better} is better) | {then:,.4g} | {now:,.4g} | {ratio:.2f} "
+            f"| {flag} |"
+        )
+    return lines, worse
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--save-baseline", action="store_true", help="write this run as baseline")
+    parser.add_argument("--against", type=Path, default=BASELINE, help="figures to compare with")
+    parser.add_argument("--out", type=Path, help="also write this run's figures here")
+    args = parser.parse_args()
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-quick-") as directory:
+        root = Path(directory)
+        external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        local = None
+        if not external:
+            local = LocalBroker(port=free_port(), data_dir=root / "kafka", heap="1g")
+            local.start()
+        try:
+            figures, failed = run_steps(external or local.bootstrap, root / "results")
+        finally:
+            if local is not None:
+                local.stop()
+    seconds = time.monotonic() - began
+    run = {"figures": figures, "seconds": round(seconds), **environment()}
+    run["commit"] = _commit()
+    if args.out:
+        args.out.write_text(json.dumps(run, indent=2) + "\n")
+    baseline = json.loads(args.against.read_text()) if args.against.exists() else None
+    print(f"\nbench-quick: {seconds:.0f}s; baseline {args.against} "
+          f"({baseline['commit'] if baseline else 'none'})")  # fmt: skip
+    lines, worse = compare(figures, baseline["figures"] if baseline else {})
+    print("\n".join(lines))
+    if args.save_baseline:
+        BASELINE.write_text(json.dumps(run, indent=2) + "\n")
+        print(f"baseline written to {BASELINE}")
+    if failed:
+        print("failed: " + ", ".join(failed), file=sys.stderr)
+    if worse and not args.save_baseline:
+        print(f"more than {WORSE:.0%} worse than the baseline: " + ", ".join(worse))
+    return 1 if failed or (worse and not args.save_baseline) else 0
+
+
+def _commit() -> str:
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip() or "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
