@@ -40,26 +40,36 @@ def index_value(price: float, ts: int) -> dict[str, Any]:
     return {"type": "index", "underlying": "BTC", "price": f"{price:.2f}", "ts": ts}
 
 
-def expected_alerts(parts: dict[StateKey, Any], moves: list[dict[str, Any]]) -> list[int]:
-    """How many alerts each move raises (the core offline, from the same state)."""
+ALERTS, CLOSING = "liquidations", "liquidation-orders"
+
+
+def expected_outputs(parts: dict[StateKey, Any], moves: list[dict[str, Any]]) -> list[dict]:
+    """How many alerts, and closing orders and cancels, each move publishes (the core
+    offline, from the same state)."""
     engine = RiskEngine.from_parts(parts)
     counts = []
     for offset, value in enumerate(moves):
         outcome = engine.apply(Envelope("prices", 0, 10_000_000 + offset, "BTC", value))
-        counts.append(sum(1 for o in outcome.outputs if o.topic == "liquidations"))
+        topics = [o.topic for o in outcome.outputs]
+        counts.append({ALERTS: topics.count(ALERTS), CLOSING: topics.count(CLOSING)})
     return counts
 
 
 async def remargin_latency(
-    deployment: LocalDeployment, moves: list[dict], expected: list[int]
-) -> list[float]:
+    deployment: LocalDeployment, moves: list[dict], expected: list[dict]
+) -> dict[str, list[float]]:
+    """Per move, from producing it: to its last alert, and to its last closing order or
+    cancel (its closing work). A move is sent once the one before is wholly published, so
+    each is measured from an idle worker (the first after start included)."""
     consumer = new_consumer(
-        deployment.bootstrap, deployment.prefix + "liquidations", isolation_level="read_committed"
+        deployment.bootstrap,
+        *(deployment.prefix + topic for topic in (ALERTS, CLOSING)),
+        isolation_level="read_committed",
     )
     producer = AIOKafkaProducer(bootstrap_servers=deployment.bootstrap, acks="all")
     await consumer.start()
     await producer.start()
-    latencies = []
+    latencies: dict[str, list[float]] = {ALERTS: [], CLOSING: []}
     try:
         await consumer.seek_to_end()
         for value, count in zip(moves, expected, strict=True):
@@ -67,14 +77,17 @@ async def remargin_latency(
             await producer.send_and_wait(
                 deployment.prefix + "prices", orjson.dumps(value), key=b"BTC"
             )
-            received, last = 0, sent
-            while received < count:
+            received = dict.fromkeys(count, 0)
+            last = dict.fromkeys(count, sent)
+            while any(received[t] < count[t] for t in count):
                 if time.perf_counter() - sent > 600:
-                    raise TimeoutError(f"{received} of {count} alerts after 600 s")
-                for messages in (await consumer.getmany(timeout_ms=100)).values():
-                    received += len(messages)
-                    last = time.perf_counter()
-            latencies.append(last - sent)
+                    raise TimeoutError(f"{received} of {count} after 600 s")
+                for tp, messages in (await consumer.getmany(timeout_ms=100)).items():
+                    topic = tp.topic[len(deployment.prefix) :]
+                    received[topic] += len(messages)
+                    last[topic] = time.perf_counter()
+            for topic in count:
+                latencies[topic].append(last[topic] - sent)
             await asyncio.sleep(0.5)
     finally:
         await consumer.stop()
@@ -163,8 +176,12 @@ def main() -> None:
         index_value(60_000 * (0.8 if k % 2 == 0 else 1.0), T0 + 20_000_000 + k * 1000)
         for k in range(args.moves)
     ]
-    expected = expected_alerts(parts, moves)
-    figures: dict[str, Any] = {"accounts": args.accounts, "alerts_per_move": expected}
+    expected = expected_outputs(parts, moves)
+    alerts = [count[ALERTS] for count in expected]
+    closing = [count[CLOSING] for count in expected]
+    figures: dict[str, Any] = {
+        "accounts": args.accounts, "alerts_per_move": alerts, "closing_per_move": closing,
+    }  # fmt: skip
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="bench-") as directory:
         deployment = bench_deployment(bootstrap, Path(directory))
         asyncio.run(write_parts(deployment, parts.items()))
@@ -172,17 +189,21 @@ def main() -> None:
         try:
             worker.wait_ready(timeout=3600, partitions=deployment.partitions)
             remargin = asyncio.run(remargin_latency(deployment, moves, expected))
-            figures["remargin"] = {
-                "moves": len(remargin),
-                "p50_seconds": percentile(remargin, 0.5),
-                "p99_seconds": percentile(remargin, 0.99),
-                "seconds": remargin,
-            }
+            for name, topic in (("remargin", ALERTS), ("closing", CLOSING)):
+                seconds = remargin[topic]
+                figures[name] = {
+                    "moves": len(seconds),
+                    "p50_seconds": percentile(seconds, 0.5),
+                    "p99_seconds": percentile(seconds, 0.99),
+                    "seconds": seconds,
+                }
             print(
                 f"index move -> last alert, {args.accounts:,} accounts: "
                 f"p50 {figures['remargin']['p50_seconds'] * 1000:.0f} ms, "
                 f"p99 {figures['remargin']['p99_seconds'] * 1000:.0f} ms "
-                f"({sum(expected) / len(expected):,.0f} alerts per move)"
+                f"({sum(alerts) / len(alerts):,.0f} alerts per move); "
+                f"-> last closing order: p50 {figures['closing']['p50_seconds'] * 1000:.0f} ms, "
+                f"p99 {figures['closing']['p99_seconds'] * 1000:.0f} ms"
             )
             figures["decisions"] = defaultdict(dict)
             for rate in args.rates:

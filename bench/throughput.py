@@ -290,7 +290,9 @@ def faust_floor(bootstrap: str, root: Path, measured: list[dict]) -> dict[str, A
     return rates(len(measured), span, seconds)
 
 
-def quix_peer(bootstrap: str, root: Path, setup: list[dict], measured: list[dict]) -> dict:
+def quix_peer(
+    bootstrap: str, root: Path, setup: list[dict], measured: list[dict], guarantee: str
+) -> dict:
     tag = uuid.uuid4().hex[:6]
     source, sink = f"quix-{tag}-in", f"quix-{tag}-out"
     accounts_only = [r for r in setup if r["topic"] == "transfers"]
@@ -309,6 +311,7 @@ def quix_peer(bootstrap: str, root: Path, setup: list[dict], measured: list[dict
             str(root / "quix-state"),
             str(len(measured)),
             str(result),
+            guarantee,
         ],
         capture_output=True,
         text=True,
@@ -316,8 +319,8 @@ def quix_peer(bootstrap: str, root: Path, setup: list[dict], measured: list[dict
         check=False,
     )
     if completed.returncode != 0:
-        raise RuntimeError(f"the Quix peer failed:\n{completed.stderr[-3000:]}")
-    return json.loads(result.read_text())
+        raise RuntimeError(f"the Quix peer ({guarantee}) failed:\n{completed.stderr[-3000:]}")
+    return {**json.loads(result.read_text()), "processing_guarantee": guarantee}
 
 
 def shown(result: dict[str, Any]) -> str:
@@ -383,9 +386,14 @@ def main() -> None:
             scaled = figures.setdefault("scale_out", {})
             scaled[workers] = ours(bootstrap, root, setup, measured, extra_env, workers)
             print(f"marginstream, {workers} workers: {shown(scaled[workers])}")
-        if not args.skip_peer:
-            figures["peer"] = quix_peer(bootstrap, root, setup, measured)
-            print(f"Quix Streams peer:  {figures['peer']['records_per_second']:,.0f} records/s")
+        if not args.skip_peer:  # like for like: exactly once, as ours runs; and at least once
+            for name, guarantee in (
+                ("peer", "exactly-once"),
+                ("peer_at_least_once", "at-least-once"),
+            ):
+                figures[name] = quix_peer(bootstrap, root, setup, measured, guarantee)
+                print(f"Quix Streams peer, {guarantee}: "
+                      f"{figures[name]['records_per_second']:,.0f} records/s")  # fmt: skip
     ours_rate = figures["ours"]["records_per_second"]
     figures["ours_over_ceiling"] = ours_rate / figures["ceiling"]["records_per_second"]
     print(f"ours / ceiling: {figures['ours_over_ceiling']:.2f} (goal >= 0.5)")
@@ -396,7 +404,10 @@ def main() -> None:
     print(f"faust floor / ceiling: {figures['faust_floor_over_ceiling']:.2f}")
     if "peer" in figures:
         figures["ours_over_peer"] = ours_rate / figures["peer"]["records_per_second"]
-        print(f"ours / peer:    {figures['ours_over_peer']:.2f} (goal >= 1)")
+        print(f"ours / peer (both exactly once): {figures['ours_over_peer']:.2f} (goal >= 1.5)")
+        loose = figures["peer_at_least_once"]["records_per_second"]
+        figures["ours_over_peer_at_least_once"] = ours_rate / loose
+        print(f"ours / peer at least once: {figures['ours_over_peer_at_least_once']:.2f}")
     if "before" in figures:
         after, old = figures["ours"], figures["before"]
         figures["after_over_before_end_to_end"] = (

@@ -13,7 +13,7 @@ from typing import Any
 from marginstream.core.ledger import HEALTHY, Account
 from marginstream.core.numbers import risk_text
 from marginstream.core.reports import position_lines
-from marginstream.core.risk import AccountRisk
+from marginstream.core.risk import MarginFigures, PositionRisk
 
 MARGIN_CALL = "margin_call"
 LIQUIDATION = "liquidation"
@@ -47,13 +47,15 @@ def alert_type(old_level: str, new_level: str) -> str | None:
 
 def raise_alert(
     account: Account,
-    risk: AccountRisk,
+    figures: MarginFigures,
+    positions: tuple[PositionRisk, ...],
     thresholds: Thresholds,
     trigger: dict[str, Any],
-    ts: int,
+    ts: int | None,
 ) -> dict[str, Any] | None:
-    """Move the account to the level its risk implies; the alert value if the level changed."""
-    new_level = thresholds.level(risk.margin_ratio)
+    """Move the account to the level its figures imply; the alert value if the level
+    changed. figures and positions: risk.total's and risk.open_positions' (assess's)."""
+    new_level = thresholds.level(figures.margin_ratio)
     kind = alert_type(account.level, new_level)
     if kind is None:
         return None
@@ -64,11 +66,11 @@ def raise_alert(
         "alert_id": f"{account.account_id}:alert:{account.alert_seq}",
         "account": account.account_id,
         "seq": account.alert_seq,
-        "margin_ratio": risk_text(risk.margin_ratio),
-        "equity": risk_text(risk.equity),
-        "initial_margin": risk_text(risk.initial_margin),
-        "maintenance_margin": risk_text(risk.maintenance_margin),
-        "positions": position_lines(risk),
+        "margin_ratio": risk_text(figures.margin_ratio),
+        "equity": risk_text(figures.equity),
+        "initial_margin": risk_text(figures.initial_margin),
+        "maintenance_margin": risk_text(figures.maintenance_margin),
+        "positions": position_lines(positions),
         "trigger": trigger,
         "ts": ts,
     }

@@ -245,7 +245,9 @@ class RiskEngine:
         )
         guard = ReplayGuard.from_part(parts.get(GUARD_KEY))
         fund = InsuranceFund.from_part(parts.get(FUND_KEY))
-        return cls(config, accounts, market, guard, ids, fund=fund, owed=parts.get(OWED_KEY) or None)
+        return cls(
+            config, accounts, market, guard, ids, fund=fund, owed=parts.get(OWED_KEY) or None
+        )
 
     # -- entry point ----------------------------------------------------------------
 

@@ -8,14 +8,14 @@ from marginstream.core.ledger import Account
 from marginstream.core.liquidation.prices import PositionPrices
 from marginstream.core.market import Market
 from marginstream.core.numbers import decimal_text, risk_text
-from marginstream.core.risk import AccountRisk, Greeks
+from marginstream.core.risk import AccountRisk, Greeks, PositionRisk
 
 
 def _price(value: Any) -> str | None:
     return None if value is None else decimal_text(value)
 
 
-def position_lines(risk: AccountRisk) -> list[dict[str, Any]]:
+def position_lines(positions: tuple[PositionRisk, ...]) -> list[dict[str, Any]]:
     """The open positions, as an alert carries them."""
     return [
         {
@@ -25,7 +25,7 @@ def position_lines(risk: AccountRisk) -> list[dict[str, Any]]:
             "mark": risk_text(p.risk.mark),
             "unrealized_pnl": risk_text(p.risk.unrealized),
         }
-        for p in risk.positions
+        for p in positions
     ]
 
 

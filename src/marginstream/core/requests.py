@@ -25,9 +25,9 @@ from marginstream.core.records import (
 from marginstream.core.reports import add_prices
 from marginstream.core.risk import (
     Rows,
-    assess,
     cash_with_funding,
     figures,
+    open_positions,
     risk_rows,
     total,
     with_order,
@@ -101,8 +101,8 @@ class Desk:
         """The alert of an account whose figures put it at a new level (prices: its
         positions', for a liquidation alert); the account moves to that level. An account
         that enters liquidation counts its closing sets from this alert (book.set_id)."""
-        risk = assess(account, self.market, rows=rows)  # the same sums, with positions
-        alert = raise_alert(account, risk, self.thresholds, trigger, ts)
+        sums, positions = total(account, rows), open_positions(rows)  # assess's, no Greeks
+        alert = raise_alert(account, sums, positions, self.thresholds, trigger, ts)
         assert alert is not None
         if alert["type"] == LIQUIDATION:
             assert prices is not None

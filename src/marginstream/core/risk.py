@@ -295,6 +295,24 @@ def cash_with_funding(account: Account, market: Market) -> Decimal:
     return cash
 
 
+def position_risk(row: RiskRow) -> PositionRisk:
+    """An open position's line of risk: its row's figures and its entry price."""
+    position = row.position
+    assert position is not None
+    entry = position.entry_price(row.instrument.contract_size)
+    return PositionRisk(row.instrument.symbol, position, entry, row.risk)
+
+
+def open_positions(rows: Rows) -> tuple[PositionRisk, ...]:
+    """The open positions among rows, as assess lists them (what an alert shows: an
+    alert needs neither the Greeks nor the exact cash assess also computes)."""
+    return tuple(
+        position_risk(row)
+        for row in rows.values()
+        if row.position is not None and row.position.qty != 0
+    )
+
+
 def assess(
     account: Account,
     market: Market,
@@ -320,8 +338,7 @@ def assess(
             greeks += sensitivity
             underlying = instrument.underlying
             by_underlying[underlying] = by_underlying.get(underlying, Greeks()) + sensitivity
-            entry = position.entry_price(instrument.contract_size)
-            positions.append(PositionRisk(instrument.symbol, position, entry, risk))
+            positions.append(position_risk(row))
     return AccountRisk(
         cash=cash_with_funding(account, market),
         equity=equity,

@@ -303,8 +303,10 @@ class RiskService(Service):
                         # What is due commits between chunks, not only after the whole
                         # fetch: a cascade on one partition, or a slow account's records,
                         # must not hold the others' commits past the stall check (60 s)
-                        # or a transaction past Kafka's timeout.
-                        await self._commit_due()
+                        # or a transaction past Kafka's timeout. Partitions owing closing
+                        # work commit together after the fetch (_settle_owed): a move's
+                        # alerts on every partition in one round of transactions.
+                        await self._commit_due(owing=False)
                 for owned in applied.values():
                     if self.partitions.get(owned.number) is owned and owned.active:
                         owned.idle = await owned.caught_up()
@@ -345,11 +347,15 @@ class RiskService(Service):
             return 0.05
         return min(max(0.0, min(due) - time.monotonic()), 0.05)
 
-    async def _commit_due(self) -> None:
+    async def _commit_due(self, owing: bool = True) -> None:
+        """Commit the partitions whose commit is due (owing=False: not those owing work)."""
         now = time.monotonic()
         await self._commit(
-            [o for o in self.partitions.values() if (at := o.due_at()) is not None and at <= now]
-        )
+            [
+                o for o in self.partitions.values()
+                if (at := o.due_at()) is not None and at <= now and (owing or not o.owes)
+            ]
+        )  # fmt: skip
 
     async def _commit(self, due: list[OwnedPartition]) -> None:
         """Commit each of due, concurrently (each has its own producer)."""

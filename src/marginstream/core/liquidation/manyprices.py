@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -98,9 +99,13 @@ class _Books:
         for column in range(self.width):
             real = self.real[rows, column]
             units, strike = self.units[rows, column], self.strike[rows, column]
-            put = self.put[rows, column]
-            priced = _black76(spot, strike, self.years[rows, column], self.vol[rows, column], put)
-            mark = np.where(self.modelled[rows, column], priced, self.mark[rows, column])
+            put, mark = self.put[rows, column], self.mark[rows, column].copy()
+            priced = real & self.modelled[rows, column]  # Black-76 only where it is used
+            if priced.any():
+                mark[priced] = _black76(
+                    spot[priced], strike[priced], self.years[rows, column][priced],
+                    self.vol[rows, column][priced], put[priced],
+                )  # fmt: skip
             equity = np.where(real, equity + units * mark, equity)
             per_unit = self.rate[rows, column] * spot + mark  # margin.short_option_margin
             per_unit = np.where(put & (strike < per_unit), strike, per_unit)
@@ -112,16 +117,17 @@ class _Books:
 def _black76(
     forward: np.ndarray, strike: np.ndarray, years: np.ndarray, vol: np.ndarray, put: np.ndarray
 ) -> np.ndarray:
-    """pricing.black76_price, element by element, to the bit."""
+    """pricing.black76_price, element by element, to the bit. A put's N(-d) is N of d
+    negated, which is exact: two erfc per option, as in the scalar path."""
     with np.errstate(all="ignore"):
         root = np.sqrt(years)
         spread = vol * root
         logs = _log(forward / strike).astype(float)
         d1 = (logs + 0.5 * vol * vol * years) / spread
         d2 = d1 - spread
-        put_price = strike * _cdf(-d2) - forward * _cdf(-d1)
-        call_price = forward * _cdf(d1) - strike * _cdf(d2)
-    price = np.where(put, put_price, call_price)
+        sign = np.where(put, -1.0, 1.0)
+        n1, n2 = _cdf(sign * d1), _cdf(sign * d2)
+        price = np.where(put, strike * n2 - forward * n1, forward * n1 - strike * n2)
     price = np.where(price < 0.0, 0.0, price)  # max(price, 0.0)
     intrinsic = np.where(put, strike - forward, forward - strike)
     intrinsic = np.where(intrinsic < 0.0, 0.0, intrinsic)
@@ -136,36 +142,53 @@ def _cdf(x: np.ndarray) -> np.ndarray:
 def _solve_books(books: list[OptionBook], index: float, threshold: float) -> list[PositionPrices]:
     columns = _Books(books)
 
-    def liquidation_gap(spot: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        equity, maintenance = columns.at(spot, rows)
+    def liquidation_gap(equity: np.ndarray, maintenance: np.ndarray) -> np.ndarray:
         return np.where(maintenance > 0.0, threshold * equity - maintenance, 1.0)
 
-    def bankruptcy_gap(spot: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return columns.at(spot, rows)[0]
+    def bankruptcy_gap(equity: np.ndarray, maintenance: np.ndarray) -> np.ndarray:
+        return equity
 
     count = len(books)
-    liquidation = _nearest_roots(liquidation_gap, index, count)
-    bankruptcy = _nearest_roots(bankruptcy_gap, index, count)
+    every = np.arange(count)
+    # The ladder's points are the same for both roots: valued once, as the scalar path's
+    # memo does.
+    points = [origin_point(index, d, s) for d, s in _LADDER]
+    ladder = [columns.at(np.full(count, x), every) for x in (index, *points)]
+    found = []
+    for gap in (liquidation_gap, bankruptcy_gap):
+        values = [gap(*figures) for figures in ladder]
+
+        def solve_gap(spot: np.ndarray, rows: np.ndarray, gap: Any = gap) -> np.ndarray:
+            return gap(*columns.at(spot, rows))
+
+        found.append(_nearest_roots(solve_gap, index, points, values))
+    liquidation, bankruptcy = found
     return [PositionPrices(_root(liquidation[n]), _root(bankruptcy[n])) for n in range(count)]
+
+
+def origin_point(origin: float, distance: float, direction: float) -> float:
+    """A ladder point, as prices.nearest_root computes it."""
+    return origin * (1.0 + direction * distance)
 
 
 def _root(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
-def _nearest_roots(gap: Gap, origin: float, count: int) -> np.ndarray:
-    """prices.nearest_root for every account (NaN: None), from the same origin."""
-    every = np.arange(count)
-    start = gap(np.full(count, origin), every)
+def _nearest_roots(
+    gap: Gap, origin: float, points: list[float], values: list[np.ndarray]
+) -> np.ndarray:
+    """prices.nearest_root for every account (NaN: None), from the same origin; values:
+    the gap at the origin, then at each of the ladder's points."""
+    start = values[0]
+    count = start.size
     roots = np.full(count, np.nan)
     roots[start == 0.0] = origin
     searching = start != 0.0
     last = {d: (np.full(count, origin), start.copy()) for d in (-1.0, 1.0)}
     bracket = [np.zeros(count) for _ in range(4)]  # a, f(a), b, f(b)
     bracketed = np.zeros(count, dtype=bool)
-    for distance, direction in _LADDER:
-        x = origin * (1.0 + direction * distance)
-        value = gap(np.full(count, x), every)
+    for (_, direction), x, value in zip(_LADDER, points, values[1:], strict=True):
         previous, previous_value = last[direction]
         found = searching & ((value <= 0.0) != (previous_value <= 0.0))
         for column, figure in zip(bracket, (previous, previous_value, x, value), strict=True):
