@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 KAFKA_PORT ?= 9092
 PYTEST_ARGS ?=
 
-.PHONY: demo test soak lint kafka-up kafka-down bench bench-full jars venv clean
+.PHONY: demo test soak lint kafka-up kafka-down bench bench-quick bench-full jars venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: jars $(BENCH_STAMP)
 	$(BIN)/python -m bench.run --quick
+
+bench-quick: jars $(BENCH_STAMP)
+	$(BIN)/python -m bench.quick
 
 bench-full: jars $(BENCH_STAMP)
 	$(BIN)/python -m bench.run

@@ -2,8 +2,9 @@
 each printed beside the baseline committed in bench/results/quick/baseline.json, as a ratio.
 
 Why: the liquidation engine once made an index move 3-5x slower and no check noticed.
-This runs in about five minutes on the project's 2-vCPU machine kind, on one local broker
-shared by every step (each with its own deployment prefix). Timings on a shared CI machine
+This runs in about four minutes on the project's 2-vCPU machine kind, on one local broker
+shared by every step (each with its own deployment prefix); each figure is the median of
+three rounds. Timings on a shared CI machine
 are too noisy for a test: run it by hand, before and after a change to the record path,
 on an otherwise idle machine, and put its table in the closing note.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -135,29 +137,35 @@ STEPS = (
 )
 
 
-def run_steps(bootstrap: str, results: Path) -> tuple[dict[str, float], list[str]]:
-    """Each step's figures, by name; and the steps that failed."""
-    figures: dict[str, float] = {}
+def run_steps(
+    bootstrap: str, results: Path, rounds: int
+) -> tuple[dict[str, float], dict[str, list[float]], list[str]]:
+    """Each figure's median over the rounds, and every round's, by name; and the steps
+    that failed. Rounds take turns (every step, then every step again), so that a slow
+    spell of the machine does not fall on one step's runs alone."""
+    runs: dict[str, list[float]] = {}
     failed = []
     env = {**os.environ, "BENCH_RESULTS": str(results), "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
-    for step in STEPS:
-        print(f"=== {step.module} {' '.join(step.options)}", flush=True)
-        began = time.monotonic()
-        done = subprocess.run(
-            [sys.executable, "-m", step.module, *step.options], env=env, check=False
-        )
-        print(f"=== {step.module}: {time.monotonic() - began:.0f}s", flush=True)
-        path = results / f"{step.result}.json"
-        if done.returncode or not path.exists():
-            failed.append(step.module)
-            continue
-        written = json.loads(path.read_text())
-        for figure in step.figures:
-            try:
-                figures[figure.name] = float(figure.read(written))
-            except (KeyError, TypeError, ValueError):
-                failed.append(f"{step.module}: {figure.name} missing")
-    return figures, failed
+    for round_number in range(1, rounds + 1):
+        for step in STEPS:
+            print(f"=== round {round_number}: {step.module} {' '.join(step.options)}", flush=True)
+            began = time.monotonic()
+            path = results / f"{step.result}.json"
+            path.unlink(missing_ok=True)
+            done = subprocess.run(
+                [sys.executable, "-m", step.module, *step.options], env=env, check=False
+            )
+            print(f"=== {step.module}: {time.monotonic() - began:.0f}s", flush=True)
+            if done.returncode or not path.exists():
+                failed.append(f"{step.module} (round {round_number})")
+                continue
+            written = json.loads(path.read_text())
+            for figure in step.figures:
+                try:
+                    runs.setdefault(figure.name, []).append(float(figure.read(written)))
+                except (KeyError, TypeError, ValueError):
+                    failed.append(f"{step.module}: {figure.name} missing")
+    return {name: statistics.median(found) for name, found in runs.items()}, runs, failed
 
 
 def compare(figures: dict[str, float], baseline: dict[str, float]) -> tuple[list[str], list[str]]:
@@ -192,6 +200,7 @@ def main() -> int:
     parser.add_argument("--save-baseline", action="store_true", help="write this run as baseline")
     parser.add_argument("--against", type=Path, default=BASELINE, help="figures to compare with")
     parser.add_argument("--out", type=Path, help="also write this run's figures here")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each step (median)")
     args = parser.parse_args()
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-quick-") as directory:
@@ -202,12 +211,14 @@ def main() -> int:
             local = LocalBroker(port=free_port(), data_dir=root / "kafka", heap="1g")
             local.start()
         try:
-            figures, failed = run_steps(external or local.bootstrap, root / "results")
+            figures, runs, failed = run_steps(
+                external or local.bootstrap, root / "results", args.rounds
+            )
         finally:
             if local is not None:
                 local.stop()
     seconds = time.monotonic() - began
-    run = {"figures": figures, "seconds": round(seconds), **environment()}
+    run = {"figures": figures, "runs": runs, "seconds": round(seconds), **environment()}
     run["commit"] = _commit()
     if args.out:
         args.out.write_text(json.dumps(run, indent=2) + "\n")

@@ -55,6 +55,7 @@ from marginstream.core.delivery.repartition import (
 from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.store import MemoryPartStore
 from marginstream.core.delivery.unit import load_eager
+from marginstream.core.engine import drive
 from marginstream.core.envelope import Output, published_by
 from marginstream.stream.changelog import ChangelogReader
 from marginstream.stream.commit import Transaction, delivered
@@ -285,6 +286,7 @@ class Move:
             published = [
                 *await self._catch_up_market(consumer, partition, engine),
                 *await self._finish_inputs(consumer, partition, engine),
+                *drive(engine.settle()).outputs,  # closing work a worker left owed
             ]
             for output in published:
                 await outputs.send(old.full(output.topic), output.key, orjson.dumps(output.value))
