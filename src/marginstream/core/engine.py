@@ -60,7 +60,14 @@ from marginstream.core.records import (
 )
 from marginstream.core.reports import account_state
 from marginstream.core.requests import Desk
-from marginstream.core.risk import assess, orders_by_symbol, risk_rows, risk_symbols, total
+from marginstream.core.risk import (
+    Rows,
+    assess,
+    orders_by_symbol,
+    risk_rows,
+    risk_symbols,
+    total,
+)
 from marginstream.core.riskview import RiskView
 from marginstream.core.seenids import SeenIds
 
@@ -145,8 +152,9 @@ class RiskEngine:
             self.ids.touch = self.accounts.get
         self.fund = fund or InsuranceFund()
         self.owed = owed  # the closing work left owed by the last market record (steps)
-        # Liquidation alerts' prices, from the record being applied to its closing work.
-        self._alert_prices: dict[str, dict[str, PositionPrices]] = {}
+        # Liquidation alerts' rows and prices, from the record being applied to its
+        # closing work (Liquidator.catch_up): nothing changes them in between.
+        self._alerted: dict[str, tuple[Rows, dict[str, PositionPrices]]] = {}
         self.liquidator = Liquidator(
             self.market, self.view, config.thresholds, config.liquidation, self.fund, self.accounts
         )
@@ -268,7 +276,7 @@ class RiskEngine:
         and their order, are the same either way."""
         if not self.guard.admits(envelope.source, envelope.offset):
             return Outcome([], replayed=True)
-        self._alert_prices = {}
+        self._alerted = {}
         outputs: list[Output] = []
         changed: set[StateKey] = {GUARD_KEY}
         if self.owed is not None:
@@ -363,7 +371,7 @@ class RiskEngine:
             self.owed = {"trigger": trigger, "ts": record.ts}
             changed.add(OWED_KEY)
             return outputs, changed
-        more, settled = yield from self.liquidator.catch_up(trigger, record.ts, self._alert_prices)
+        more, settled = yield from self.liquidator.catch_up(trigger, record.ts, self._alerted)
         changed |= settled
         return outputs + more, changed
 
@@ -371,9 +379,9 @@ class RiskEngine:
         owed = self.owed
         assert owed is not None
         outputs, changed = yield from self.liquidator.catch_up(
-            owed["trigger"], owed["ts"], self._alert_prices
+            owed["trigger"], owed["ts"], self._alerted
         )
-        self.owed, self._alert_prices = None, {}
+        self.owed, self._alerted = None, {}
         return outputs, changed | {OWED_KEY}
 
     def _apply_to_market(self, record: MarketRecord) -> set[str]:
@@ -440,14 +448,14 @@ class RiskEngine:
             yield
         liquidating = [(a, rows) for a, rows, level in moving if level == LIQUIDATION]
         found = many_position_prices(liquidating, market, levels.liquidation)
-        prices = {a.account_id: p for (a, _), p in zip(liquidating, found, strict=True)}
+        alerted = {a.account_id: (r, p) for (a, r), p in zip(liquidating, found, strict=True)}
         outputs: list[Output] = []
         for account, rows, _ in moving:
-            outputs += self.desk.raise_level(
-                account, trigger, ts, rows, prices.get(account.account_id)
-            )
+            known = alerted.get(account.account_id)
+            prices = None if known is None else known[1]
+            outputs += self.desk.raise_level(account, trigger, ts, rows, prices)
             yield
-        self._alert_prices = prices
+        self._alerted = alerted
         return {account.account_id for account, _, _ in moving}, outputs
 
     @staticmethod

@@ -32,7 +32,7 @@ from marginstream.core import intake
 from marginstream.stream.commit import delivered
 from marginstream.stream.layout import LayoutWatch
 from marginstream.stream.partition import origin_headers
-from marginstream.stream.settings import StreamSettings
+from marginstream.stream.settings import FETCH_MAX_WAIT_MS, StreamSettings
 from marginstream.stream.topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class FanOut:
             isolation_level="read_committed",
             session_timeout_ms=int(settings.session_timeout * 1000),
             heartbeat_interval_ms=settings.heartbeat_ms,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             **settings.kafka_options(),
         )
         self.producer = AIOKafkaProducer(

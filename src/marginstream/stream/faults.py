@@ -6,8 +6,8 @@ Points (the steps of stream/commit.py): before-commit (the n-th commit's outputs
 changelog records acknowledged by Kafka, its transaction not committed), after-commit
 (the n-th transaction committed, the local store not yet written), during-recovery (the
 changelog batch holding the n-th record read, before it is written to the store),
-before-settle (the n-th time a partition begins the closing work a market record left
-owed, its alerts committed: stream/runner._settle_owed),
+before-settle (the n-th time a partition is about to send the outputs of the closing
+work a market record left owed, its alerts committed: stream/runner._settle_owed),
 engine-error (raises on the n-th record applied, and on that record whenever it is
 applied again, as a bug of the engine that a record triggers would).
 

@@ -34,7 +34,7 @@ from marginstream.core.delivery.guard import GUARD_KEY
 from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.unit import PartitionState, load, save_view
 from marginstream.core.engine import Steps
-from marginstream.core.envelope import NotJson, published_by
+from marginstream.core.envelope import NotJson, Output, published_by
 from marginstream.stream.changelog import ChangelogReader
 from marginstream.stream.commit import PartitionLost, Transaction, classified, commit
 from marginstream.stream.faults import FAULTS
@@ -188,20 +188,24 @@ class OwnedPartition:
         """Did a market record leave closing work owed (RiskEngine.steps, owe=True)?"""
         return self.active and self.work is not None and self.work.engine.owed is not None
 
-    async def settle(self) -> None:
-        """Do the closing work owed: its outputs join the transaction (the next commit)."""
+    async def work_out(self) -> list[Output]:
+        """Do the closing work owed, in memory: its outputs, to publish (publish_settled)
+        once the commit of what came before (the alerts) is done."""
         work = self.work
         assert work is not None
-        FAULTS.hit("before-settle")
         try:
-            outcome = await Pace().through(work.settle())
+            return (await Pace().through(work.settle())).outputs
         except Exception as error:  # as in apply: a bug, which stops the partition
             raise EngineFailed(f"the engine failed on the closing work owed: {error!r}") from error
-        await self._publish(outcome.outputs, from_market=True)
-        if work.pending:
+
+    async def publish_settled(self, outputs: list[Output]) -> None:
+        """The closing work's outputs, in the transaction begun after the alerts' commit."""
+        FAULTS.hit("before-settle")
+        await self._publish(outputs, from_market=True)
+        if self.work is not None and self.work.pending:
             self._applied()
 
-    async def _publish(self, found: list[Any], from_market: bool) -> None:
+    async def _publish(self, found: list[Output], from_market: bool) -> None:
         names, metrics, outputs = self.context.names, self.context.metrics, self.outputs
         assert outputs is not None
         for output in found:

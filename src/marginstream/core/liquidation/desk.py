@@ -102,7 +102,7 @@ class Liquidator:
         self,
         trigger: dict[str, Any],
         ts: int | None,
-        known: Mapping[str, dict[str, PositionPrices]] | None = None,
+        known: Mapping[str, tuple[Rows, dict[str, PositionPrices]]] | None = None,
     ) -> Generator[None, None, tuple[list[Output], set[StateKey]]]:
         """After a market record's alerts: every account whose closing set is out of line
         with its level, or past its deadline at ts (the record's time; None: an
@@ -114,8 +114,9 @@ class Liquidator:
         - a set past its deadline is cancelled and re-issued, sized afresh, with new ids
           (one issued on a record without a time takes its deadline from ts).
 
-        Closing sets are priced with the positions' prices: known (the alerts' of this
-        record), or found for all the sets at once (manyprices.py). Pauses (yields,
+        Closing sets are sized on the accounts' rows and priced with their positions'
+        prices: known (the alerts' of this record: nothing has changed them since), or
+        found for all the sets at once (manyprices.py). Pauses (yields,
         RiskEngine.steps) after each account."""
         due: list[tuple[Account, str]] = []
         for account_id in self.view.out_of_line(ts):
@@ -133,10 +134,12 @@ class Liquidator:
             else:
                 due.append((account, REISSUE))
             yield
-        rows = {a.account_id: risk_rows(a, self.market) for a, what in due if what in _PLANNED}
-        prices = dict(known or {})
-        unpriced = [(a, rows[a.account_id]) for a, what in due
-                    if what in _PLANNED and a.account_id not in prices]  # fmt: skip
+        known = known or {}
+        planned = [a.account_id for a, what in due if what in _PLANNED]
+        rows = {i: known[i][0] if i in known else risk_rows(self.accounts[i], self.market)
+                for i in planned}  # fmt: skip
+        prices = {i: known[i][1] for i in planned if i in known}
+        unpriced = [(self.accounts[i], rows[i]) for i in planned if i not in prices]
         found = many_position_prices(unpriced, self.market, self.thresholds.liquidation)
         prices.update((a.account_id, p) for (a, _), p in zip(unpriced, found, strict=True))
         outputs: list[Output] = []
