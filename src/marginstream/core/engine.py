@@ -276,12 +276,12 @@ class RiskEngine:
         and their order, are the same either way."""
         if not self.guard.admits(envelope.source, envelope.offset):
             return Outcome([], replayed=True)
-        self._alerted = {}
         outputs: list[Output] = []
         changed: set[StateKey] = {GUARD_KEY}
-        if self.owed is not None:
+        if self.owed is not None:  # the last record's: its alerts' rows and prices hold
             outputs, changed = yield from self._settle_owed()
             changed.add(GUARD_KEY)
+        self._alerted = {}  # a record's own, never an earlier one's
         try:
             record = parse_record(envelope.topic, envelope.value)
             if envelope.topic in ACCOUNT_TOPICS:
