@@ -2,7 +2,7 @@
 each printed beside the baseline committed in bench/results/quick/baseline.json, as a ratio.
 
 Why: the liquidation engine once made an index move 3-5x slower and no check noticed.
-This runs in about four minutes on the project's 2-vCPU machine kind, on one local broker
+This runs in about three minutes on the project's 2-vCPU machine kind, on one local broker
 shared by every step (each with its own deployment prefix); each figure is the median of
 three rounds. Timings on a shared CI machine
 are too noisy for a test: run it by hand, before and after a change to the record path,
@@ -65,12 +65,9 @@ STEPS = (
         "bench.throughput",
         ("--accounts", "10000", "--records", "15000", "--skip-peer"),
         "throughput",
-        (
-            Figure("throughput", "records/s", True, lambda r: r["ours"]["records_per_second"]),
-            Figure(
-                "throughput / bare aiokafka loop", "ratio", True, lambda r: r["ours_over_ceiling"]
-            ),
-        ),
+        # Not its ratio to the bare aiokafka loop: that loop's one-second run swung from
+        # 0.09 to 0.23 of ours between rounds of one run, the same code.
+        (Figure("throughput", "records/s", True, lambda r: r["ours"]["records_per_second"]),),
     ),
     Step(
         "bench.latency",

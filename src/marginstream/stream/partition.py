@@ -103,6 +103,7 @@ class OwnedPartition:
         self.commits = 0
         self.idle = False  # it had read everything its inputs held, at its last fetch
         self.commit_began = 0.0  # when its last commit began
+        self.owed_since = 0.0  # when a market record left closing work owed (0: none)
 
     @property
     def active(self) -> bool:
@@ -177,6 +178,10 @@ class OwnedPartition:
                 at = f"{envelope.topic}[{envelope.partition}]@{envelope.offset}"
                 raise EngineFailed(f"the engine failed on {at}: {error!r}") from error
             next_offset = message.offset + 1
+            if work.engine.owed is None:  # none, or done before this record
+                self.owed_since = 0.0
+            elif self.owed_since == 0.0:
+                self.owed_since = time.monotonic()
             await self._publish(outcome.outputs, from_market)
         self.next_offsets[tp] = next_offset
         metrics.applied(tp.topic, work.records - before, started)
@@ -200,6 +205,7 @@ class OwnedPartition:
 
     async def publish_settled(self, outputs: list[Output]) -> None:
         """The closing work's outputs, in the transaction begun after the alerts' commit."""
+        self.owed_since = 0.0
         FAULTS.hit("before-settle")
         await self._publish(outputs, from_market=True)
         if self.work is not None and self.work.pending:

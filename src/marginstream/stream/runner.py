@@ -284,7 +284,11 @@ class RiskService(Service):
             if self.layout_failure is not None:  # nothing more is applied: the worker ends
                 await asyncio.sleep(1.0)
                 continue
-            batches = await consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS)
+            # Work owed waits while records are fetched (_settle_owed): look without waiting.
+            owing = any(owned.owes for owned in self.partitions.values())
+            batches = await consumer.getmany(
+                timeout_ms=0 if owing else 500, max_records=MAX_RECORDS
+            )
             if batches:
                 FAULTS.fail("fetch-error")
             async with self.lock:
@@ -312,22 +316,28 @@ class RiskService(Service):
                     if self.partitions.get(owned.number) is owned and owned.active:
                         owned.idle = await owned.caught_up()
                 await self._commit_due(owing=False)  # a quiet partition's records, at once
-                await self._settle_owed()
+                await self._settle_owed(fetched=bool(batches))
 
-    async def _settle_owed(self) -> None:
+    async def _settle_owed(self, fetched: bool) -> None:
         """Partitions whose market record left closing work owed: what they applied (the
-        alerts) is committed at once, all together; then the work is done, to be
-        committed in its turn. An index move's alerts are thus never kept waiting for the
-        closing sets they call for (or for those it re-issues). (Doing the work while the
-        alerts' commits are under way was tried: on one event loop it slowed the commits,
-        and the alerts, by as much as it saved the sets.)"""
+        alerts) is committed at once, all together; the work itself is done once a fetch
+        comes back empty, or once it has been owed for a commit interval, and committed in
+        its turn. An index move's alerts are thus never kept waiting for the closing sets
+        they call for (or for those it re-issues), on their own partition or on another
+        whose copy of the move came in a later fetch; and records keep coming without
+        starving the work. (Doing the work while the alerts' commits are under way was
+        tried: on one event loop it slowed the commits, and the alerts, by as much as it
+        saved the sets.)"""
         owing = [owned for owned in self.partitions.values() if owned.owes]
         if not owing:
             return
         await self._commit(owing)
+        oldest = time.monotonic() - self.settings.commit_interval
         for owned in owing:
             if self.partitions.get(owned.number) is not owned or not owned.owes:
                 continue  # its commit failed: reopened from Kafka, the work owed again
+            if fetched and owned.owed_since > oldest:
+                continue  # after what was fetched next, if that is soon enough
             try:
                 await owned.publish_settled(await owned.work_out())
             except (PartitionLost, KafkaError) as error:
