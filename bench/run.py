@@ -44,7 +44,7 @@ FULL = [
         *("--accounts", "100000", "--instruments", "20", "--records", "150000"),
         *("--scale-out", "2", "4"),
     ],
-    ["bench.latency", "--accounts", "100000", "--moves", "20", "--rates", "1000", "10000"],
+    ["bench.latency", "--accounts", "100000", "--moves", "20", "--rates", "1000", "5000"],
     ["bench.recovery", "--accounts", "100000", "--takeover-accounts", "100000"],
     ["bench.recovery", "--accounts", "1000000", "--takeover-accounts", "100000"],
     ["bench.core"],

@@ -182,12 +182,15 @@ def changelog_version_breaches(records: list[tuple[int, bytes, bytes | None]]) -
 
 def commit_liveness(worker: LocalWorker) -> dict[str, Any]:
     """Partitions of a worker with records applied and not committed, or whose last commit
-    came later than two commit intervals after its last record (empty: none)."""
+    came later than two commit intervals after its last record (empty: none). The
+    worker's own interval: a test may set another (test_commit_latency: 3 s), and a
+    partition that committed less than one interval ago waits for it to pass."""
+    interval = float(worker.env.get("MARGINSTREAM_COMMIT_INTERVAL", COMMIT_INTERVAL))
     health = worker.health() or {}
     return {
         p: lag
         for p, lag in health.get("commit_lag", {}).items()
-        if lag["pending"] or lag["last_delay"] > 2 * COMMIT_INTERVAL
+        if lag["pending"] or lag["last_delay"] > 2 * interval
     }
 
 

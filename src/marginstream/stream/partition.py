@@ -104,6 +104,9 @@ class OwnedPartition:
         self.idle = False  # it had read everything its inputs held, at its last fetch
         self.commit_began = 0.0  # when its last commit began
         self.owed_since = 0.0  # when a market record left closing work owed (0: none)
+        # Closing work owed was done since the last commit: the second half of a record
+        # whose offset waits for it, committed at once (due_at).
+        self.settled = False
 
     @property
     def active(self) -> bool:
@@ -179,6 +182,7 @@ class OwnedPartition:
                 raise EngineFailed(f"the engine failed on {at}: {error!r}") from error
             next_offset = message.offset + 1
             if work.engine.owed is None:  # none, or done before this record
+                self.settled |= self.owed_since != 0.0
                 self.owed_since = 0.0
             elif self.owed_since == 0.0:
                 self.owed_since = time.monotonic()
@@ -205,7 +209,7 @@ class OwnedPartition:
 
     async def publish_settled(self, outputs: list[Output]) -> None:
         """The closing work's outputs, in the transaction begun after the alerts' commit."""
-        self.owed_since = 0.0
+        self.owed_since, self.settled = 0.0, True
         FAULTS.hit("before-settle")
         await self._publish(outputs, from_market=True)
         if self.work is not None and self.work.pending:
@@ -252,6 +256,8 @@ class OwnedPartition:
         """
         if not self.active or self.pending_since is None:
             return None
+        if self.settled:
+            return self.pending_since
         interval = self.context.settings.commit_interval
         due = self.pending_since + interval
         return min(due, self.commit_began + interval) if self.idle else due
@@ -263,10 +269,12 @@ class OwnedPartition:
     async def _commit_pending(self) -> None:
         if self.work is None or not self.work.pending:
             return
-        self.commit_began = time.monotonic()
+        if not self.settled:  # the alerts' commit counts, not the one of their closing work
+            self.commit_began = time.monotonic()
         assert self.transaction is not None
         layout, since = self.context.layout, self.applied_at
         confirm = None if layout is None else (lambda: layout.confirm(since))
+        self.settled = False
         self.applied += await commit(self.work, self.transaction, self.store, confirm)
         self.commits += 1
         self.pending_since = None

@@ -333,6 +333,7 @@ class RiskService(Service):
             return
         await self._commit(owing)
         oldest = time.monotonic() - self.settings.commit_interval
+        settled = []
         for owned in owing:
             if self.partitions.get(owned.number) is not owned or not owned.owes:
                 continue  # its commit failed: reopened from Kafka, the work owed again
@@ -340,11 +341,14 @@ class RiskService(Service):
                 continue  # after what was fetched next, if that is soon enough
             try:
                 await owned.publish_settled(await owned.work_out())
+                settled.append(owned)
             except (PartitionLost, KafkaError) as error:
                 await self._failed(owned, "send", error)
             except EngineFailed as error:
                 await self._stop_partition(owned, str(error))
-            await self._commit_due()
+        # At once, not a commit interval after the alerts' commit: the second half of
+        # their records (whose offsets it carries).
+        await self._commit(settled)
 
     async def _commit_loop(self) -> None:
         """Commits run on their own clock: aiokafka's getmany can wait, past its timeout,
