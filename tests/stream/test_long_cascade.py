@@ -63,3 +63,49 @@ def test_a_cascade_longer_than_the_session_keeps_the_partition(deployment: Deplo
     published = [v for t, v in deployment.outputs() if v.get("type") == "liquidation_order"]
     assert len(published) == ACCOUNTS, (len(published), took)
     assert took > 2 * SESSION, f"the cascade took {took:.1f}s: too short to prove anything"
+
+
+def test_closing_work_owed_after_a_kill_is_paced_before_the_next_account_record(
+    deployment: Deployment,
+):
+    """The same cascade's closing work, owed by a worker killed after committing its
+    alerts (fault point before-settle), with deposits waiting behind it on the partition:
+    the next owner does the work first, at the start of the deposits' first record,
+    keeps its partition, and publishes the replay's closing orders once each.
+
+    That work is paced too (stream/partition.OwnedPartition.apply), since the outside
+    tester lost a partition with 80k sets owed and a 10 s session: an account record
+    was applied in one go. At this size the unpaced stretch (about 2 s) stays within the
+    session, so this test checks the result, not the pacing."""
+    deployment.partitions = 1
+    records = book()
+    crash = market("54000", T0 + 1000)
+    later = [
+        rec("transfers", f"a{n}", {"type": "deposit", "transfer_id": "late",
+            "account": f"a{n}", "amount": "1", "ts": T0 + 2000})
+        for n in range(50)
+    ]  # fmt: skip
+    engine = RiskEngine(EngineConfig(partitions=1))
+    reference = Reference.of(records + crash + later, engine)
+    first = deployment.worker("w1")
+    first.env = {**first.env, "MARGINSTREAM_SESSION_TIMEOUT": str(SESSION)}
+    first.start(fault="before-settle:1").wait_ready(partitions=1)
+    deployment.produce(records)
+    deployment.produce(crash, wait=False)
+    assert first.wait_exit(120) == -9  # killed with the closing work owed
+    deployment.produce(later, wait=False)
+    second = deployment.worker("w2")
+    second.env = {**second.env, "MARGINSTREAM_SESSION_TIMEOUT": str(SESSION)}
+    second.start().wait_ready(partitions=1)
+    before = second.health()
+    deployment.wait_applied()
+    after = second.health()
+    for key in ("reopened", "fenced", "engine_loads"):
+        assert after[key] == before[key], (key, before, after)
+    # As the replay's, once each (final_checks would also count the 30k sets' commit,
+    # about 2 s, as late: it is one commit, not a wait).
+    published = [v for t, v in deployment.outputs() if v.get("type") == "liquidation_order"]
+    expected = [v for t, v in reference.outputs if v.get("type") == "liquidation_order"]
+    assert sorted(published, key=lambda v: v["order_id"]) == sorted(
+        expected, key=lambda v: v["order_id"]
+    )

@@ -169,10 +169,13 @@ class OwnedPartition:
             envelope, from_market = self.envelope(message)
             try:
                 FAULTS.fail_on("engine-error", (read_from, message.offset))
-                if from_market:  # a cascade can take seconds: let heartbeats run meanwhile
-                    # Its alerts only: the closing work is owed, done once they are
-                    # committed (settle), so that they are not kept waiting for it.
-                    steps = work.steps(envelope, read_from, message.offset, owe=True)
+                if from_market or work.engine.owed is not None:
+                    # A cascade can take seconds: let heartbeats run meanwhile. A market
+                    # record's alerts only: the closing work is owed, done once they are
+                    # committed (settle), so that they are not kept waiting for it; any
+                    # record does what is owed first (an account record after a restart,
+                    # outside tester), paced as well.
+                    steps = work.steps(envelope, read_from, message.offset, owe=from_market)
                     outcome = await pace.through(steps)
                 else:
                     outcome = work.apply(envelope, read_from, message.offset)
