@@ -193,12 +193,16 @@ def compare(figures: dict[str, float], baseline: dict[str, float]) -> tuple[list
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description="The speed guard: small-size figures of the record path against a baseline."
+    )
     parser.add_argument("--save-baseline", action="store_true", help="write this run as baseline")
     parser.add_argument("--against", type=Path, default=BASELINE, help="figures to compare with")
     parser.add_argument("--out", type=Path, help="also write this run's figures here")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each step (median)")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-quick-") as directory:
         root = Path(directory)
