@@ -365,7 +365,7 @@ class RiskEngine:
         else:
             touched, outputs = yield from self._remargin(moved, trigger, record.ts)
         changed.update(("account", account_id) for account_id in touched)
-        if not self.view.out_of_line(record.ts):
+        if not self.view.any_out_of_line(record.ts):
             return outputs, changed
         if owe:
             self.owed = {"trigger": trigger, "ts": record.ts}

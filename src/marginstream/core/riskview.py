@@ -238,13 +238,19 @@ class RiskView:
         """Accounts whose closing set is out of line with their level, sorted: in
         liquidation with none open, or out of it with one open; and, at a time `clock`
         (None: no time), those whose open set is past its deadline."""
+        return sorted(self._account_ids[a] for a in np.flatnonzero(self._out_of_line(clock)))
+
+    def any_out_of_line(self, clock: int | None) -> bool:
+        """Is out_of_line(clock) not empty? (Without listing and sorting its accounts.)"""
+        return bool(self._out_of_line(clock).any())
+
+    def _out_of_line(self, clock: int | None) -> np.ndarray:
         count = self._accounts.size
         deadline, level = self._accounts["deadline"][:count], self._accounts["level"][:count]
-        liquidating, open_set = level == _LIQUIDATING, deadline != math.inf
-        wrong = liquidating != open_set
+        wrong = (level == _LIQUIDATING) != (deadline != math.inf)
         if clock is not None:
             wrong |= deadline <= clock
-        return sorted(self._account_ids[a] for a in np.flatnonzero(wrong))
+        return wrong
 
     # -- accounts and the columns as a whole ---------------------------------------
 
