@@ -60,6 +60,14 @@ def _ms(value: float) -> float:
     return value * 1000.0
 
 
+def _ms_at(name: str, seconds: Callable[[dict[str, Any], str], float]) -> tuple[Figure, ...]:
+    """A latency's p50 and p99 (lower is better), in ms; seconds(result, "p50") reads one."""
+    return tuple(
+        Figure(f"{name}, {p}", "ms", False, lambda r, p=p: _ms(seconds(r, p)))
+        for p in ("p50", "p99")
+    )
+
+
 STEPS = (
     Step(
         "bench.throughput",
@@ -74,29 +82,9 @@ STEPS = (
         ("--accounts", "10000", "--moves", "6", "--rates", "1000", "--seconds", "5"),
         "latency",
         (
-            Figure(
-                "index move -> last alert, p50",
-                "ms",
-                False,
-                lambda r: _ms(r["remargin"]["p50_seconds"]),
-            ),
-            Figure(
-                "index move -> last alert, p99",
-                "ms",
-                False,
-                lambda r: _ms(r["remargin"]["p99_seconds"]),
-            ),
-            Figure(
-                "order -> decision at 1k/s, p50",
-                "ms",
-                False,
-                lambda r: _ms(r["decisions"]["1000"]["p50_seconds"]),
-            ),
-            Figure(
-                "order -> decision at 1k/s, p99",
-                "ms",
-                False,
-                lambda r: _ms(r["decisions"]["1000"]["p99_seconds"]),
+            *_ms_at("index move -> last alert", lambda r, p: r["remargin"][f"{p}_seconds"]),
+            *_ms_at(
+                "order -> decision at 1k/s", lambda r, p: r["decisions"]["1000"][f"{p}_seconds"]
             ),
         ),
     ),
@@ -105,17 +93,9 @@ STEPS = (
         ("--accounts", "2000", "--cascades", "3"),
         "cascade",
         (
-            Figure(
-                "cascade (2k) -> last order, p50",
-                "ms",
-                False,
-                lambda r: _ms(r["summary"]["to_last_order_p50_seconds"]),
-            ),
-            Figure(
-                "cascade (2k) -> last order, p99",
-                "ms",
-                False,
-                lambda r: _ms(r["summary"]["to_last_order_p99_seconds"]),
+            *_ms_at(
+                "cascade (2k) -> last order",
+                lambda r, p: r["summary"][f"to_last_order_{p}_seconds"],
             ),
             Figure(
                 "cascade (2k), core CPU of the down move",
