@@ -27,6 +27,8 @@ from marginstream.core import RiskEngine
 from marginstream.core.delivery.parts import version_of
 from marginstream.feeds.driver import produce_runs
 from marginstream.localworker import LocalDeployment, LocalWorker
+from marginstream.stream.settings import StreamSettings
+from marginstream.stream.verify import verify
 
 OUTPUT_TOPICS = ("liquidations", "decisions", "dead-letters", "liquidation-orders")
 ACCOUNT_TOPICS = ("orders", "transfers")
@@ -92,14 +94,23 @@ class Reference:
 
     outputs: list[tuple[str, dict[str, Any]]]
     states: dict[str, dict[str, Any]]
+    # Each partition's state root, with an engine per partition (Shards) as the replay of
+    # `--partitions N --state`: the live partitions' last commitments must carry them.
+    roots: dict[int, str] | None = None
 
     @classmethod
     def of(cls, records: Iterable[dict[str, Any]], engine: RiskEngine | None = None) -> Reference:
         engine = engine or RiskEngine()
         lines = [orjson.dumps(r).decode() for r in records]
         outputs = [(o.topic, o.value) for o in replay_lines(engine, lines)]
-        states = {s["key"]: s["value"] for s in state_lines(engine) if s["topic"] == "state"}
-        return cls(outputs, states)
+        found = list(state_lines(engine))
+        states = {s["key"]: s["value"] for s in found if s["topic"] == "state"}
+        roots = {
+            s["key"]: s["value"]["state_root"]
+            for s in found
+            if s["topic"] == "state-root" and s["key"] is not None
+        }
+        return cls(outputs, states, roots or None)
 
 
 def comparable(topic: str, value: dict[str, Any]) -> tuple[Any, Any]:
@@ -221,6 +232,11 @@ def final_checks(deployment: Deployment, reference: Reference) -> dict[str, int]
     states = live_states(alive[0], reference.states)
     comparison = compare_outputs(deployment.outputs(), reference.outputs)
     breaches = changelog_version_breaches(deployment.changelog())
+    verified = verify_deployment(deployment)
+    roots = {r.partition: r.last_root for r in verified}
+    other_roots = [
+        p for p, root in (reference.roots or {}).items() if roots.get(p) not in (None, root)
+    ]
     deployment.stop_all()
     fresh = deployment.worker(f"fresh{len(deployment.workers)}").start()
     health = fresh.wait_ready(partitions=deployment.partitions)
@@ -237,8 +253,18 @@ def final_checks(deployment: Deployment, reference: Reference) -> dict[str, int]
         ),
         "fresh_restore_stale_records": health["changelog_records_stale"],
         "lag_after_fresh_restore": lag,
+        "verify_divergences": sum(len(r.problems) for r in verified),
+        "roots_other_than_the_replay_s": len(other_roots),
     }
     if comparison != NOTHING_WRONG:
         print(orjson.dumps(comparison, option=orjson.OPT_INDENT_2).decode()[:4000])
-    assert all(count == 0 for count in findings.values()), (findings, late, breaches[:5])
+    problems = [r.line() for r in verified if not r.ok]
+    assert all(count == 0 for count in findings.values()), (findings, late, breaches[:5], problems)
+    assert sum(r.audit.epochs for r in verified if r.audit) > 0, "no commitment was checked"
     return findings
+
+
+def verify_deployment(deployment: Deployment) -> list[Any]:
+    """`marginstream verify` over the deployment, as its workers are configured."""
+    settings = StreamSettings.from_env(deployment.env())
+    return asyncio.run(verify(settings))

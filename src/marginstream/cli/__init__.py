@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from marginstream import __version__
-from marginstream.cli import demo, feed, kafka, produce, repartition, replay
+from marginstream.cli import demo, feed, kafka, produce, repartition, replay, verify
 from marginstream.cli.errors import CommandError
 from marginstream.localbroker import BrokerError
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     feed.register(commands)
     produce.register(commands)
     demo.register(commands)
+    verify.register(commands)
     return parser
 
 

@@ -30,6 +30,7 @@ import orjson
 from marginstream.cli.errors import CommandError
 from marginstream.cli.flags import range_words, setting_type
 from marginstream.core import DEAD_LETTERS, Output, RiskEngine, intake
+from marginstream.core.commitments.record import Commitments
 from marginstream.core.deadletters import original
 from marginstream.core.intake import MAX_RECORD_BYTES
 from marginstream.core.keys import account_partition
@@ -124,7 +125,9 @@ def replay_lines(
 def state_lines(engine: RiskEngine | Shards) -> Iterator[dict[str, Any]]:
     """Each account's state; then each slice of the insurance fund that has moved, and
     the auto-deleveraging ranking of each instrument with open positions (as GET
-    /insurance-fund/ and GET /adl/{symbol}/ show them)."""
+    /insurance-fund/ and GET /adl/{symbol}/ show them); then each partition's state
+    root and sums (core/commitments), which a live partition's last commitment equals
+    once everything is applied (with --partitions: without, one tree for all)."""
     for account_id in engine.account_ids():
         value = engine.state_of(engine.accounts[account_id])
         yield {"topic": "state", "key": account_id, "value": value}
@@ -136,6 +139,9 @@ def state_lines(engine: RiskEngine | Shards) -> Iterator[dict[str, Any]]:
         ranked = adl.merged_sides(adl.sides(owner, symbol) for _, owner in owners)
         if any(ranked.values()):
             yield {"topic": "adl-ranking", "key": symbol, "value": {"symbol": symbol, **ranked}}
+    for partition, owner in owners:
+        summary = Commitments.of_engine(owner, partition or 0).summary()
+        yield {"topic": "state-root", "key": partition, "value": summary}
 
 
 def write_line(out: IO[bytes], item: dict[str, Any]) -> None:

@@ -75,8 +75,16 @@ DAY_MS = 86_400_000
 # The closing work a market record's alerts call for, when a shell commits the alerts
 # first (RiskEngine.steps with owe=True): the record's trigger and time, until done.
 OWED_KEY = ("delivery", "owed")
+# The next leaf of the partition's state tree (core/commitments): leaf 0 is the insurance
+# fund's slice, and each account takes the next one when its first deposit is applied.
+LEAVES_KEY = ("delivery", "leaves")
+FIRST_LEAF = 1
 T = TypeVar("T")
 Steps = Generator[None, None, T]
+
+
+def next_leaf(part: dict[str, Any] | None) -> int:
+    return FIRST_LEAF if not part else int(part["next"])
 
 
 def drive(steps: Steps[T]) -> T:
@@ -136,6 +144,7 @@ class RiskEngine:
         sealed: dict[str, list[StateKey]] | None = None,
         fund: InsuranceFund | None = None,
         owed: dict[str, Any] | None = None,
+        next_leaf: int = FIRST_LEAF,
     ) -> None:
         """accounts: every account, in memory (from_parts); or, with reader, none: each is
         decoded from reader when first touched, with its sealed used-id chunks (sealed:
@@ -152,6 +161,10 @@ class RiskEngine:
             self.ids.touch = self.accounts.get
         self.fund = fund or InsuranceFund()
         self.owed = owed  # the closing work left owed by the last market record (steps)
+        self.next_leaf = next_leaf
+        # Symbols whose valuation moved since the shell last took them (take_repriced):
+        # the state tree re-prices their holders' sums (core/commitments).
+        self.repriced: set[str] = set()
         # Liquidation alerts' rows and prices, from the record being applied to its
         # closing work (Liquidator.catch_up): nothing changes them in between.
         self._alerted: dict[str, tuple[Rows, dict[str, PositionPrices]]] = {}
@@ -167,6 +180,10 @@ class RiskEngine:
         for account in (accounts or {}).values():
             self.view.sync(account, risk_symbols(account, orders_by_symbol(account)), self.market)
             self.accounts[account.account_id] = account
+
+    def take_repriced(self) -> set[str]:
+        repriced, self.repriced = self.repriced, set()
+        return repriced
 
     def _decoded(self, account_id: str, data: dict[str, Any]) -> None:
         """An account read from the store: its used ids join the window (seenids.py)."""
@@ -213,6 +230,8 @@ class RiskEngine:
             return self.fund.part()
         if key == OWED_KEY:  # written as {} once done: changelog keys are never deleted
             return self.owed or {}
+        if key == LEAVES_KEY:
+            return {"next": self.next_leaf}
         if kind == "ids":
             return self.ids.part(key)
         return self.market.part(key)
@@ -227,6 +246,8 @@ class RiskEngine:
             parts[FUND_KEY] = self.fund.part()
         if self.owed is not None:
             parts[OWED_KEY] = self.owed
+        if self.next_leaf != FIRST_LEAF:
+            parts[LEAVES_KEY] = {"next": self.next_leaf}
         return parts
 
     def _account_part(self, account_id: str) -> dict[str, Any]:
@@ -254,8 +275,9 @@ class RiskEngine:
         guard = ReplayGuard.from_part(parts.get(GUARD_KEY))
         fund = InsuranceFund.from_part(parts.get(FUND_KEY))
         return cls(
-            config, accounts, market, guard, ids, fund=fund, owed=parts.get(OWED_KEY) or None
-        )
+            config, accounts, market, guard, ids, fund=fund, owed=parts.get(OWED_KEY) or None,
+            next_leaf=next_leaf(parts.get(LEAVES_KEY)),
+        )  # fmt: skip
 
     # -- entry point ----------------------------------------------------------------
 
@@ -314,13 +336,16 @@ class RiskEngine:
             return self._fund_record(envelope, record)
         self._check_placement(envelope, record.account)
         account = self.accounts.get(record.account)
+        changed = {("account", record.account)}
         if account is None:
             if not (isinstance(record, TransferRecord) and record.kind == "deposit"):
                 raise RecordError(f"unknown account {record.account}: it has made no deposit")
             account = Account(record.account)
         outputs = self.desk.handle(account, record, self._trigger(envelope))
+        if account.leaf is None:  # new here: the deposit went through
+            account.leaf, self.next_leaf = self.next_leaf, self.next_leaf + 1
+            changed.add(LEAVES_KEY)
         self.accounts[account.account_id] = account
-        changed = {("account", account.account_id)}
         if self.ids.dirty:  # a chunk of used ids sealed or dropped
             changed |= self.ids.take_dirty()
         return outputs, changed
@@ -390,6 +415,7 @@ class RiskEngine:
             case InstrumentRecord():
                 moved = market.apply_instrument(record.instrument)
                 self.view.define(record.instrument.symbol, market)
+                self.repriced |= moved
                 return moved
             case IndexRecord():
                 moved = market.apply_index(record)
@@ -400,6 +426,7 @@ class RiskEngine:
             case FundingRecord():
                 moved = market.apply_funding(record)
         self.view.refresh(sorted(moved), market)
+        self.repriced |= moved
         return moved
 
     def _settle_holders(

@@ -90,6 +90,9 @@ class Account:
     decision_seq: int = 0
     liquidation_seq: int = 0  # liquidation sets issued since its last liquidation alert
     liquidation: LiquidationSet | None = None  # the open set, at most one
+    # Its leaf in its partition's state tree: the partition's count of accounts when it
+    # first saw this one (core/commitments). None only in a part of format 3 or earlier.
+    leaf: int | None = None
 
     # -- cash ----------------------------------------------------------------------
 
@@ -237,6 +240,7 @@ class Account:
             # Only once liquidated: the parts of every other account stay as they were.
             **({"liquidation_seq": self.liquidation_seq} if self.liquidation_seq else {}),
             **({"liquidation": self.liquidation.to_dict()} if self.liquidation else {}),
+            **({"leaf": self.leaf} if self.leaf is not None else {}),
         }
 
     @classmethod
@@ -253,6 +257,7 @@ class Account:
             alert_seq=data["alert_seq"],
             decision_seq=data["decision_seq"],
             liquidation_seq=data.get("liquidation_seq", 0),
+            leaf=data.get("leaf"),  # format 4 added it
         )
         if "liquidation" in data:
             account.liquidation = LiquidationSet.from_dict(data["liquidation"])

@@ -19,7 +19,7 @@ from typing import Any
 from marginstream.core.delivery.parts import StateKey
 from marginstream.core.instruments import Instrument, Kind, Status, parse_instrument
 from marginstream.core.margin import ShortOptionRates, TierTable
-from marginstream.core.numbers import ZERO, RecordError, decimal_text, exact
+from marginstream.core.numbers import ZERO, RecordError, decimal_text, exact, risk_text
 from marginstream.core.pricing import OptionValue, black76, years_to_expiry
 from marginstream.core.records import FundingRecord, IndexRecord, MarkRecord, SettlementRecord
 
@@ -125,6 +125,20 @@ class Market:
             if model is not None:
                 return model.price
         return None if quote.mark is None else float(quote.mark)
+
+    def sums_mark(self, symbol: str) -> Decimal | None:
+        """The price the state tree's sums value a position at (core/commitments/leaf.py),
+        exactly: the settlement price, else the venue's mark, else an option's model mark
+        as the decimal text the engine publishes for it (risk_text, 15 significant
+        digits: a float goes into the sums only through that text); None before any."""
+        quote = self.quotes[symbol]
+        if quote.settlement is not None:
+            return quote.settlement
+        if self.instruments[symbol].kind is Kind.OPTION and not self._explicit(symbol, quote):
+            model = self.model(symbol)
+            if model is not None:
+                return Decimal(risk_text(model.price))
+        return quote.mark
 
     def risk_index(self, underlying: str) -> float | None:
         index = self.index.get(underlying)

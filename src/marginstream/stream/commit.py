@@ -6,7 +6,9 @@ and their outputs sent inside the partition's open Kafka transaction. commit() t
 1. seals the work: every part changed since the last commit, once, at the next version,
    and the offset after the last record read from each input; and asks the broker
    whether the partition layout still holds (stream/layout.py), while 2 and 3 go on;
-2. sends the parts to the partition's changelog partition, in the same transaction;
+2. sends the parts to the partition's changelog partition, and its commitment record
+   (core/commitments/record.py) to the partition's partition of `commitments`, in the
+   same transaction;
 3. waits until every record of the transaction (outputs and parts) is acknowledged, and
    stops if one was refused: aiokafka would commit a transaction without it;
 4. once the layout is confirmed (else LayoutChanged: nothing is committed), adds the
@@ -95,6 +97,7 @@ class Transaction:
     partition: int
     group: str
     sends: list[asyncio.Future[Any]]
+    commitments: str | None = None  # the commitments topic (None: none sent)
     step: str = "open"  # the last step begun, for a stall's report
 
 
@@ -117,10 +120,14 @@ async def commit(
             )
             for key, value in sealed.parts
         ]  # 2
+        if sealed.commitment is not None and transaction.commitments is not None:
+            key = str(transaction.partition).encode()  # placed by its key, as every output
+            parts.append(await producer.send(transaction.commitments, sealed.commitment, key=key))
         transaction.step = "3 wait for every acknowledgement"
         await delivered([*transaction.sends, *parts])  # 3
         transaction.sends = []
-        resume_at = parts[-1].result().offset + 1 if parts else store.changelog_offset()
+        changelog = parts[: len(sealed.parts)]
+        resume_at = changelog[-1].result().offset + 1 if changelog else store.changelog_offset()
         FAULTS.hit("before-commit")
         offsets = {TopicPartition(s.topic, s.partition): o for s, o in sealed.offsets.items()}
         transaction.step = "4 confirm the layout, add the offsets"

@@ -30,6 +30,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from marginstream.core import EngineConfig, Envelope, intake
+from marginstream.core.commitments.chain import digest_of
 from marginstream.core.delivery.guard import GUARD_KEY
 from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.unit import PartitionState, load, save_view
@@ -43,7 +44,7 @@ from marginstream.stream.metrics import StreamMetrics
 from marginstream.stream.outputs import Outputs
 from marginstream.stream.settings import StreamSettings
 from marginstream.stream.store import RocksPartStore, StoreDirectory
-from marginstream.stream.topics import TopicNames
+from marginstream.stream.topics import COMMITMENTS, TopicNames
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -131,7 +132,7 @@ class OwnedPartition:
         await producer.begin_transaction()  # 2: waits for the producer id (the fence)
         await context.changelog.restore(self.number, self.store)  # 3
         committed = {tp: await consumer.committed(tp) for tp in self.inputs}  # 4
-        self.work = await asyncio.to_thread(load, self.store, context.config)  # 5
+        self.work = await asyncio.to_thread(load, self.store, context.config, self.number)  # 5
         behind = state_behind(self.work, committed, names)
         if behind is not None:  # _opening tries again: the restore goes on from here
             raise StateBehind(f"partition {self.number}: {behind}")
@@ -142,7 +143,9 @@ class OwnedPartition:
             else:
                 consumer.seek(tp, offset)
                 self.next_offsets[tp] = offset
-        self.transaction = Transaction(producer, names.changelog, self.number, names.group, [])
+        self.transaction = Transaction(
+            producer, names.changelog, self.number, names.group, [], names.full(COMMITMENTS)
+        )
         self.outputs = Outputs(self.transaction)
         self.phase = Phase.ACTIVE
         consumer.resume(*self.inputs)
@@ -167,6 +170,7 @@ class OwnedPartition:
             if message.offset < next_offset:
                 continue  # fetched before the seek of this opening
             envelope, from_market = self.envelope(message)
+            digest = digest_of(message.key, message.value, envelope.whole)  # as read
             try:
                 FAULTS.fail_on("engine-error", (read_from, message.offset))
                 if from_market or work.engine.owed is not None:
@@ -175,10 +179,12 @@ class OwnedPartition:
                     # committed (settle), so that they are not kept waiting for it; any
                     # record does what is owed first (an account record after a restart,
                     # outside tester), paced as well.
-                    steps = work.steps(envelope, read_from, message.offset, owe=from_market)
+                    steps = work.steps(
+                        envelope, read_from, message.offset, owe=from_market, digest=digest
+                    )
                     outcome = await pace.through(steps)
                 else:
-                    outcome = work.apply(envelope, read_from, message.offset)
+                    outcome = work.apply(envelope, read_from, message.offset, digest)
                     await pace.pause()  # a busy account's records can take seconds too
             except Exception as error:  # bad input is a dead letter: this is a bug
                 at = f"{envelope.topic}[{envelope.partition}]@{envelope.offset}"

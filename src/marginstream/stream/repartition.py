@@ -323,7 +323,7 @@ class Move:
                               f"position, and {old.fanout} is gone")  # fmt: skip
         markets = frozenset(old.spec(t) for t in old.market_inputs())
         tp = TopicPartition(old.fanout, partition.number)
-        async for message in _read(consumer, tp, _offset(self.committed, tp)):
+        async for message in read_range(consumer, tp, _offset(self.committed, tp)):
             if not behind(engine.guard, positions):
                 break
             envelope, from_market = envelope_of(message, old, self.settings, markets)
@@ -353,7 +353,7 @@ class Move:
         taken, published = [], []
         for topic in self.old.account_inputs():
             tp = TopicPartition(topic, number)
-            messages = [m async for m in _read(consumer, tp, _offset(self.committed, tp))]
+            messages = [m async for m in read_range(consumer, tp, _offset(self.committed, tp))]
             keys = (m.key for m in messages)
             applied = partition.applied[topic] = old_layout_records(keys, number, state, count)
             taken.append(messages[:applied])
@@ -432,8 +432,11 @@ async def _send_part(transaction: Transaction, number: int, key: Any, part: Any)
     transaction.sends.append(sent)
 
 
-async def _read(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int) -> AsyncIterator[Any]:
-    """The committed records of tp from start to its end now, in offset order."""
+async def read_range(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, start: int
+) -> AsyncIterator[Any]:
+    """The committed records of tp from start to its end now, in offset order (a
+    read_committed consumer; also `marginstream verify`'s reader, stream/verify.py)."""
     consumer.assign([tp])
     end = (await consumer.end_offsets([tp]))[tp]
     if start >= end:

@@ -14,7 +14,8 @@ from marginstream.stream.settings import StreamSettings
 
 ACCOUNT_INPUTS = ("orders", "transfers")
 MARKET_INPUTS = ("prices", "instruments")
-OUTPUTS = ("liquidations", "decisions", "dead-letters", "liquidation-orders")
+COMMITMENTS = "commitments"  # one record per commit of each partition (core/commitments)
+OUTPUTS = ("liquidations", "decisions", "dead-letters", "liquidation-orders", COMMITMENTS)
 MARKET_FANOUT = "marginstream-market"  # the core's name for the fan-out topic
 
 

@@ -15,6 +15,11 @@ in the account part, the full ones in parts of their own), so that no part grows
 the account's activity. Those ids are moved when read, and the account and
 its chunks are rewritten together at the partition's next commit (Upgraded.rewrite).
 
+Format 4 gives each account its leaf in the partition's state tree ("leaf", core/
+commitments) and keeps the next one in a part ("delivery/leaves"). Accounts of an
+earlier format take theirs in the order of their ids, after any already given, when
+the partition is loaded; they and the counter are rewritten at its next commit.
+
 Other parts are upgraded as they are read, and rewritten the next time they change.
 tests/fixtures/format1 holds a changelog written by 93ca5cb, restored by every later
 version in tests/stream/test_upgrade.py.
@@ -28,6 +33,7 @@ from typing import Any
 from marginstream.core.delivery.guard import GUARD_KEY, ReplayGuard
 from marginstream.core.delivery.parts import StateKey, StoredPart
 from marginstream.core.delivery.sources import Source
+from marginstream.core.engine import FIRST_LEAF, LEAVES_KEY, next_leaf
 from marginstream.core.seenids import SeenIds
 
 
@@ -41,7 +47,23 @@ def upgrade(parts: dict[StateKey, StoredPart], retention_ms: int) -> Upgraded:
     """Every part in the current format (format-1 only kinds dropped), the guard included."""
     current = _current(parts)
     rewrite = _move_used_ids(current, retention_ms)
-    return Upgraded(current, rewrite)
+    return Upgraded(current, rewrite | _give_leaves(current))
+
+
+def _give_leaves(current: dict[StateKey, Any]) -> set[StateKey]:
+    """Formats 1 to 3 had no state tree: give each account without a leaf the next one."""
+    accounts = [key for key in current if key[0] == "account"]
+    given = [current[key]["leaf"] for key in accounts if "leaf" in current[key]]
+    later = max(given, default=FIRST_LEAF - 1) + 1
+    following = max(next_leaf(current.get(LEAVES_KEY)), later)
+    without = sorted(key for key in accounts if "leaf" not in current[key])
+    for key in without:
+        current[key] = {**current[key], "leaf": following}
+        following += 1
+    if not without:
+        return set()
+    current[LEAVES_KEY] = {"next": following}
+    return {*without, LEAVES_KEY}
 
 
 def _move_used_ids(current: dict[StateKey, Any], retention_ms: int) -> set[StateKey]:

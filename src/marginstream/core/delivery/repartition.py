@@ -18,7 +18,9 @@ pure part:
    partition, else the move is refused) and a replay guard with the market's positions
    and, for the partitions that existed, its own inputs' positions; slice p of the
    insurance fund stays slice p (new slices start empty: a slice's balance is not any
-   account's, so it is not split).
+   account's, so it is not split). Accounts take new leaves of their new partition's
+   state tree, in the order they are taken (core/commitments); each partition's input
+   chain and commitments start again from the move (`verify --from-epoch`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 from marginstream.core.delivery.guard import GUARD_KEY, ReplayGuard
 from marginstream.core.delivery.parts import StateKey
 from marginstream.core.delivery.sources import Source
+from marginstream.core.engine import FIRST_LEAF, LEAVES_KEY
 from marginstream.core.keys import account_partition
 from marginstream.core.liquidation.fund import FUND_ACCOUNT, FUND_KEY
 from marginstream.core.records import ACCOUNT_TOPICS, MARKET_TOPICS
@@ -106,6 +109,7 @@ class Spread:
         self.market_from = -1
         self.guards: dict[int, ReplayGuard] = {}
         self.funds: dict[int, Any] = {}
+        self.leaves = [FIRST_LEAF] * count  # each new partition's next leaf
 
     def take(
         self, partition: int, parts: Mapping[StateKey, Any]
@@ -127,8 +131,13 @@ class Spread:
             self.funds[partition] = parts[FUND_KEY]
         for key, part in parts.items():
             number = new_partition(key, self.count)
-            if number is not None:
+            if number is None:
+                continue
+            if key[0] != "account":
                 yield number, key, part
+                continue
+            yield number, key, {**part, "leaf": self.leaves[number]}
+            self.leaves[number] += 1
 
     def shared(self) -> Iterable[Placed]:
         """(new partition, key, part) of the parts each new partition has one of."""
@@ -150,6 +159,7 @@ class Spread:
             yield number, GUARD_KEY, ReplayGuard(seen).part()
             if number in self.funds:
                 yield number, FUND_KEY, self.funds[number]
+            yield number, LEAVES_KEY, {"next": self.leaves[number]}
 
 
 def start_offsets(committed: Sequence[int], applied: Sequence[int], count: int) -> list[int]:

@@ -16,12 +16,15 @@ from typing import Any
 import orjson
 
 from marginstream.core.accounts import view_columns
+from marginstream.core.commitments.chain import digest_of
+from marginstream.core.commitments.record import CHAIN_KEY, Commitments, params_hash
 from marginstream.core.delivery import viewsnapshot
 from marginstream.core.delivery.formats import upgrade
 from marginstream.core.delivery.guard import GUARD_KEY, ReplayGuard
 from marginstream.core.delivery.parts import (
     FORMAT,
     FORMAT1_KINDS,
+    HEADER_BYTES,
     PART_KINDS,
     StateKey,
     StoredPart,
@@ -34,7 +37,16 @@ from marginstream.core.delivery.parts import (
 )
 from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.store import PartStore
-from marginstream.core.engine import OWED_KEY, EngineConfig, Outcome, RiskEngine, Steps, drive
+from marginstream.core.engine import (
+    LEAVES_KEY,
+    OWED_KEY,
+    EngineConfig,
+    Outcome,
+    RiskEngine,
+    Steps,
+    drive,
+    next_leaf,
+)
 from marginstream.core.envelope import Envelope
 from marginstream.core.liquidation.fund import FUND_KEY, InsuranceFund
 from marginstream.core.market import Market
@@ -49,6 +61,7 @@ class Sealed:
     parts: list[tuple[bytes, bytes | None]]  # None: the part is deleted
     offsets: dict[Source, int]  # per input read: the offset after the last record read
     records: int
+    commitment: bytes | None = None  # the commitment record (core/commitments/record.py)
 
 
 @dataclass
@@ -60,16 +73,32 @@ class PartitionState:
     records: int = 0  # read since the last seal
     loaded_from: str = "parts"  # how the view was built: "snapshot", "parts", or "eager"
     held: tuple[Source, int] | None = None  # an offset committed once the work owed is done
+    # The state tree and input chain, for a commitment record per commit (None: none).
+    commitments: Commitments | None = None
 
-    def apply(self, envelope: Envelope, read_from: Source, offset: int) -> Outcome:
+    def apply(
+        self, envelope: Envelope, read_from: Source, offset: int, digest: bytes | None = None
+    ) -> Outcome:
         """Apply one record read at (read_from, offset); the envelope names its origin."""
-        return drive(self.steps(envelope, read_from, offset))
+        return drive(self.steps(envelope, read_from, offset, digest=digest))
 
     def steps(
-        self, envelope: Envelope, read_from: Source, offset: int, owe: bool = False
+        self,
+        envelope: Envelope,
+        read_from: Source,
+        offset: int,
+        owe: bool = False,
+        digest: bytes | None = None,
     ) -> Steps[Outcome]:
-        """apply, pausing where the engine does (RiskEngine.steps; owe: its meaning)."""
+        """apply, pausing where the engine does (RiskEngine.steps; owe: its meaning).
+
+        digest: the record's digest for the input chain (chain.record_digest of the bytes
+        as read); by default, from the envelope (its key as text, its original value)."""
         outcome = yield from self.engine.steps(envelope, owe)  # settles what was owed first
+        if self.commitments is not None and not outcome.replayed:
+            if digest is None:
+                digest = envelope_digest(envelope)
+            self.commitments.chain.add(envelope.topic, envelope.partition, envelope.offset, digest)
         self.changed |= outcome.changed
         self.offsets[read_from] = offset + 1
         self._release()
@@ -107,13 +136,31 @@ class PartitionState:
         self.version += 1
         header, part, dumps = part_header(self.version), self.engine.part, orjson.dumps
         parts = []
+        accounts = {}
         for key in sorted(self.changed):  # encode_part, its header made once
             data = part(key)
             parts.append((part_key(key), None if data is None else header + dumps(data)))
+            if key[0] == "account" and data is not None:
+                accounts[key[1]] = data
+        commitment = None
+        if self.commitments is not None:  # before eviction: the accounts changed are decoded
+            repriced = self.engine.take_repriced()
+            fund = FUND_KEY in self.changed
+            commitment, chain = self.commitments.seal(
+                self.engine, accounts, fund, repriced, self.version
+            )
+            parts.append((part_key(CHAIN_KEY), header + dumps(chain)))
         self.engine.evict_clean(self.changed)  # after encoding: the changed stay decoded
-        sealed = Sealed(self.version, parts, self.offsets, self.records)
+        sealed = Sealed(self.version, parts, self.offsets, self.records, commitment)
         self.changed, self.offsets, self.records = set(), {}, 0
         return sealed
+
+
+def envelope_digest(envelope: Envelope) -> bytes:
+    """A record's input-chain digest from its envelope: its key as UTF-8, its value as read
+    (the shell passes the digest of the bytes themselves, stream/partition.py)."""
+    key = None if envelope.key is None else envelope.key.encode()
+    return digest_of(key, envelope.raw, envelope.whole)
 
 
 def save_view(work: PartitionState, store: PartStore) -> bool:
@@ -126,7 +173,9 @@ def save_view(work: PartitionState, store: PartStore) -> bool:
     return True
 
 
-def load(store: PartStore, config: EngineConfig | None = None) -> PartitionState:
+def load(
+    store: PartStore, config: EngineConfig | None = None, partition: int | None = None
+) -> PartitionState:
     """The partition's state as its store holds it, earlier formats upgraded.
 
     A store wholly in the current format is loaded lazily: the market, the guard and the
@@ -134,13 +183,18 @@ def load(store: PartStore, config: EngineConfig | None = None) -> PartitionState
     parts, decoded to floats only); each account is decoded when first touched
     (core/accounts.py). A store with parts of an earlier format is loaded whole, and
     upgraded.
+
+    partition: the account partition the store holds, to commit to its state (its tree
+    built from every account part, core/commitments); None: no commitments.
     """
     config = config or EngineConfig()
-    lazy = _lazy(store, config)
-    return lazy if lazy is not None else load_eager(store, config)
+    lazy = _lazy(store, config, partition)
+    return lazy if lazy is not None else load_eager(store, config, partition)
 
 
-def load_eager(store: PartStore, config: EngineConfig | None = None) -> PartitionState:
+def load_eager(
+    store: PartStore, config: EngineConfig | None = None, partition: int | None = None
+) -> PartitionState:
     """Every part decoded into the engine's objects (earlier formats upgraded)."""
     stored: dict[StateKey, StoredPart] = {}
     version = 0
@@ -153,13 +207,17 @@ def load_eager(store: PartStore, config: EngineConfig | None = None) -> Partitio
     config = config or EngineConfig()
     upgraded = upgrade(stored, config.duplicate_retention_ms)
     engine = RiskEngine.from_parts(upgraded.parts, config)
-    return PartitionState(engine, version, changed=upgraded.rewrite, loaded_from="eager")
+    work = PartitionState(engine, version, changed=upgraded.rewrite, loaded_from="eager")
+    if partition is not None:
+        chain = upgraded.parts.get(CHAIN_KEY)
+        work.commitments = Commitments.of_engine(engine, partition, chain)
+    return work
 
 
 _SMALL_KINDS = tuple(k for k in (*PART_KINDS, *FORMAT1_KINDS) if k not in ("account", "ids"))
 
 
-def _lazy(store: PartStore, config: EngineConfig) -> PartitionState | None:
+def _lazy(store: PartStore, config: EngineConfig, partition: int | None) -> PartitionState | None:
     """The lazily loaded state; None if a part is in an earlier format (load it whole)."""
     small: dict[StateKey, Any] = {}
     version = 0
@@ -183,16 +241,34 @@ def _lazy(store: PartStore, config: EngineConfig) -> PartitionState | None:
     guard = ReplayGuard.from_part(small.get(GUARD_KEY))
     fund = InsuranceFund.from_part(small.get(FUND_KEY))
     owed = small.get(OWED_KEY) or None  # {}: nothing owed
-    engine = RiskEngine(config, None, market, guard, None, store, sealed, fund, owed)
+    leaves = next_leaf(small.get(LEAVES_KEY))
+    engine = RiskEngine(config, None, market, guard, None, store, sealed, fund, owed, leaves)
     view, symbols = engine.view, engine.view.symbols()
     header = viewsnapshot.header_of(store)
     if viewsnapshot.usable(header, store.changelog_offset(), symbols):
         assert header is not None
         if viewsnapshot.load_into(store, header, view):
             version = max(version, int(header["version"]))
-            return PartitionState(engine, version, loaded_from="snapshot")
+            work = PartitionState(engine, version, loaded_from="snapshot")
+            return _committing(work, store, small, partition)
     columns = view_columns(store.items(b"account/"), market, symbols)
     if columns.legacy:
         return None
     columns.load_into(view)
-    return PartitionState(engine, max(version, columns.version))
+    work = PartitionState(engine, max(version, columns.version))
+    return _committing(work, store, small, partition)
+
+
+def _committing(
+    work: PartitionState, store: PartStore, small: dict[StateKey, Any], partition: int | None
+) -> PartitionState:
+    """work with its state tree, built from every account part in the store."""
+    if partition is None:
+        return work
+    engine, loads = work.engine, orjson.loads
+    parts = (loads(value[HEADER_BYTES:]) for _, value in store.items(b"account/"))
+    work.commitments = Commitments.of_parts(
+        parts, engine.market, engine.fund, partition, params_hash(engine.config),
+        small.get(CHAIN_KEY),
+    )  # fmt: skip
+    return work

@@ -1,0 +1,152 @@
+"""Re-deriving a partition's commitments from its inputs: the pure part of `verify`.
+
+Given a partition's commitment records, in the order published, and a way to read the
+SPEC input records, an Audit re-executes each commit's runs with the core, in the
+recorded order, from an empty state (or from a trusted checkpoint), and rebuilds each
+record: every field must be the published one, byte for byte. It stops at the first
+divergence and names it. The market records of a run are applied as a worker applies
+them (alerts first, closing work owed, RiskEngine.steps with owe=True), and closing work
+a worker did on its own between two records (a commit with no runs) is done where the
+record says nothing is owed any more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from hashlib import sha256
+from typing import Any
+
+import orjson
+
+from marginstream.core import intake
+from marginstream.core.commitments.chain import digest_of
+from marginstream.core.commitments.record import Commitments, params_hash
+from marginstream.core.delivery.sources import Source
+from marginstream.core.delivery.unit import PartitionState
+from marginstream.core.engine import EngineConfig, RiskEngine, drive
+from marginstream.core.records import MARKET_TOPICS
+
+# (offset, key, value) of the committed records of a topic partition in [first, last]
+Reader = Callable[[str, int, int, int], Iterable[tuple[int, bytes | None, bytes | None]]]
+
+
+@dataclass
+class Divergence:
+    partition: int
+    epoch: int
+    problem: str
+
+    def __str__(self) -> str:
+        return f"partition {self.partition} epoch {self.epoch}: {self.problem}"
+
+
+@dataclass
+class Audit:
+    """One partition's re-execution."""
+
+    partition: int
+    config: EngineConfig
+    max_record_bytes: int = intake.MAX_RECORD_BYTES
+    work: PartitionState = field(init=False)
+    epochs: int = 0  # commitments checked
+    records: int = 0  # input records re-applied
+    first_epoch: int | None = None
+    last_epoch: int | None = None
+    divergence: Divergence | None = None
+
+    def __post_init__(self) -> None:
+        engine = RiskEngine(self.config)
+        self.work = PartitionState(engine, 0, commitments=Commitments(self.partition,
+                                   params_hash(self.config), None))  # fmt: skip
+
+    def start_from(self, work: PartitionState) -> None:
+        """Go on from a trusted checkpoint's state (verify --from-epoch)."""
+        self.work = work
+
+    def check(self, value: bytes, read: Reader) -> bool:
+        """Re-derive one published record; False (and divergence set) if it differs."""
+        try:
+            record = orjson.loads(value)
+            epoch = int(record["epoch"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            return self._diverged(self.last_epoch or 0, f"not a commitment record: {error!r}")
+        work = self.work
+        if self.last_epoch is not None and epoch != self.last_epoch + 1:
+            return self._diverged(epoch, f"follows epoch {self.last_epoch}: epochs are a run")
+        commitments = work.commitments
+        assert commitments is not None
+        if record.get("prev") != commitments.prev.hex():
+            return self._diverged(epoch, "its prev is not the sha256 of the record before it")
+        try:
+            for topic, partition, first, last in record["runs"]:
+                self._apply_run(str(topic), int(partition), int(first), int(last), read)
+        except _Missing as missing:
+            return self._diverged(epoch, str(missing))
+        if work.engine.owed is not None and not record.get("owed"):
+            drive(work.settle())  # the worker did the closing work before this commit
+        work.version = epoch - 1
+        rebuilt = work.seal().commitment
+        assert rebuilt is not None
+        self.epochs += 1
+        self.first_epoch = epoch if self.first_epoch is None else self.first_epoch
+        self.last_epoch = epoch
+        if rebuilt != value:
+            return self._diverged(epoch, differences(orjson.loads(rebuilt), record))
+        commitments.prev = sha256(value).digest()
+        return True
+
+    def _apply_run(self, topic: str, partition: int, first: int, last: int, read: Reader) -> None:
+        work, market = self.work, topic in MARKET_TOPICS
+        seen = 0
+        for offset, key, value in read(topic, partition, first, last):
+            envelope = intake.envelope(topic, partition, offset, key, value, self.max_record_bytes)
+            digest = digest_of(key, value, None)
+            steps = work.steps(envelope, Source(topic, partition), offset, market, digest)
+            drive(steps)
+            seen += 1
+        self.records += seen
+        if seen == 0:
+            raise _Missing(f"no committed record of {topic}[{partition}] in {first}..{last}")
+
+    def _diverged(self, epoch: int, problem: str) -> bool:
+        self.divergence = Divergence(self.partition, epoch, problem)
+        return False
+
+
+class _Missing(LookupError):
+    pass
+
+
+def differences(rebuilt: dict[str, Any], published: dict[str, Any]) -> str:
+    """Which fields of a record differ from the re-derived one, named."""
+    names = sorted(
+        k for k in rebuilt.keys() | published.keys() if rebuilt.get(k) != published.get(k)
+    )
+    if not names:
+        return "its bytes are not canonical"
+    shown = ", ".join(
+        f"{name} {published.get(name)!r} (re-derived {rebuilt.get(name)!r})"
+        if name not in ("runs",)
+        else "runs"
+        for name in names
+    )
+    return f"differs from the re-execution in {shown}"
+
+
+def equivocations(records: Iterable[bytes]) -> list[Divergence]:
+    """Two different records for one partition and epoch: what a verifier must raise."""
+    first: dict[tuple[int, int], bytes] = {}
+    found = []
+    for value in records:
+        try:
+            record = orjson.loads(value)
+            key = (int(record["partition"]), int(record["epoch"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+        seen = first.setdefault(key, value)
+        if seen != value:
+            roots = {orjson.loads(seen).get("state_root"), record.get("state_root")}
+            what = "different roots" if len(roots) > 1 else "the same root, other fields"
+            found.append(Divergence(key[0], key[1], f"equivocation: two records with {what}"))
+    return found
