@@ -16,11 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from marginstream.core import Envelope
+from marginstream.core import EngineConfig, Envelope, intake
 from marginstream.core.commitments import leaf, proof
+from marginstream.core.commitments.audit import Audit
 from marginstream.core.commitments.chain import (
     GENESIS,
     InputChain,
+    digest_of,
     link,
     record_digest,
     value_sha256,
@@ -40,6 +42,8 @@ from marginstream.core.commitments.tree import (
 from marginstream.core.delivery.parts import encode_part, part_key
 from marginstream.core.delivery.store import MemoryPartStore
 from marginstream.core.delivery.unit import PartitionState, load, load_eager
+from marginstream.core.engine import drive
+from marginstream.core.records import MARKET_TOPICS
 from tests.core.operations import envelopes, histories, opened_venue
 
 PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -280,3 +284,105 @@ def test_a_proof_with_anything_changed_fails(field):
         bad["index"] ^= 1
     with pytest.raises(proof.ProofError):
         proof.check(bad)
+
+
+# -- re-deriving commitments (verify's pure part) --------------------------------------
+
+Raw = dict[tuple[str, int, int], tuple[bytes | None, bytes]]
+
+
+def _published(history, data) -> tuple[list[bytes], Raw, MemoryPartStore]:
+    """A worker's commitments over a history (market records owed, as live; the closing
+    work sometimes done before a commit of its own), the raw records by coordinates, and
+    the store it started from."""
+    venue = opened_venue()
+    store = _store_of(venue.engine)
+    raw: Raw = {}
+    for envelope in envelopes(history, venue):
+        key = None if envelope.key is None else envelope.key.encode()
+        raw[envelope.topic, 0, envelope.offset] = (key, orjson.dumps(envelope.value))
+    work = load(store, partition=0)
+    published = []
+    for batch in _batches(list(raw.items()), data):
+        for (topic, partition, offset), (key, value) in batch:
+            envelope = intake.envelope(topic, partition, offset, key, value)
+            market = topic in MARKET_TOPICS
+            drive(
+                work.steps(envelope, envelope.source, offset, market, digest_of(key, value, None))
+            )
+        if work.engine.owed is not None and data.draw(st.booleans()):
+            published.append(work.seal().commitment)  # the alerts' commit
+            drive(work.settle())  # then the closing work's, with no record
+        published.append(work.seal().commitment)
+    return published, raw, store
+
+
+def _reader(raw: Raw):
+    def read(topic, partition, first, last):
+        for offset in range(first, last + 1):
+            found = raw.get((topic, partition, offset))
+            if found is not None:
+                yield (offset, *found)
+
+    return read
+
+
+def _audit(published: list[bytes], raw: Raw, store: MemoryPartStore) -> Audit:
+    audit = Audit(0, EngineConfig())
+    audit.start_from(load(store, partition=0))  # the state the worker started from
+    for value in published:
+        if not audit.check(value, _reader(raw)):
+            break
+    return audit
+
+
+@PROPERTY
+@given(histories, st.data())
+def test_an_audit_re_derives_every_commitment_of_a_worker(history, data):
+    published, raw, store = _published(history, data)
+    audit = _audit(published, raw, store)
+    assert audit.divergence is None, audit.divergence
+    assert audit.epochs == len(published)
+
+
+@PROPERTY
+@given(histories.filter(lambda h: len(h) >= 2), st.data())
+def test_a_dropped_or_reordered_input_record_breaks_the_chain_at_its_epoch(history, data):
+    published, raw, store = _published(history, data)
+    coordinates = list(raw)
+    victim = data.draw(st.sampled_from(coordinates))
+    epoch = next(
+        orjson.loads(v)["epoch"] for v in published
+        if any(r[0] == victim[0] and r[2] <= victim[2] <= r[3] for r in orjson.loads(v)["runs"])
+    )  # fmt: skip
+    dropped = {k: v for k, v in raw.items() if k != victim}
+    swapped = dict(raw)
+    neighbour = (victim[0], 0, victim[2] + 1)
+    for changed in (dropped, swapped):
+        if changed is swapped:
+            if neighbour not in raw or raw[neighbour] == raw[victim]:
+                continue
+            swapped[victim], swapped[neighbour] = raw[neighbour], raw[victim]
+        divergence = _audit(published, changed, store).divergence
+        assert divergence is not None
+        if changed is dropped:
+            assert divergence.epoch == epoch, (divergence, epoch)
+            assert "input_head" in divergence.problem or "no committed record" in divergence.problem
+        else:  # the pair may straddle two commits: the first of them diverges
+            assert epoch <= divergence.epoch <= epoch + 1 and "input_head" in divergence.problem
+
+
+def test_the_insurance_fund_s_slice_is_leaf_0_and_counts_in_the_sums():
+    venue = opened_venue()
+    store = _store_of(venue.engine)
+    work = load(store, partition=0)
+    before = Commitments.of_engine(work.engine, 0).summary()
+    deposit = Envelope("transfers", 0, 100, "insurance-fund", {
+        "type": "deposit", "transfer_id": "fund-1", "account": "insurance-fund",
+        "amount": "2500.5", "ts": venue.next_ts()})  # fmt: skip
+    work.apply(deposit, deposit.source, 100)
+    record = _commit(work, store)
+    assert D(record["liabilities"]) - D(before["liabilities"]) == D("2500.5")
+    assert work.commitments.tree.tree.leaf(leaf.FUND_LEAF).liabilities == 2500_5000_0000
+    scratch = Commitments.of_engine(load_eager(store, partition=0).engine, 0).summary()
+    assert record["state_root"] == scratch["state_root"]

@@ -260,8 +260,16 @@ def final_checks(deployment: Deployment, reference: Reference) -> dict[str, int]
         print(orjson.dumps(comparison, option=orjson.OPT_INDENT_2).decode()[:4000])
     problems = [r.line() for r in verified if not r.ok]
     assert all(count == 0 for count in findings.values()), (findings, late, breaches[:5], problems)
-    assert sum(r.audit.epochs for r in verified if r.audit) > 0, "no commitment was checked"
-    return findings
+    epochs = sum(r.audit.epochs for r in verified if r.audit)
+    assert epochs > 0, "no commitment was checked"
+    assert reference.roots is None or len(reference.roots) == len(roots), (reference.roots, roots)
+    return {
+        **findings,
+        "verified_partitions": len(verified),
+        "verified_epochs": epochs,
+        "verified_records": sum(r.audit.records for r in verified if r.audit),
+        "roots_compared_with_the_replay": len(reference.roots or ()),
+    }
 
 
 def verify_deployment(deployment: Deployment) -> list[Any]:

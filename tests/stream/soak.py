@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from marginstream.core import EngineConfig
+from marginstream.core.shards import Shards
 from marginstream.feeds.load import LoadFeed, load_events
 from marginstream.feeds.segments import segments
 from marginstream.localbroker import LocalBroker, free_port
@@ -131,7 +133,8 @@ class Soak:
         plan = self.plan
         began = time.monotonic()
         records = feed_for(plan)
-        reference = Reference.of(records)
+        shards = Shards(EngineConfig(partitions=plan.partitions), plan.partitions)
+        reference = Reference.of(records, shards)  # type: ignore[arg-type]
         runs = segments(records)
         actions = (
             ["kill"] * plan.kills + ["broker_restart"] * plan.broker_restarts

@@ -284,7 +284,10 @@ class OwnedPartition:
         layout, since = self.context.layout, self.applied_at
         confirm = None if layout is None else (lambda: layout.confirm(since))
         self.settled = False
-        self.applied += await commit(self.work, self.transaction, self.store, confirm)
+        work = self.work
+        self.applied += await commit(work, self.transaction, self.store, confirm)
+        if work.commitments is not None:  # proofs are of this record from now on
+            work.commitments.committed = work.commitments.last
         self.commits += 1
         self.pending_since = None
         self.commit_delay = time.monotonic() - self.applied_at

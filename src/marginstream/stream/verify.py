@@ -53,6 +53,7 @@ class PartitionReport:
     changelog: str = "not checked"
     problems: list[Divergence] = field(default_factory=list)
     last_root: str | None = None  # the state root of the last commitment checked
+    checkpoint: int | None = None  # the epoch checked from, its state from the changelog
 
     @property
     def ok(self) -> bool:
@@ -67,6 +68,8 @@ class PartitionReport:
                 f"epochs {audit.first_epoch}..{audit.last_epoch} ({audit.epochs} commitments, "
                 f"{audit.records} records re-applied)"
             )
+        if self.checkpoint is not None:
+            checked += f", from the changelog's state at epoch {self.checkpoint}"
         if self.ok:
             return f"partition {self.partition}: ok, {checked}; changelog: {self.changelog}"
         return f"partition {self.partition}: DIVERGED, {'; '.join(map(str, self.problems))}"
@@ -140,8 +143,10 @@ async def _verify(kafka: Kafka, from_epoch: int | None) -> list[PartitionReport]
         report = reports[number]
         audit = report.audit = Audit(number, settings.engine, settings.max_record_bytes)
         records = published[number]  # a second record of an epoch breaks the run of epochs
-        if from_epoch is not None:
-            records = _from_checkpoint(audit, records, changelog, number, from_epoch, report)
+        start = from_epoch if from_epoch is not None else _first_epoch(records)
+        if start is not None:
+            records = _from_checkpoint(audit, records, changelog, number, start, report)
+            report.checkpoint = start
         for value in records:
             needed = await _prefetch(kafka, value)
             if not audit.check(value, needed):
@@ -172,6 +177,18 @@ async def _prefetch(kafka: Kafka, value: bytes) -> Reader:
             yield record
 
     return read
+
+
+def _first_epoch(published: list[bytes]) -> int | None:
+    """The epoch of a partition's first commitment if it is not 1, else None: the
+    partition's state before it was committed by no record (a deployment upgraded from a
+    version without commitments, or moved by `repartition`), so that epoch is where the
+    check starts, from the state the changelog holds at it."""
+    try:
+        epoch = int(orjson.loads(published[0])["epoch"]) if published else 1
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    return None if epoch == 1 else epoch
 
 
 def _store(records: Records, up_to: int | None = None) -> MemoryPartStore:
@@ -236,7 +253,8 @@ def _from_checkpoint(
     work.commitments.chain = InputChain(bytes.fromhex(record["input_head"]))
     work.commitments.prev = sha256(published[at[0]]).digest()
     audit.start_from(work)
-    audit.last_epoch = epoch
+    audit.first_epoch = audit.last_epoch = epoch
+    audit.epochs = 1  # its root checked against the changelog, not its inputs
     return published[at[0] + 1 :]
 
 

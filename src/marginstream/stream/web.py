@@ -6,10 +6,14 @@ GET /accounts/{account}/  the account's margin summary, from whichever worker is
                           yet, or its owner's membership is not confirmed (a heartbeat
                           answered within the session timeout); 404 for an unknown account,
                           400 for an id no account can have.
+GET /accounts/{account}/proof  the proof of the account's leaf in its partition's state
+                          tree against the last commitment record (core/commitments/
+                          proof.py; `marginstream verify-proof` checks it offline); routed
+                          and refused as above, and 503 while a commit is under way.
 GET /metrics              Prometheus metrics (stream/metrics.py).
 GET /health/              ok or recovering, owned and standby partitions, counts.
 
-With a token (MARGINSTREAM_WEB_TOKEN), /accounts/ and /metrics answer 401 unless the
+With a token (MARGINSTREAM_WEB_TOKEN), /accounts/ (proofs too) and /metrics answer 401 unless the
 request carries `Authorization: Bearer <token>`; a routed request carries it on to the
 owner. /health/ stays open, for supervisors' probes: it shows counts, no account data
 and no other worker's address.
@@ -38,6 +42,9 @@ from faust.web.drivers import aiohttp as faust_aiohttp
 from prometheus_client.exposition import choose_encoder
 from yarl import URL
 
+from marginstream.core.commitments import leaf, proof
+from marginstream.core.commitments.tree import leaf_node
+from marginstream.core.delivery.parts import decode_part, part_key
 from marginstream.core.keys import account_partition
 from marginstream.core.records import MAX_ID_LENGTH
 
@@ -101,8 +108,11 @@ def register(app: faust.App, service: RiskService) -> None:
     token = service.settings.web_token
     forwarded = {ROUTED: "1", **({"Authorization": f"Bearer {token}"} if token else {})}
 
-    @app.page("/accounts/{account}/")
-    class AccountView(faust_web.View):
+    class OwnedView(faust_web.View):
+        """A view of one account, answered by the worker that owns its partition."""
+
+        suffix = ""  # the path after /accounts/{account}/
+
         async def get(self, request: faust_web.Request, account: str) -> faust_web.Response:
             if not authorized(request, token):
                 return self.json({"error": "unauthorized"}, status=401, headers=CHALLENGE)
@@ -116,19 +126,18 @@ def register(app: faust.App, service: RiskService) -> None:
                 if owner and owner != service.url and not request.headers.get(ROUTED):
                     return await self.routed(owner, account)
                 return self.json({"error": "recovering"}, status=503)
-            work = owned.work
-            if not owned.active or work is None:
+            if not owned.active or owned.work is None:
                 return self.json({"error": "recovering"}, status=503)
             if not service.confirmed():  # frozen past its session: the group may have moved it
                 return self.json({"error": "recovering", "owner": "unconfirmed"}, status=503)
-            found = work.engine.accounts.get(account)
-            if found is None:
-                return self.json({"error": f"unknown account {account}"}, status=404)
-            return self.json({**work.engine.state_of(found), "partition": partition})
+            return self.answer(owned, account, partition)
+
+        def answer(self, owned: Any, account: str, partition: int) -> faust_web.Response:
+            raise NotImplementedError
 
         async def routed(self, owner: str, account: str) -> faust_web.Response:
             timeout = aiohttp.ClientTimeout(total=10)
-            url = URL(f"{owner}/accounts/{quote(account, safe='')}/", encoded=True)
+            url = URL(f"{owner}/accounts/{quote(account, safe='')}/{self.suffix}", encoded=True)
             try:
                 async with (
                     aiohttp.ClientSession(timeout=timeout) as session,
@@ -139,6 +148,25 @@ def register(app: faust.App, service: RiskService) -> None:
             except (aiohttp.ClientError, OSError, TimeoutError):
                 # The owner is gone and the group has not yet moved its partitions.
                 return self.json({"error": "recovering", "owner": "unavailable"}, status=503)
+
+    @app.page("/accounts/{account}/")
+    class AccountView(OwnedView):
+        def answer(self, owned: Any, account: str, partition: int) -> faust_web.Response:
+            found = owned.work.engine.accounts.get(account)
+            if found is None:
+                return self.json({"error": f"unknown account {account}"}, status=404)
+            return self.json({**owned.work.engine.state_of(found), "partition": partition})
+
+    @app.page("/accounts/{account}/proof")
+    class ProofView(OwnedView):
+        suffix = "proof"
+
+        def answer(self, owned: Any, account: str, partition: int) -> faust_web.Response:
+            found = account_proof(owned, account)
+            if isinstance(found, tuple):
+                status, error = found
+                return self.json({"error": error}, status=status)
+            return self.json(found)
 
     @app.page("/metrics")
     class MetricsView(faust_web.View):
@@ -154,6 +182,32 @@ def register(app: faust.App, service: RiskService) -> None:
     class HealthView(faust_web.View):
         async def get(self, request: faust_web.Request) -> faust_web.Response:
             return self.json(service.health())
+
+
+def account_proof(owned: Any, account: str) -> dict[str, Any] | tuple[int, str]:
+    """The proof of the account's leaf against its partition's last committed commitment
+    (core/commitments/proof.py), or (status, error). The leaf is read from the local
+    store, which holds exactly the committed state; the tree changes only when a commit
+    is sealed, so while one is under way (sealed, not yet committed) the answer is 503."""
+    commitments = owned.work.commitments
+    if commitments is None or commitments.committed is None:
+        return 503, "no commitment yet: try again after the partition's next commit"
+    if commitments.last is not None and commitments.last != commitments.committed:
+        return 503, "a commit is under way: try again"
+    raw = owned.store.get(part_key(("account", account)))
+    if raw is None:
+        return 404, f"unknown account {account}"
+    part = decode_part(raw).data
+    leaf_bytes = leaf.account_bytes(part)
+    index = part.get("leaf")
+    tree = commitments.tree.tree
+    if (
+        index is None
+        or index >= tree.count
+        or tree.leaf(index).hash != leaf_node(leaf_bytes, 0, 0).hash
+    ):
+        return 503, "a commit is under way: try again"
+    return proof.make(account, index, leaf_bytes, tree, commitments.committed)
 
 
 # -- the web server ------------------------------------------------------------------

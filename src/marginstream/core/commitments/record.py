@@ -19,8 +19,9 @@ JSON with sorted keys:
     engine       the engine's name and version
     params       sha256 of the margin parameters in force (EngineConfig, canonical)
 
-The partition's chain state, its head and the sha256 of its last record, is a state part
-(CHAIN_KEY) written by every commit, so a new owner goes on from the last commit.
+The partition's chain state, its head, its last record and that record's sha256, is a
+state part (CHAIN_KEY) written by every commit, so a new owner goes on from the last
+commit, and proves accounts against it before its own first commit.
 """
 
 from __future__ import annotations
@@ -131,6 +132,9 @@ class Commitments:
         self.chain = InputChain(head)
         self.prev = GENESIS if not chain else bytes.fromhex(chain["prev"])
         self.last: bytes | None = None  # the last record sealed (not yet known committed)
+        # The last record known committed: the shell's to set once a commit went through
+        # (stream/partition.py); loaded from the chain part, which the commit wrote.
+        self.committed: bytes | None = None if not chain else chain["record"].encode()
 
     # -- building the tree ---------------------------------------------------------
 
@@ -212,7 +216,12 @@ class Commitments:
         })  # fmt: skip
 
     def chain_part(self) -> dict[str, Any]:
-        return {"head": self.chain.head.hex(), "prev": self.prev.hex()}
+        assert self.last is not None
+        return {
+            "head": self.chain.head.hex(),
+            "prev": self.prev.hex(),
+            "record": self.last.decode(),
+        }
 
     def summary(self) -> dict[str, Any]:
         """The tree's root and sums now (replay --state prints it per partition)."""
