@@ -22,7 +22,7 @@ the venue's) and what it could not cover (deficit, handed to auto-deleveraging).
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any
 
 import orjson
@@ -37,6 +37,7 @@ LEAF_FORMAT = 1
 SCALE = 8  # the sums' unit is 10^-8 of the settlement currency
 FUND_LEAF = 0  # the insurance fund's slice; accounts take 1, 2, ... (core/engine.py)
 _QUANTUM = Context(prec=200, rounding=ROUND_HALF_EVEN)
+_LEDGER = LEDGER_CONTEXT.copy()  # its flags gather, unread; its traps raise
 
 # An account's equity inputs, kept per leaf so that a market move re-prices a leaf
 # without decoding its account: cash, then (symbol, qty, cost, funding index) per position.
@@ -94,22 +95,24 @@ class Marks:
 
 
 def equity(held: Holding, marks: Marks) -> Decimal:
-    """The exact equity the module docstring defines."""
+    """The exact equity the module docstring defines (each operation under the ledger's
+    context, which traps rounding: its own methods, not a context switched per call)."""
     cash, positions = held
     if not positions:
         return cash
-    with localcontext(LEDGER_CONTEXT):
-        total = cash
-        for symbol, qty, cost, funding_index in positions:
-            kind, size, mark, funding = marks(symbol)
-            if kind is Kind.OPTION:
-                total += cost if mark is None else qty * size * mark
-                continue
-            if kind is Kind.PERPETUAL:
-                total -= qty * size * (funding - funding_index)
-            if mark is not None:
-                total += qty * size * mark - cost
-        return total
+    add, subtract, multiply = _LEDGER.add, _LEDGER.subtract, _LEDGER.multiply
+    total = cash
+    for symbol, qty, cost, funding_index in positions:
+        kind, size, mark, funding = marks(symbol)
+        units = multiply(qty, size)
+        if kind is Kind.OPTION:
+            total = add(total, cost if mark is None else multiply(units, mark))
+            continue
+        if kind is Kind.PERPETUAL:
+            total = subtract(total, multiply(units, subtract(funding, funding_index)))
+        if mark is not None:
+            total = add(total, subtract(multiply(units, mark), cost))
+    return total
 
 
 def units(value: Decimal) -> int:

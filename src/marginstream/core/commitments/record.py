@@ -102,16 +102,11 @@ class StateTree:
 
     def reprice(self, account_ids: Iterable[str], marks: leaves.Marks) -> None:
         """New sums for accounts whose positions' marks or funding moved."""
-        tree, held = self.tree, self.held
+        tree, held, equity, sums = self.tree, self.held, leaves.equity, leaves.sums
         for account_id in account_ids:
             found = held.get(account_id)
-            if found is None:
-                continue
-            index, holding = found
-            old = tree.leaf(index)
-            liabilities, deficit = leaves.sums(leaves.equity(holding, marks))
-            if (liabilities, deficit) != (old.liabilities, old.deficit):
-                tree.set(index, Node(old.hash, liabilities, deficit))
+            if found is not None and found[1][1]:  # an account with positions
+                tree.resum(found[0], *sums(equity(found[1], marks)))
 
     @property
     def accounts(self) -> int:

@@ -91,12 +91,36 @@ def depth_for(count: int) -> int:
     return max(count - 1, 0).bit_length()
 
 
+# Inside the tree a node is a plain tuple (packed, liabilities, deficit), packed being
+# what its parent hashes of it: hash ‖ liabilities ‖ deficit (64 bytes), so a parent is one
+# concatenation and one sha256 (children are never negative: leaves are checked).
+Packed = tuple[bytes, int, int]
+
+
+def _packed(node: Node) -> Packed:
+    sums = node.liabilities.to_bytes(SUM_BYTES, "big") + node.deficit.to_bytes(SUM_BYTES, "big")
+    return (node.hash + sums, node.liabilities, node.deficit)
+
+
+def _node(packed: Packed) -> Node:
+    return Node(packed[0][:32], packed[1], packed[2])
+
+
+_EMPTY_PACKED: list[Packed] = []
+
+
+def _empty_packed(height: int) -> Packed:
+    while len(_EMPTY_PACKED) <= height:
+        _EMPTY_PACKED.append(_packed(empty_root(len(_EMPTY_PACKED))))
+    return _EMPTY_PACKED[height]
+
+
 class SumTree:
     """The tree of one partition. levels[0] are the leaves; levels[k][j] the node over
     leaves j*2^k .. (j+1)*2^k - 1; a node not in a level's list is an empty subtree."""
 
     def __init__(self) -> None:
-        self.levels: list[list[Node]] = [[]]
+        self.levels: list[list[Packed]] = [[]]
         self._marked: set[int] = set()
 
     @property
@@ -108,36 +132,55 @@ class SumTree:
         leaves = self.levels[0]
         if index >= len(leaves):  # every new slot is marked: its parents are computed
             self._marked.update(range(len(leaves), index + 1))
-            leaves.extend([EMPTY] * (index + 1 - len(leaves)))
-        if leaves[index] != node:
-            leaves[index] = node
+            leaves.extend([_empty_packed(0)] * (index + 1 - len(leaves)))
+        packed = _packed(node)
+        if leaves[index] != packed:
+            leaves[index] = packed
+            self._marked.add(index)
+
+    def resum(self, index: int, liabilities: int, deficit: int) -> None:
+        """Leaf index with new sums and the same hash (its account re-priced)."""
+        found = self.levels[0][index]
+        if found[1] != liabilities or found[2] != deficit:
+            _check(liabilities, deficit)
+            sums = liabilities.to_bytes(SUM_BYTES, "big") + deficit.to_bytes(SUM_BYTES, "big")
+            self.levels[0][index] = (found[0][:32] + sums, liabilities, deficit)
             self._marked.add(index)
 
     def leaf(self, index: int) -> Node:
-        return self.levels[0][index]
+        return _node(self.levels[0][index])
 
     def root(self) -> Node:
         """The root over every leaf set so far (marked paths recomputed first)."""
         depth = depth_for(self.count)
-        while len(self.levels) <= depth:
-            self.levels.append([])
-        marked = self._marked
+        levels = self.levels
+        while len(levels) <= depth:
+            levels.append([])
+        marked, self._marked = self._marked, set()
+        digest, prefix, limit, width = sha256, NODE_PREFIX, SUM_LIMIT, SUM_BYTES
         for height in range(depth):
-            below, above = self.levels[height], self.levels[height + 1]
-            empty = empty_root(height)
+            below, above = levels[height], levels[height + 1]
             size = len(below)
-            if len(above) < (size + 1) // 2:
-                above.extend([EMPTY] * ((size + 1) // 2 - len(above)))
-            up = set()
-            for j in {i >> 1 for i in marked}:
-                left = below[2 * j] if 2 * j < size else empty
-                right = below[2 * j + 1] if 2 * j + 1 < size else empty
-                above[j] = parent(left, right)
-                up.add(j)
+            wanted = (size + 1) // 2
+            if len(above) < wanted:
+                above.extend([_empty_packed(height)] * (wanted - len(above)))
+            empty = _empty_packed(height)
+            last = size >> 1 if size % 2 else -1  # the node whose right child is empty
+            up = {i >> 1 for i in marked}
+            for j in up:  # parent(), on packed nodes: most of a commitment's cost
+                first = below[2 * j]
+                second = below[2 * j + 1] if j != last else empty
+                liabilities, deficit = first[1] + second[1], first[2] + second[2]
+                if liabilities >= limit or deficit >= limit:
+                    _check(liabilities, deficit)
+                above[j] = (
+                    digest(prefix + first[0] + second[0]).digest()
+                    + liabilities.to_bytes(width, "big") + deficit.to_bytes(width, "big"),
+                    liabilities, deficit,
+                )  # fmt: skip
             marked = up
-        self._marked = set()
-        top = self.levels[depth]
-        return top[0] if top else EMPTY
+        top = levels[depth]
+        return _node(top[0]) if top else EMPTY
 
     def proof(self, index: int) -> list[Node]:
         """The siblings of leaf index, bottom up (root() first, for current nodes)."""
@@ -145,7 +188,7 @@ class SumTree:
         siblings = []
         for height in range(depth_for(self.count)):
             level, other = self.levels[height], (index >> height) ^ 1
-            siblings.append(level[other] if other < len(level) else empty_root(height))
+            siblings.append(_node(level[other]) if other < len(level) else empty_root(height))
         return siblings
 
 
