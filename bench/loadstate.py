@@ -56,7 +56,7 @@ def build(path: Path, accounts: int, instruments: int) -> None:
     batch = [(part_key(k), encode_part(1, v)) for k, v in market.parts().items()]
     for number in range(accounts):
         name = f"a{number:07d}"
-        account = Account(name, cash=Decimal(100_000))
+        account = Account(name, cash=Decimal(100_000), leaf=1 + number)
         instrument = books[number % instruments]
         side = "buy" if number % 2 else "sell"
         price = Decimal(1000 + number % instruments)

@@ -30,6 +30,7 @@ from bench.cluster import InFlight, bench_deployment, broker, create_topics
 from bench.common import write_result
 from bench.streams import TIERS, mark_of, symbols
 from marginstream.core.delivery.parts import encode_part, part_key
+from marginstream.core.engine import FIRST_LEAF
 from marginstream.core.instruments import Instrument, parse_instrument
 from marginstream.core.ledger import Account
 from marginstream.core.market import Market
@@ -112,10 +113,14 @@ async def write_parts(
     began = time.perf_counter()
     version = 0
     sends = InFlight(20_000)
+    leaves = dict.fromkeys(everyone, FIRST_LEAF)  # each partition's next leaf of its tree
     try:
         for key, part in parts:
             if key[0] == "account":
                 targets = [partitioner(key[1].encode(), everyone, everyone)]
+                if part is not None and "leaf" not in part:
+                    part = {**part, "leaf": leaves[targets[0]]}  # noqa: PLW2901
+                    leaves[targets[0]] += 1
             else:
                 targets = everyone
             for partition in targets:

@@ -386,3 +386,21 @@ def test_the_insurance_fund_s_slice_is_leaf_0_and_counts_in_the_sums():
     assert work.commitments.tree.tree.leaf(leaf.FUND_LEAF).liabilities == 2500_5000_0000
     scratch = Commitments.of_engine(load_eager(store, partition=0).engine, 0).summary()
     assert record["state_root"] == scratch["state_root"]
+
+
+def test_accounts_of_an_earlier_format_take_leaves_in_id_order_at_load():
+    venue = opened_venue()
+    parts = venue.engine.parts()
+    for key in [k for k in parts if k[0] == "account"]:
+        parts[key] = {k: v for k, v in parts[key].items() if k != "leaf"}  # as format 3 wrote
+    parts.pop(("delivery", "leaves"), None)
+    store = MemoryPartStore()
+    store.write([(part_key(k), encode_part(1, v)) for k, v in parts.items()], 1)
+    work = load(store, partition=0)
+    assert work.loaded_from == "eager"  # the lazy load gave up on a part without a leaf
+    leaves = {name: work.engine.accounts[name].leaf for name in sorted(work.engine.accounts)}
+    assert list(leaves.values()) == list(range(1, len(leaves) + 1))
+    assert ("delivery", "leaves") in work.changed  # rewritten, with the accounts, next commit
+    record = _commit(work, store)
+    assert record["accounts"] == len(leaves)
+    assert load(store, partition=0).loaded_from != "eager"

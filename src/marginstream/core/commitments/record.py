@@ -76,6 +76,10 @@ def canonical(record: dict[str, Any]) -> bytes:
     return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
 
 
+class NoLeaf(ValueError):
+    """An account part without its leaf (an earlier format's): load it whole, upgraded."""
+
+
 class StateTree:
     """A partition's tree: the fund's slice at leaf 0, each account at its own leaf, and
     each leaf's equity inputs (leaf.Holding), so that a market move re-prices holders
@@ -177,13 +181,15 @@ class Commitments:
         found = cls(partition, params, chain)
         marks = leaves.Marks(market)
         for part in parts:
+            if "leaf" not in part:
+                raise NoLeaf(f"account {part.get('account')!r} has no leaf")
             found.tree.put(part["leaf"], part, leaves.holding_from_part(part), marks)
         found.tree.put_fund(fund)
         return found
 
     def add_account(self, account: Account, part: dict[str, Any], marks: leaves.Marks) -> None:
         if account.leaf is None:
-            raise ValueError(f"account {account.account_id} has no leaf (an unupgraded part)")
+            raise NoLeaf(f"account {account.account_id} has no leaf (an unupgraded part)")
         self.tree.put(account.leaf, part, leaves.holding(account), marks)
 
     # -- sealing -------------------------------------------------------------------

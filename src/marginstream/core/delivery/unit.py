@@ -17,7 +17,7 @@ import orjson
 
 from marginstream.core.accounts import view_columns
 from marginstream.core.commitments.chain import digest_of
-from marginstream.core.commitments.record import CHAIN_KEY, Commitments, params_hash
+from marginstream.core.commitments.record import CHAIN_KEY, Commitments, NoLeaf, params_hash
 from marginstream.core.delivery import viewsnapshot
 from marginstream.core.delivery.formats import upgrade
 from marginstream.core.delivery.guard import GUARD_KEY, ReplayGuard
@@ -261,14 +261,18 @@ def _lazy(store: PartStore, config: EngineConfig, partition: int | None) -> Part
 
 def _committing(
     work: PartitionState, store: PartStore, small: dict[StateKey, Any], partition: int | None
-) -> PartitionState:
-    """work with its state tree, built from every account part in the store."""
+) -> PartitionState | None:
+    """work with its state tree, built from every account part in the store; None if an
+    account has no leaf yet (load it whole: formats.py gives it one)."""
     if partition is None:
         return work
     engine, loads = work.engine, orjson.loads
     parts = (loads(value[HEADER_BYTES:]) for _, value in store.items(b"account/"))
-    work.commitments = Commitments.of_parts(
-        parts, engine.market, engine.fund, partition, params_hash(engine.config),
-        small.get(CHAIN_KEY),
-    )  # fmt: skip
+    try:
+        work.commitments = Commitments.of_parts(
+            parts, engine.market, engine.fund, partition, params_hash(engine.config),
+            small.get(CHAIN_KEY),
+        )  # fmt: skip
+    except NoLeaf:
+        return None
     return work
