@@ -28,8 +28,10 @@ def demo_feed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def lines(output: bytes) -> list[dict]:
-    return [orjson.loads(line) for line in output.splitlines()]
+def lines(output: bytes, roots: bool = False) -> list[dict]:
+    """The output's records; the partitions' state-root lines (--state's last) if asked."""
+    found = [orjson.loads(line) for line in output.splitlines()]
+    return found if roots else [r for r in found if r["topic"] != "state-root"]
 
 
 def test_replay_of_the_demo_is_identical_byte_for_byte(demo_feed: Path):
@@ -37,9 +39,14 @@ def test_replay_of_the_demo_is_identical_byte_for_byte(demo_feed: Path):
     second = marginstream("replay", str(demo_feed), "--state")
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout
-    records = lines(first.stdout)
+    records = lines(first.stdout, roots=True)
     topics = {r["topic"] for r in records}
-    assert topics == {"decisions", "liquidations", "liquidation-orders", "state", "adl-ranking"}
+    assert topics == {
+        "decisions", "liquidations", "liquidation-orders", "state", "adl-ranking", "state-root"
+    }  # fmt: skip
+    roots = [r for r in records if r["topic"] == "state-root"]
+    assert len(roots) == 1 and roots[0]["key"] is None  # one engine: one tree for all
+    assert roots[0]["value"]["accounts"] == 121 and len(roots[0]["value"]["state_root"]) == 64
     alerts = [r["value"]["type"] for r in records if r["topic"] == "liquidations"]
     # The scripted 25% fall margin-calls and liquidates; the recovery recovers.
     assert {"margin_call", "liquidation", "recovered"} <= set(alerts)
