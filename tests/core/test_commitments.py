@@ -41,7 +41,7 @@ from marginstream.core.commitments.tree import (
 )
 from marginstream.core.delivery.parts import encode_part, part_key
 from marginstream.core.delivery.store import MemoryPartStore
-from marginstream.core.delivery.unit import PartitionState, load, load_eager
+from marginstream.core.delivery.unit import PartitionState, load, load_eager, save_view
 from marginstream.core.engine import drive
 from marginstream.core.records import MARKET_TOPICS
 from tests.core.operations import envelopes, histories, opened_venue
@@ -404,3 +404,39 @@ def test_accounts_of_an_earlier_format_take_leaves_in_id_order_at_load():
     record = _commit(work, store)
     assert record["accounts"] == len(leaves)
     assert load(store, partition=0).loaded_from != "eager"
+
+
+@PROPERTY
+@given(histories, st.data())
+def test_a_restart_from_the_snapshot_commits_what_one_from_the_parts_does(history, data):
+    venue = opened_venue()
+    store = _store_of(venue.engine)
+    records = envelopes(history, venue)
+    split = data.draw(st.integers(0, len(records)))
+    work = load(store, partition=0)
+    for envelope in records[:split]:
+        work.apply(envelope, envelope.source, envelope.offset)
+    _commit(work, store)
+    assert save_view(work, store)  # a clean close
+    snapshot, parts = load(store, partition=0), load_eager(store, partition=0)
+    assert snapshot.loaded_from == "snapshot"
+    assert snapshot.commitments.tree.held == parts.commitments.tree.held
+    assert snapshot.commitments.summary() == parts.commitments.summary()
+    for work in (snapshot, parts):
+        for envelope in records[split:]:
+            work.apply(envelope, envelope.source, envelope.offset)
+    assert snapshot.seal().commitment == parts.seal().commitment
+
+
+def test_a_snapshot_s_tree_amiss_is_rebuilt_from_the_parts():
+    venue = opened_venue()
+    store = _store_of(venue.engine)
+    work = load(store, partition=0)
+    _commit(work, store)
+    assert save_view(work, store)
+    found = [k for k in store.data if k.endswith(b"view/tree-leaves")]
+    assert found, list(store.data)[:5]
+    store.write_meta([(found[0], b"\x01" * 63)])  # not whole nodes
+    again = load(store, partition=0)
+    assert again.loaded_from == "snapshot"
+    assert again.commitments.summary() == work.commitments.summary()

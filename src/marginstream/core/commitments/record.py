@@ -37,7 +37,13 @@ import orjson
 from marginstream import __version__
 from marginstream.core.commitments import leaf as leaves
 from marginstream.core.commitments.chain import GENESIS, InputChain
-from marginstream.core.commitments.tree import Node, SumTree, leaf_node
+from marginstream.core.commitments.tree import (
+    SUM_BYTES,
+    Node,
+    SumTree,
+    leaf_node,
+    leaf_node_packed,
+)
 from marginstream.core.instruments import Kind
 from marginstream.core.ledger import Account
 from marginstream.core.liquidation.fund import InsuranceFund
@@ -138,6 +144,35 @@ class StateTree:
     def accounts(self) -> int:
         return len(self.held)
 
+    def exported(self) -> tuple[bytes, bytes]:
+        """The leaves (64 bytes each, as their parents hash them) and each account's leaf
+        and holding (JSON, decimals as text): what a snapshot keeps (viewsnapshot.py)."""
+        leaves_blob = b"".join(packed for packed, _, _ in self.tree.levels[0])
+        rows = [
+            [account, index, str(cash), [[s, str(q), str(c), str(f)] for s, q, c, f in positions]]
+            for account, (index, (cash, positions)) in self.held.items()
+        ]
+        return leaves_blob, orjson.dumps(rows)
+
+    @classmethod
+    def imported(cls, leaves_blob: bytes, held: bytes) -> StateTree:
+        """exported()'s inverse; ValueError if the two do not go together."""
+        found = cls()
+        width = 32 + 2 * SUM_BYTES
+        if len(leaves_blob) % width:
+            raise ValueError("the leaves are not whole nodes")
+        nodes = []
+        for start in range(0, len(leaves_blob), width):
+            packed = leaves_blob[start : start + width]
+            nodes.append(leaf_node_packed(packed))
+        found.tree.load_leaves(nodes)
+        for account, index, cash, positions in orjson.loads(held):
+            if not 0 < index < len(nodes):
+                raise ValueError(f"account {account!r}: leaf {index} is not in the tree")
+            found.held[account] = (index, (Decimal(cash), tuple(
+                (s, Decimal(q), Decimal(c), Decimal(f)) for s, q, c, f in positions)))  # fmt: skip
+        return found
+
     def root(self) -> Node:
         return self.tree.root()
 
@@ -170,6 +205,14 @@ class Commitments:
             account = engine.accounts[account_id]
             found.add_account(account, account.to_dict(), marks)
         found.tree.put_fund(engine.fund)
+        return found
+
+    @classmethod
+    def of_snapshot(
+        cls, tree: StateTree, partition: int, params: str, chain: Mapping[str, Any] | None
+    ) -> Commitments:
+        found = cls(partition, params, chain)
+        found.tree = tree
         return found
 
     @classmethod

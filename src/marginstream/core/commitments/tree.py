@@ -102,6 +102,14 @@ def _packed(node: Node) -> Packed:
     return (node.hash + sums, node.liabilities, node.deficit)
 
 
+def leaf_node_packed(packed: bytes) -> Packed:
+    """A leaf as SumTree keeps it, from its 64 bytes (hash ‖ liabilities ‖ deficit)."""
+    liabilities = int.from_bytes(packed[32:48], "big")
+    deficit = int.from_bytes(packed[48:64], "big")
+    _check(liabilities, deficit)
+    return (bytes(packed), liabilities, deficit)
+
+
 def _node(packed: Packed) -> Node:
     return Node(packed[0][:32], packed[1], packed[2])
 
@@ -137,6 +145,11 @@ class SumTree:
         if leaves[index] != packed:
             leaves[index] = packed
             self._marked.add(index)
+
+    def load_leaves(self, leaves: list[Packed]) -> None:
+        """Every leaf at once (a snapshot's), each marked: root() computes the nodes."""
+        self.levels = [list(leaves)]
+        self._marked = set(range(len(leaves)))
 
     def resum(self, index: int, liabilities: int, deficit: int) -> None:
         """Leaf index with new sums and the same hash (its account re-priced)."""

@@ -17,7 +17,13 @@ import orjson
 
 from marginstream.core.accounts import view_columns
 from marginstream.core.commitments.chain import digest_of
-from marginstream.core.commitments.record import CHAIN_KEY, Commitments, NoLeaf, params_hash
+from marginstream.core.commitments.record import (
+    CHAIN_KEY,
+    Commitments,
+    NoLeaf,
+    StateTree,
+    params_hash,
+)
 from marginstream.core.delivery import viewsnapshot
 from marginstream.core.delivery.formats import upgrade
 from marginstream.core.delivery.guard import GUARD_KEY, ReplayGuard
@@ -169,7 +175,8 @@ def save_view(work: PartitionState, store: PartStore) -> bool:
     (so wholly in the current format). True if saved."""
     if work.records or work.changed or work.engine.reader is None:
         return False
-    viewsnapshot.save(store, work.engine.view, work.version)
+    tree = None if work.commitments is None else work.commitments.tree.exported()
+    viewsnapshot.save(store, work.engine.view, work.version, tree)
     return True
 
 
@@ -250,7 +257,7 @@ def _lazy(store: PartStore, config: EngineConfig, partition: int | None) -> Part
         if viewsnapshot.load_into(store, header, view):
             version = max(version, int(header["version"]))
             work = PartitionState(engine, version, loaded_from="snapshot")
-            return _committing(work, store, small, partition)
+            return _committing(work, store, small, partition, viewsnapshot.tree_of(store))
     columns = view_columns(store.items(b"account/"), market, symbols)
     if columns.legacy:
         return None
@@ -260,19 +267,32 @@ def _lazy(store: PartStore, config: EngineConfig, partition: int | None) -> Part
 
 
 def _committing(
-    work: PartitionState, store: PartStore, small: dict[StateKey, Any], partition: int | None
+    work: PartitionState,
+    store: PartStore,
+    small: dict[StateKey, Any],
+    partition: int | None,
+    saved: tuple[bytes, bytes] | None = None,
 ) -> PartitionState | None:
-    """work with its state tree, built from every account part in the store; None if an
-    account has no leaf yet (load it whole: formats.py gives it one)."""
+    """work with its state tree: the snapshot's (saved), else built from every account
+    part in the store; None if an account has no leaf yet (load it whole: formats.py
+    gives it one)."""
     if partition is None:
         return work
     engine, loads = work.engine, orjson.loads
+    params, chain = params_hash(engine.config), small.get(CHAIN_KEY)
+    if saved is not None:
+        try:
+            tree = StateTree.imported(*saved)
+        except (ValueError, TypeError, orjson.JSONDecodeError):
+            pass  # a snapshot amiss: the parts are the truth
+        else:
+            work.commitments = Commitments.of_snapshot(tree, partition, params, chain)
+            return work
     parts = (loads(value[HEADER_BYTES:]) for _, value in store.items(b"account/"))
     try:
         work.commitments = Commitments.of_parts(
-            parts, engine.market, engine.fund, partition, params_hash(engine.config),
-            small.get(CHAIN_KEY),
-        )  # fmt: skip
+            parts, engine.market, engine.fund, partition, params, chain
+        )
     except NoLeaf:
         return None
     return work
