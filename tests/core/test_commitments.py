@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from marginstream.core import EngineConfig, Envelope, intake
 from marginstream.core.commitments import leaf, proof
-from marginstream.core.commitments.audit import Audit
+from marginstream.core.commitments.audit import Audit, parsed
 from marginstream.core.commitments.chain import (
     GENESIS,
     InputChain,
@@ -331,7 +331,9 @@ def _audit(published: list[bytes], raw: Raw, store: MemoryPartStore) -> Audit:
     audit = Audit(0, EngineConfig())
     audit.start_from(load(store, partition=0))  # the state the worker started from
     for value in published:
-        if not audit.check(value, _reader(raw)):
+        record = parsed(value, 1)
+        assert isinstance(record, dict), record
+        if not audit.check(value, record, _reader(raw)):
             break
     return audit
 
@@ -440,3 +442,36 @@ def test_a_snapshot_s_tree_amiss_is_rebuilt_from_the_parts():
     again = load(store, partition=0)
     assert again.loaded_from == "snapshot"
     assert again.commitments.summary() == work.commitments.summary()
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"runs": 5}, "runs is not a list"),
+        ({"runs": None}, "runs is not a list"),
+        ({"runs": [5]}, "run 5 is not"),
+        ({"runs": [["orders", 0, 1]]}, "is not [input topic"),
+        ({"runs": [["orders", "x", 0, 1]]}, "is not [input topic"),
+        ({"runs": [["orders", 0, 5, 1]]}, "is not [input topic"),
+        ({"runs": [["marginstream-market", 0, 1, 1]]}, "is not [input topic"),
+        ({"epoch": None}, "epoch None"),
+        ({"epoch": 0}, "epoch 0"),
+        ({"epoch": -5}, "epoch -5"),
+        ({"partition": True}, "partition True"),
+        ({"partition": 4}, "partition 4 is not a whole number 0..3"),
+        ({"state_root": "ab"}, "state_root is not 64 hex"),
+        ({"owed": 1}, "owed is not"),
+        ({"schema": 2}, "schema 2"),
+    ],
+)
+def test_a_record_of_the_wrong_shape_is_named_not_read(change, named):
+    venue = opened_venue()
+    work = load(_store_of(venue.engine), partition=0)
+    good = work.seal().commitment
+    assert isinstance(parsed(good, 4), dict)
+    bad = orjson.dumps({**orjson.loads(good), **change})
+    problem = parsed(bad, 4)
+    assert isinstance(problem, str) and named in problem, problem
+    assert parsed(b"not json", 4).startswith("not JSON")
+    assert parsed(b"[1]", 4) == "not a JSON object"
+    assert parsed(None, 4).startswith("not JSON")

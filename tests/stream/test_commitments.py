@@ -92,6 +92,15 @@ def test_verify_re_derives_every_commitment_and_names_each_tampering(
     clean = marginstream("verify", env=env)
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert clean.stdout.count(": ok, epochs 1..") == 4, clean.stdout
+    # From a checkpoint: each partition from its last commitment at or before epoch 3
+    # (partitions commit apart: their epochs differ), or past its last one.
+    for epoch in ("3", "999999"):
+        later = marginstream("verify", "--from-epoch", epoch, env=env)
+        assert later.returncode == 0, later.stdout + later.stderr
+        assert later.stdout.count("from the changelog's state at epoch") == 4, later.stdout
+    # Nothing to check is not a pass: a prefix with no deployment.
+    elsewhere = marginstream("verify", env={**env, "MARGINSTREAM_TOPIC_PREFIX": "nobody-"})
+    assert elsewhere.returncode == 1 and "does not exist" in elsewhere.stdout, elsewhere.stdout
 
     last = last_commitments(deployment)
     # 1. A flipped byte in partition 0's changelog: an account's cash, one digit changed.
@@ -111,9 +120,12 @@ def test_verify_re_derives_every_commitment_and_names_each_tampering(
     other = {**record, "state_root": "ab" * 32}
     send(deployment, deployment.prefix + "commitments", b"2", orjson.dumps(other), where)
 
+    # 4. A record in `commitments` that is no commitment at all.
+    send(deployment, deployment.prefix + "commitments", b"3", b"not json", last[3][0])
+
     found = marginstream("verify", env=env)
     assert found.returncode == 1, found.stdout
-    lines = dict(line.split(": ", 1) for line in found.stdout.splitlines())
+    lines = dict(line.split(": ", 1) for line in found.stdout.splitlines() if "PROBLEM" not in line)
     assert lines["partition 0"].startswith("DIVERGED"), lines
     assert f"epoch {last[0][1]['epoch']}: the changelog, restored, does not give" in lines[
         "partition 0"]  # fmt: skip
@@ -123,3 +135,4 @@ def test_verify_re_derives_every_commitment_and_names_each_tampering(
         in (lines["partition 2"])
     )
     assert lines["partition 3"].startswith("ok, epochs 1.."), lines
+    assert "not a commitment: not JSON" in found.stdout, found.stdout

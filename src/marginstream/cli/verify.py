@@ -55,7 +55,9 @@ def run_verify_proof(args: argparse.Namespace) -> int:
         f"{path}: ok: account {shown['account']} is leaf of partition {shown['partition']} "
         f"at epoch {shown['epoch']} (root {shown['state_root']}): its liabilities "
         f"{shown['liabilities']}, deficit {shown['deficit']}; the partition's liabilities "
-        f"{shown['partition_liabilities']}, deficit {shown['partition_deficit']}"
+        f"{shown['partition_liabilities']}, deficit {shown['partition_deficit']}. The proof "
+        "holds against the commitment it carries: check that the venue published that "
+        "record (its `commitments` topic, or the record `marginstream verify` checked)"
     )
     return 0
 

@@ -28,19 +28,26 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from hashlib import sha256
+from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from marginstream.core.commitments.audit import Audit, Divergence, Reader, equivocations
+from marginstream.core.commitments.audit import (
+    SPEC_INPUTS,
+    Audit,
+    Divergence,
+    Reader,
+    equivocations,
+    parsed,
+)
 from marginstream.core.commitments.chain import InputChain
 from marginstream.core.delivery.parts import version_of
 from marginstream.core.delivery.store import MemoryPartStore
 from marginstream.core.delivery.unit import load
 from marginstream.stream.repartition import read_range
 from marginstream.stream.settings import StreamSettings
-from marginstream.stream.topics import COMMITMENTS, MARKET_FANOUT, TopicNames, existing_counts
+from marginstream.stream.topics import COMMITMENTS, TopicNames, existing_counts
 
 Record = tuple[int, bytes | None, bytes | None]  # (offset, key, value)
 Records = list[Record]
@@ -75,6 +82,19 @@ class PartitionReport:
         return f"partition {self.partition}: DIVERGED, {'; '.join(map(str, self.problems))}"
 
 
+@dataclass
+class Report:
+    partitions: list[PartitionReport] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # the deployment's, not a partition's
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(p.ok for p in self.partitions)
+
+    def lines(self) -> list[str]:
+        return [*(p.line() for p in self.partitions), *(f"PROBLEM: {p}" for p in self.problems)]
+
+
 class Kafka:
     """Every committed record of the topic partitions asked for, read once, in memory."""
 
@@ -82,6 +102,7 @@ class Kafka:
         self.settings = settings
         self.names = TopicNames(settings.topic_prefix, settings.app_id)
         self.read: dict[tuple[str, int], Records] = {}
+        self.counts: dict[str, int] = {}  # each SPEC input's partition count
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
             isolation_level="read_committed", max_partition_fetch_bytes=8 * 1024 * 1024,
@@ -110,85 +131,118 @@ class Kafka:
     async def topic(self, topic: str) -> list[Records]:
         return [await self.records(topic, p) for p in range(await self.partition_count(topic))]
 
-    def full(self, spec_topic: str) -> str:
-        return self.names.fanout if spec_topic == MARKET_FANOUT else self.names.full(spec_topic)
+
+@dataclass
+class Published:
+    """A partition's commitment records as published, in order, each with its parse."""
+
+    values: list[bytes] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    where: set[int] = field(default_factory=set)  # the commitments partitions they are in
 
 
-async def verify(settings: StreamSettings, from_epoch: int | None = None) -> list[PartitionReport]:
+async def verify(settings: StreamSettings, from_epoch: int | None = None) -> Report:
     kafka = Kafka(settings)
-    await kafka.consumer.start()
     try:
+        await kafka.consumer.start()
         return await _verify(kafka, from_epoch)
     finally:
         await kafka.consumer.stop()
 
 
-async def _verify(kafka: Kafka, from_epoch: int | None) -> list[PartitionReport]:
+async def _verify(kafka: Kafka, from_epoch: int | None) -> Report:
     settings, names = kafka.settings, kafka.names
-    published: dict[int, list[bytes]] = defaultdict(list)
-    every = []
-    for records in await kafka.topic(names.full(COMMITMENTS)):
-        for _, _, value in records:
-            every.append(value or b"")
-            try:
-                published[int(orjson.loads(value or b"")["partition"])].append(value or b"")
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue  # not a commitment: nothing to check it against
+    report = Report()
+    topic = names.full(COMMITMENTS)
+    published: dict[int, Published] = defaultdict(Published)
+    count = await kafka.partition_count(topic)
+    if count == 0:
+        report.problems.append(f"{topic} does not exist: are the prefix and app id right?")
+        return report
+    for where in range(count):
+        for offset, _, value in await kafka.records(topic, where):
+            record = parsed(value, settings.partitions)
+            if isinstance(record, str):
+                report.problems.append(f"{topic}[{where}]@{offset}: not a commitment: {record}")
+                continue
+            found = published[record["partition"]]
+            found.values.append(value or b"")
+            found.records.append(record)
+            found.where.add(where)
+    if not published and not report.problems:
+        report.problems.append(f"{topic} holds no commitment: are the prefix and app id right?")
+    for number, found in sorted(published.items()):
+        if len(found.where) > 1:  # a worker sends all of a partition's to one, by its key
+            report.problems.append(
+                f"partition {number}'s commitments are in {topic} partitions "
+                f"{sorted(found.where)}: a worker puts them all in one"
+            )
+    for problem in equivocations(v for found in published.values() for v in found.values):
+        report.problems.append(str(problem))
+    for name in SPEC_INPUTS:
+        kafka.counts[name] = await kafka.partition_count(names.full(name))
     changelog = await kafka.topic(names.changelog)
-    partitions = sorted(set(range(settings.partitions)) | set(published))
-    reports = {p: PartitionReport(p) for p in partitions}
-    for found in equivocations(every):
-        reports[found.partition].problems.append(found)
-    for number in partitions:
-        report = reports[number]
-        audit = report.audit = Audit(number, settings.engine, settings.max_record_bytes)
-        records = published[number]  # a second record of an epoch breaks the run of epochs
-        start = from_epoch if from_epoch is not None else _first_epoch(records)
-        if start is not None:
-            records = _from_checkpoint(audit, records, changelog, number, start, report)
-            report.checkpoint = start
-        for value in records:
-            needed = await _prefetch(kafka, value)
-            if not audit.check(value, needed):
-                assert audit.divergence is not None
-                report.problems.append(audit.divergence)
-                break
-            report.last_root = orjson.loads(value)["state_root"]
-        if report.ok and number < len(changelog):
-            _check_changelog(report, changelog[number], published[number], settings)
-    return [reports[p] for p in partitions]
+    for number in range(settings.partitions):
+        found = published.get(number, Published())
+        report.partitions.append(await _partition(kafka, number, found, changelog, from_epoch))
+    return report
 
 
-async def _prefetch(kafka: Kafka, value: bytes) -> Reader:
-    """The reader a record's runs need (their topic partitions read first)."""
-    try:
-        runs = orjson.loads(value).get("runs", [])
-    except orjson.JSONDecodeError:
-        runs = []
-    for topic, partition, _, _ in runs:
-        await kafka.records(kafka.full(str(topic)), int(partition))
+async def _partition(
+    kafka: Kafka, number: int, found: Published, changelog: list[Records],
+    from_epoch: int | None,
+) -> PartitionReport:  # fmt: skip
+    settings = kafka.settings
+    report = PartitionReport(number)
+    audit = report.audit = Audit(number, settings.engine, settings.max_record_bytes)
+    values, records = found.values, found.records
+    at = _start(records, from_epoch)
+    if at is not None:
+        own = changelog[number] if number < len(changelog) else []
+        if not _from_checkpoint(audit, values[at], records[at], own, report):
+            return report
+        values, records = values[at + 1 :], records[at + 1 :]
+    for value, record in zip(values, records, strict=True):
+        if not audit.check(value, record, await _reader(kafka, record)):
+            assert audit.divergence is not None
+            report.problems.append(audit.divergence)
+            return report
+        report.last_root = record["state_root"]
+    if found.records and number < len(changelog):
+        _check_changelog(report, changelog[number], found.records[-1], settings)
+    return report
+
+
+def _start(records: list[dict[str, Any]], from_epoch: int | None) -> int | None:
+    """Where a partition's check starts from a checkpoint (the index of its record), or
+    None (from an empty state). With from_epoch: its last record at or before that epoch,
+    else its first. Without: its first record, if that is not epoch 1 (its state before
+    was committed by no record: a deployment upgraded from a version without
+    commitments, or moved by `repartition`)."""
+    if not records:
+        return None
+    if from_epoch is None:
+        return None if records[0]["epoch"] == 1 else 0
+    before = [i for i, record in enumerate(records) if record["epoch"] <= from_epoch]
+    return before[-1] if before else 0
+
+
+async def _reader(kafka: Kafka, record: dict[str, Any]) -> Reader:
+    """The reader a record's runs need, their topic partitions read first (a partition the
+    topic does not have reads as empty: the audit names the run)."""
+    for topic, partition, _, _ in record["runs"]:
+        if partition < kafka.counts.get(topic, 0):
+            await kafka.records(kafka.names.full(topic), partition)
 
     def read(topic: str, partition: int, first: int, last: int) -> Iterator[Record]:
-        records = kafka.read.get((kafka.full(topic), partition), [])
+        records = kafka.read.get((kafka.names.full(topic), partition), [])
         start = bisect.bisect_left(records, first, key=lambda r: r[0])
-        for record in records[start:]:
-            if record[0] > last:
+        for found in records[start:]:
+            if found[0] > last:
                 break
-            yield record
+            yield found
 
     return read
-
-
-def _first_epoch(published: list[bytes]) -> int | None:
-    """The epoch of a partition's first commitment if it is not 1, else None: the
-    partition's state before it was committed by no record (a deployment upgraded from a
-    version without commitments, or moved by `repartition`), so that epoch is where the
-    check starts, from the state the changelog holds at it."""
-    try:
-        epoch = int(orjson.loads(published[0])["epoch"]) if published else 1
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None
-    return None if epoch == 1 else epoch
 
 
 def _store(records: Records, up_to: int | None = None) -> MemoryPartStore:
@@ -207,13 +261,9 @@ def _store(records: Records, up_to: int | None = None) -> MemoryPartStore:
 
 
 def _check_changelog(
-    report: PartitionReport, records: Records, published: list[bytes], settings: StreamSettings
+    report: PartitionReport, records: Records, last: dict[str, Any], settings: StreamSettings
 ) -> None:
-    if not published:
-        report.changelog = "no commitments to check it against"
-        return
     work = load(_store(records), settings.engine, report.partition)
-    last = orjson.loads(published[-1])
     if work.version != last["epoch"]:
         report.changelog = (
             f"at epoch {work.version}, the last commitment read is {last['epoch']}: "
@@ -221,8 +271,7 @@ def _check_changelog(
         )
         return
     assert work.commitments is not None
-    root = work.commitments.summary()["state_root"]
-    if root != last["state_root"]:
+    if work.commitments.summary()["state_root"] != last["state_root"]:
         report.problems.append(Divergence(
             report.partition, last["epoch"],
             "the changelog, restored, does not give this epoch's state root",
@@ -232,33 +281,31 @@ def _check_changelog(
 
 
 def _from_checkpoint(
-    audit: Audit, published: list[bytes], changelog: list[Records], number: int, epoch: int,
+    audit: Audit, value: bytes, record: dict[str, Any], changelog: Records,
     report: PartitionReport,
-) -> list[bytes]:  # fmt: skip
-    """The records after epoch, with audit started from the changelog's state at epoch."""
-    at = [i for i, value in enumerate(published) if orjson.loads(value)["epoch"] == epoch]
-    if not at:
-        report.problems.append(Divergence(number, epoch, "no commitment of this epoch"))
-        return []
-    record = orjson.loads(published[at[0]])
-    records = changelog[number] if number < len(changelog) else []
-    work = load(_store(records, epoch), audit.config, number)
+) -> bool:  # fmt: skip
+    """Start audit from the changelog's state at record's epoch, which must give its
+    root (False, and the divergence named, if it does not)."""
+    epoch = record["epoch"]
+    work = load(_store(changelog, epoch), audit.config, report.partition)
     assert work.commitments is not None
     if work.commitments.summary()["state_root"] != record["state_root"]:
-        report.problems.append(Divergence(number, epoch, (
+        report.problems.append(Divergence(report.partition, epoch, (
             "the changelog no longer holds this epoch's state (compacted, or altered): "
             "choose a later epoch"
         )))  # fmt: skip
-        return []
+        return False
     work.commitments.chain = InputChain(bytes.fromhex(record["input_head"]))
-    work.commitments.prev = sha256(published[at[0]]).digest()
+    work.commitments.prev = sha256(value).digest()
     audit.start_from(work)
     audit.first_epoch = audit.last_epoch = epoch
     audit.epochs = 1  # its root checked against the changelog, not its inputs
-    return published[at[0] + 1 :]
+    report.checkpoint = epoch
+    report.last_root = record["state_root"]
+    return True
 
 
 def run(settings: StreamSettings, from_epoch: int | None = None) -> tuple[list[str], bool]:
     """The report's lines, and whether everything checked out."""
-    reports = asyncio.run(verify(settings, from_epoch))
-    return [r.line() for r in reports], all(r.ok for r in reports)
+    report = asyncio.run(verify(settings, from_epoch))
+    return report.lines(), report.ok

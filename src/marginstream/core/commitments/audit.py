@@ -21,7 +21,7 @@ import orjson
 
 from marginstream.core import intake
 from marginstream.core.commitments.chain import digest_of
-from marginstream.core.commitments.record import Commitments, params_hash
+from marginstream.core.commitments.record import RECORD_SCHEMA, Commitments, params_hash
 from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.unit import PartitionState
 from marginstream.core.engine import EngineConfig, RiskEngine, drive
@@ -64,13 +64,10 @@ class Audit:
         """Go on from a trusted checkpoint's state (verify --from-epoch)."""
         self.work = work
 
-    def check(self, value: bytes, read: Reader) -> bool:
-        """Re-derive one published record; False (and divergence set) if it differs."""
-        try:
-            record = orjson.loads(value)
-            epoch = int(record["epoch"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-            return self._diverged(self.last_epoch or 0, f"not a commitment record: {error!r}")
+    def check(self, value: bytes, record: dict[str, Any], read: Reader) -> bool:
+        """Re-derive one published record (its shape checked: parsed); False (and
+        divergence set) if it differs."""
+        epoch = record["epoch"]
         work = self.work
         if self.last_epoch is not None and epoch != self.last_epoch + 1:
             return self._diverged(epoch, f"follows epoch {self.last_epoch}: epochs are a run")
@@ -80,7 +77,7 @@ class Audit:
             return self._diverged(epoch, "its prev is not the sha256 of the record before it")
         try:
             for topic, partition, first, last in record["runs"]:
-                self._apply_run(str(topic), int(partition), int(first), int(last), read)
+                self._apply_run(topic, partition, first, last, read)
         except _Missing as missing:
             return self._diverged(epoch, str(missing))
         if work.engine.owed is not None and not record.get("owed"):
@@ -116,6 +113,50 @@ class Audit:
 
 class _Missing(LookupError):
     pass
+
+
+SPEC_INPUTS = ("orders", "transfers", "prices", "instruments")
+_HEX64 = frozenset("0123456789abcdef")
+
+
+def parsed(value: bytes | None, partitions: int) -> dict[str, Any] | str:
+    """A published commitment record, its shape checked (RECORD_SCHEMA's fields, of their
+    types); else why it is not one. Only workers write to `commitments`: anything else
+    there is named, never skipped."""
+    try:
+        record = orjson.loads(value or b"")
+    except orjson.JSONDecodeError as error:
+        return f"not JSON ({error})"
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if record.get("schema") != RECORD_SCHEMA:
+        return f"schema {record.get('schema')!r}, this reads {RECORD_SCHEMA}"
+    for name, low, high in (("partition", 0, partitions - 1), ("epoch", 1, None),
+                            ("accounts", 0, None)):  # fmt: skip
+        found = record.get(name)
+        if not _whole(found) or found < low or (high is not None and found > high):
+            shown = f"0..{high}" if high is not None else f">= {low}"
+            return f"{name} {found!r} is not a whole number {shown}"
+    for name in ("prev", "input_head", "state_root", "params"):
+        found = record.get(name)
+        if not (isinstance(found, str) and len(found) == 64 and set(found) <= _HEX64):
+            return f"{name} is not 64 hex digits"
+    if not isinstance(record.get("owed"), bool):
+        return "owed is not true or false"
+    runs = record.get("runs")
+    if not isinstance(runs, list):
+        return "runs is not a list"
+    for run in runs:
+        if not (
+            isinstance(run, list) and len(run) == 4 and run[0] in SPEC_INPUTS
+            and all(_whole(x) for x in run[1:]) and run[2] <= run[3]
+        ):  # fmt: skip
+            return f"run {run!r} is not [input topic, partition, first, last]"
+    return record
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def differences(rebuilt: dict[str, Any], published: dict[str, Any]) -> str:

@@ -57,8 +57,10 @@ def check(proof: Any) -> dict[str, Any]:
         return _check(proof)
     except ProofError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError, orjson.JSONDecodeError) as error:
-        raise ProofError(f"malformed proof: {error!r}") from None
+    except KeyError as error:
+        raise ProofError(f"malformed proof: no {error.args[0]!r} field") from None
+    except (TypeError, ValueError, AttributeError, IndexError, orjson.JSONDecodeError) as error:
+        raise ProofError(f"malformed proof: {error}") from None
 
 
 def _check(proof: dict[str, Any]) -> dict[str, Any]:

@@ -56,7 +56,10 @@ from marginstream.core.engine import (
 from marginstream.core.envelope import Envelope
 from marginstream.core.liquidation.fund import FUND_KEY, InsuranceFund
 from marginstream.core.market import Market
+from marginstream.core.records import ACCOUNT_TOPICS, MARKET_TOPICS
 from marginstream.core.seenids import chunk_owner
+
+INPUTS = ACCOUNT_TOPICS | MARKET_TOPICS  # the SPEC inputs the input chain links
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,10 @@ class PartitionState:
         digest: the record's digest for the input chain (chain.record_digest of the bytes
         as read); by default, from the envelope (its key as text, its original value)."""
         outcome = yield from self.engine.steps(envelope, owe)  # settles what was owed first
-        if self.commitments is not None and not outcome.replayed:
+        # A record the guard skipped changed nothing; one in no SPEC input (the fan-out
+        # topic's record without an origin: a dead letter) is not one of the inputs the
+        # chain is defined by, and changes nothing a state root covers.
+        if self.commitments is not None and not outcome.replayed and envelope.topic in INPUTS:
             if digest is None:
                 digest = envelope_digest(envelope)
             self.commitments.chain.add(envelope.topic, envelope.partition, envelope.offset, digest)
