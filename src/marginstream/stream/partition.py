@@ -133,6 +133,8 @@ class OwnedPartition:
         await context.changelog.restore(self.number, self.store)  # 3
         committed = {tp: await consumer.committed(tp) for tp in self.inputs}  # 4
         self.work = await asyncio.to_thread(load, self.store, context.config, self.number)  # 5
+        if self.work.commitments is not None:  # its records name the deployment
+            self.work.commitments.deployment = names.deployment
         behind = state_behind(self.work, committed, names)
         if behind is not None:  # _opening tries again: the restore goes on from here
             raise StateBehind(f"partition {self.number}: {behind}")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from hashlib import sha256
@@ -86,13 +86,19 @@ class PartitionReport:
 class Report:
     partitions: list[PartitionReport] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # the deployment's, not a partition's
+    others: Counter[str] = field(default_factory=Counter)  # records of other deployments
 
     @property
     def ok(self) -> bool:
         return not self.problems and all(p.ok for p in self.partitions)
 
     def lines(self) -> list[str]:
-        return [*(p.line() for p in self.partitions), *(f"PROBLEM: {p}" for p in self.problems)]
+        others = [
+            f"not checked: {count} commitments of deployment {name} (another app id)"
+            for name, count in sorted(self.others.items())
+        ]
+        problems = [f"PROBLEM: {p}" for p in self.problems]
+        return [*(p.line() for p in self.partitions), *others, *problems]
 
 
 class Kafka:
@@ -165,12 +171,18 @@ async def _verify(kafka: Kafka, from_epoch: int | None) -> Report:
             if isinstance(record, str):
                 report.problems.append(f"{topic}[{where}]@{offset}: not a commitment: {record}")
                 continue
+            if record["deployment"] != names.deployment:  # another app id on this prefix
+                report.others[record["deployment"]] += 1
+                continue
             found = published[record["partition"]]
             found.values.append(value or b"")
             found.records.append(record)
             found.where.add(where)
     if not published and not report.problems:
-        report.problems.append(f"{topic} holds no commitment: are the prefix and app id right?")
+        report.problems.append(
+            f"{topic} holds no commitment of {names.deployment}: are the prefix and app id "
+            f"right? (others: {dict(report.others) or 'none'})"
+        )
     for number, found in sorted(published.items()):
         if len(found.where) > 1:  # a worker sends all of a partition's to one, by its key
             report.problems.append(
@@ -194,7 +206,8 @@ async def _partition(
 ) -> PartitionReport:  # fmt: skip
     settings = kafka.settings
     report = PartitionReport(number)
-    audit = report.audit = Audit(number, settings.engine, settings.max_record_bytes)
+    deployment = kafka.names.deployment
+    audit = report.audit = Audit(number, settings.engine, settings.max_record_bytes, deployment)
     values, records = found.values, found.records
     at = _start(records, from_epoch)
     if at is not None:

@@ -48,6 +48,7 @@ class Audit:
     partition: int
     config: EngineConfig
     max_record_bytes: int = intake.MAX_RECORD_BYTES
+    deployment: str = ""
     work: PartitionState = field(init=False)
     epochs: int = 0  # commitments checked
     records: int = 0  # input records re-applied
@@ -57,11 +58,13 @@ class Audit:
 
     def __post_init__(self) -> None:
         engine = RiskEngine(self.config)
-        self.work = PartitionState(engine, 0, commitments=Commitments(self.partition,
-                                   params_hash(self.config), None))  # fmt: skip
+        commitments = Commitments(self.partition, params_hash(self.config), None, self.deployment)
+        self.work = PartitionState(engine, 0, commitments=commitments)
 
     def start_from(self, work: PartitionState) -> None:
         """Go on from a trusted checkpoint's state (verify --from-epoch)."""
+        assert work.commitments is not None
+        work.commitments.deployment = self.deployment
         self.work = work
 
     def check(self, value: bytes, record: dict[str, Any], read: Reader) -> bool:
@@ -141,6 +144,8 @@ def parsed(value: bytes | None, partitions: int) -> dict[str, Any] | str:
         found = record.get(name)
         if not (isinstance(found, str) and len(found) == 64 and set(found) <= _HEX64):
             return f"{name} is not 64 hex digits"
+    if not isinstance(record.get("deployment"), str):
+        return "deployment is not text"
     if not isinstance(record.get("owed"), bool):
         return "owed is not true or false"
     runs = record.get("runs")

@@ -5,6 +5,8 @@ state and outputs, publishes one record to `commitments` (key: the partition), c
 JSON with sorted keys:
 
     schema       RECORD_SCHEMA
+    deployment   the deployment's name (prefix and app id): two deployments may share the
+                 prefix, and with it the topic (`repartition` moves one to a new app id)
     partition    the account partition
     epoch        the commit's version: every part the commit writes carries it
     prev         sha256 of the partition's previous commitment record (zeros: none)
@@ -180,8 +182,11 @@ class StateTree:
 class Commitments:
     """What a partition commits to beyond its parts: its tree, its chain, the last record."""
 
-    def __init__(self, partition: int, params: str, chain: Mapping[str, Any] | None) -> None:
+    def __init__(
+        self, partition: int, params: str, chain: Mapping[str, Any] | None, deployment: str = ""
+    ) -> None:
         self.partition = partition
+        self.deployment = deployment  # the shell's to name (stream/partition.py, verify)
         self.params = params
         self.tree = StateTree()
         head = GENESIS if not chain else bytes.fromhex(chain["head"])
@@ -266,6 +271,7 @@ class Commitments:
         root = self.tree.root()
         return canonical({
             "schema": RECORD_SCHEMA,
+            "deployment": self.deployment,
             "partition": self.partition,
             "epoch": epoch,
             "prev": self.prev.hex(),
