@@ -167,12 +167,18 @@ async def _verify(kafka: Kafka, from_epoch: int | None) -> Report:
         return report
     for where in range(count):
         for offset, _, value in await kafka.records(topic, where):
-            record = parsed(value, settings.partitions)
+            at = f"{topic}[{where}]@{offset}"
+            record = parsed(value, 1 << 31)  # its partition checked once it is ours
             if isinstance(record, str):
-                report.problems.append(f"{topic}[{where}]@{offset}: not a commitment: {record}")
+                report.problems.append(f"{at}: not a commitment: {record}")
                 continue
             if record["deployment"] != names.deployment:  # another app id on this prefix
                 report.others[record["deployment"]] += 1
+                continue
+            if record["partition"] >= settings.partitions:
+                report.problems.append(
+                    f"{at}: partition {record['partition']} of {settings.partitions}"
+                )
                 continue
             found = published[record["partition"]]
             found.values.append(value or b"")
