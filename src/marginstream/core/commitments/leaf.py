@@ -36,8 +36,8 @@ from marginstream.core.numbers import LEDGER_CONTEXT, decimal_text
 LEAF_FORMAT = 1
 SCALE = 8  # the sums' unit is 10^-8 of the settlement currency
 FUND_LEAF = 0  # the insurance fund's slice; accounts take 1, 2, ... (core/engine.py)
-QUANTUM = Context(prec=200, rounding=ROUND_HALF_EVEN)
-LEDGER = LEDGER_CONTEXT.copy()  # its flags gather, unread; its traps raise
+_QUANTUM = Context(prec=200, rounding=ROUND_HALF_EVEN)
+_LEDGER = LEDGER_CONTEXT.copy()  # its flags gather, unread; its traps raise
 
 # An account's equity inputs, kept per leaf so that a market move re-prices a leaf
 # without decoding its account: cash, then (symbol, qty, cost, funding index) per position.
@@ -80,14 +80,14 @@ class Marks:
 
     def __init__(self, market: Market) -> None:
         self.market = market
-        self.found: dict[str, tuple[Kind, Decimal, Decimal | None, Decimal]] = {}
+        self._found: dict[str, tuple[Kind, Decimal, Decimal | None, Decimal]] = {}
 
     def __call__(self, symbol: str) -> tuple[Kind, Decimal, Decimal | None, Decimal]:
-        found = self.found.get(symbol)
+        found = self._found.get(symbol)
         if found is None:
             market = self.market
             instrument = market.instruments[symbol]
-            found = self.found[symbol] = (
+            found = self._found[symbol] = (
                 instrument.kind, instrument.contract_size, market.sums_mark(symbol),
                 market.funding(symbol),
             )  # fmt: skip
@@ -96,12 +96,11 @@ class Marks:
 
 def equity(held: Holding, marks: Marks) -> Decimal:
     """The exact equity the module docstring defines (each operation under the ledger's
-    context, which traps rounding: its own methods, not a context switched per call).
-    StateTree.reprice (record.py) writes the same out in its loop: keep the two alike."""
+    context, which traps rounding: its own methods, not a context switched per call)."""
     cash, positions = held
     if not positions:
         return cash
-    add, subtract, multiply = LEDGER.add, LEDGER.subtract, LEDGER.multiply
+    add, subtract, multiply = _LEDGER.add, _LEDGER.subtract, _LEDGER.multiply
     total = cash
     for symbol, qty, cost, funding_index in positions:
         kind, size, mark, funding = marks(symbol)
@@ -118,7 +117,7 @@ def equity(held: Holding, marks: Marks) -> Decimal:
 
 def units(value: Decimal) -> int:
     """value in units of 10^-SCALE, rounded half-even."""
-    return int(value.scaleb(SCALE, QUANTUM).to_integral_value(ROUND_HALF_EVEN, QUANTUM))
+    return int(value.scaleb(SCALE, _QUANTUM).to_integral_value(ROUND_HALF_EVEN, _QUANTUM))
 
 
 def sums(value: Decimal) -> tuple[int, int]:

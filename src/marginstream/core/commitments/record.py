@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from hashlib import sha256
 from typing import Any
 
@@ -46,7 +46,6 @@ from marginstream.core.commitments.tree import (
     leaf_node,
     leaf_node_packed,
 )
-from marginstream.core.instruments import Kind
 from marginstream.core.ledger import Account
 from marginstream.core.liquidation.fund import InsuranceFund
 from marginstream.core.market import Market
@@ -114,33 +113,12 @@ class StateTree:
         )  # fmt: skip
 
     def reprice(self, account_ids: Iterable[str], marks: leaves.Marks) -> None:
-        """New sums for accounts whose positions' marks or funding moved: leaf.equity and
-        leaf.sums, written out in one loop (a market move re-prices every holder: this
-        loop is most of its commitment's cost), each operation in the ledger's context."""
-        held, tree, found_marks = self.held, self.tree, marks.found
-        ledger, quantum, scale = leaves.LEDGER, leaves.QUANTUM, leaves.SCALE
-        add, subtract, multiply = ledger.add, ledger.subtract, ledger.multiply
-        option, perpetual, half_even = Kind.OPTION, Kind.PERPETUAL, ROUND_HALF_EVEN
+        """New sums for accounts whose positions' marks or funding moved."""
+        held, resum, equity, sums = self.held, self.tree.resum, leaves.equity, leaves.sums
         for account_id in account_ids:
             found = held.get(account_id)
-            if found is None or not found[1][1]:  # unknown, or no position to re-price
-                continue
-            index, (total, positions) = found
-            for symbol, qty, cost, funding_index in positions:
-                kind, size, mark, funding = found_marks.get(symbol) or marks(symbol)
-                units = multiply(qty, size)
-                if kind is option:
-                    total = add(total, cost if mark is None else multiply(units, mark))
-                    continue
-                if kind is perpetual:
-                    total = subtract(total, multiply(units, subtract(funding, funding_index)))
-                if mark is not None:
-                    total = add(total, subtract(multiply(units, mark), cost))
-            value = int(total.scaleb(scale, quantum).to_integral_value(half_even, quantum))
-            if value >= 0:
-                tree.resum(index, value, 0)
-            else:
-                tree.resum(index, 0, -value)
+            if found is not None and found[1][1]:  # known, with positions to re-price
+                resum(found[0], *sums(equity(found[1], marks)))
 
     @property
     def accounts(self) -> int:
