@@ -108,22 +108,26 @@ class Kafka:
         self.settings = settings
         self.names = TopicNames(settings.topic_prefix, settings.app_id)
         self.read: dict[tuple[str, int], Records] = {}
-        self.counts: dict[str, int] = {}  # each SPEC input's partition count
+        self.counts: dict[str, int] = {}  # each topic verify reads: its partition count
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
             isolation_level="read_committed", max_partition_fetch_bytes=8 * 1024 * 1024,
             **settings.kafka_options(),
         )  # fmt: skip
 
-    async def partition_count(self, topic: str) -> int:
+    async def count_partitions(self) -> None:
+        """The partition count of every topic verify reads (0: no such topic), asked once."""
+        names = self.names
+        topics = [names.full(COMMITMENTS), names.changelog, *map(names.full, SPEC_INPUTS)]
         admin = AIOKafkaAdminClient(
             bootstrap_servers=self.settings.bootstrap_servers, **self.settings.kafka_options()
         )
         await admin.start()
         try:
-            return (await existing_counts(admin, [topic])).get(topic, 0)
+            found = await existing_counts(admin, topics)
         finally:
             await admin.close()
+        self.counts = {topic: found.get(topic, 0) for topic in topics}
 
     async def records(self, topic: str, partition: int) -> Records:
         key = (topic, partition)
@@ -135,7 +139,7 @@ class Kafka:
         return self.read[key]
 
     async def topic(self, topic: str) -> list[Records]:
-        return [await self.records(topic, p) for p in range(await self.partition_count(topic))]
+        return [await self.records(topic, p) for p in range(self.counts.get(topic, 0))]
 
 
 @dataclass
@@ -161,12 +165,12 @@ async def _verify(kafka: Kafka, from_epoch: int | None) -> Report:
     report = Report()
     topic = names.full(COMMITMENTS)
     published: dict[int, Published] = defaultdict(Published)
-    count = await kafka.partition_count(topic)
-    if count == 0:
+    await kafka.count_partitions()
+    if kafka.counts[topic] == 0:
         report.problems.append(f"{topic} does not exist: are the prefix and app id right?")
         return report
-    for where in range(count):
-        for offset, _, value in await kafka.records(topic, where):
+    for where, records in enumerate(await kafka.topic(topic)):
+        for offset, _, value in records:
             at = f"{topic}[{where}]@{offset}"
             record = parsed(value, 1 << 31)  # its partition checked once it is ours
             if isinstance(record, str):
@@ -195,10 +199,13 @@ async def _verify(kafka: Kafka, from_epoch: int | None) -> Report:
                 f"partition {number}'s commitments are in {topic} partitions "
                 f"{sorted(found.where)}: a worker puts them all in one"
             )
-    for problem in equivocations(v for found in published.values() for v in found.values):
+    pairs = (
+        pair
+        for found in published.values()
+        for pair in zip(found.values, found.records, strict=True)
+    )
+    for problem in equivocations(pairs):
         report.problems.append(str(problem))
-    for name in SPEC_INPUTS:
-        kafka.counts[name] = await kafka.partition_count(names.full(name))
     changelog = await kafka.topic(names.changelog)
     for number in range(settings.partitions):
         found = published.get(number, Published())
@@ -250,8 +257,9 @@ async def _reader(kafka: Kafka, record: dict[str, Any]) -> Reader:
     """The reader a record's runs need, their topic partitions read first (a partition the
     topic does not have reads as empty: the audit names the run)."""
     for topic, partition, _, _ in record["runs"]:
-        if partition < kafka.counts.get(topic, 0):
-            await kafka.records(kafka.names.full(topic), partition)
+        full = kafka.names.full(topic)
+        if partition < kafka.counts.get(full, 0):
+            await kafka.records(full, partition)
 
     def read(topic: str, partition: int, first: int, last: int) -> Iterator[Record]:
         records = kafka.read.get((kafka.names.full(topic), partition), [])

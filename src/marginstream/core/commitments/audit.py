@@ -173,26 +173,23 @@ def differences(rebuilt: dict[str, Any], published: dict[str, Any]) -> str:
         return "its bytes are not canonical"
     shown = ", ".join(
         f"{name} {published.get(name)!r} (re-derived {rebuilt.get(name)!r})"
-        if name not in ("runs",)
+        if name != "runs"
         else "runs"
         for name in names
     )
     return f"differs from the re-execution in {shown}"
 
 
-def equivocations(records: Iterable[bytes]) -> list[Divergence]:
-    """Two different records for one partition and epoch: what a verifier must raise."""
-    first: dict[tuple[int, int], bytes] = {}
+def equivocations(published: Iterable[tuple[bytes, dict[str, Any]]]) -> list[Divergence]:
+    """Two different records for one partition and epoch: what a verifier must raise
+    (published: each record as sent, and as parsed)."""
+    first: dict[tuple[int, int], tuple[bytes, dict[str, Any]]] = {}
     found = []
-    for value in records:
-        try:
-            record = orjson.loads(value)
-            key = (int(record["partition"]), int(record["epoch"]))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            continue
-        seen = first.setdefault(key, value)
-        if seen != value:
-            roots = {orjson.loads(seen).get("state_root"), record.get("state_root")}
-            what = "different roots" if len(roots) > 1 else "the same root, other fields"
+    for value, record in published:
+        key = (record["partition"], record["epoch"])
+        seen_value, seen = first.setdefault(key, (value, record))
+        if seen_value != value:
+            same = seen["state_root"] == record["state_root"]
+            what = "the same root, other fields" if same else "different roots"
             found.append(Divergence(key[0], key[1], f"equivocation: two records with {what}"))
     return found

@@ -21,9 +21,9 @@ JSON with sorted keys:
     engine       the engine's name and version
     params       sha256 of the margin parameters in force (EngineConfig, canonical)
 
-The partition's chain state, its head, its last record and that record's sha256, is a
-state part (CHAIN_KEY) written by every commit, so a new owner goes on from the last
-commit, and proves accounts against it before its own first commit.
+The partition's chain state, its head and its last record (whose sha256 is the next
+record's prev), is a state part (CHAIN_KEY) written by every commit, so a new owner goes
+on from the last commit, and proves accounts against it before its own first commit.
 """
 
 from __future__ import annotations
@@ -167,13 +167,12 @@ class Commitments:
         self.deployment = deployment  # the shell's to name (stream/partition.py, verify)
         self.params = params
         self.tree = StateTree()
-        head = GENESIS if not chain else bytes.fromhex(chain["head"])
-        self.chain = InputChain(head)
-        self.prev = GENESIS if not chain else bytes.fromhex(chain["prev"])
-        self.last: bytes | None = None  # the last record sealed (not yet known committed)
         # The last record known committed: the shell's to set once a commit went through
         # (stream/partition.py); loaded from the chain part, which the commit wrote.
         self.committed: bytes | None = None if not chain else chain["record"].encode()
+        self.chain = InputChain(GENESIS if not chain else bytes.fromhex(chain["head"]))
+        self.prev = GENESIS if self.committed is None else sha256(self.committed).digest()
+        self.last: bytes | None = None  # the last record sealed (not yet known committed)
 
     # -- building the tree ---------------------------------------------------------
 
@@ -267,11 +266,7 @@ class Commitments:
 
     def chain_part(self) -> dict[str, Any]:
         assert self.last is not None
-        return {
-            "head": self.chain.head.hex(),
-            "prev": self.prev.hex(),
-            "record": self.last.decode(),
-        }
+        return {"head": self.chain.head.hex(), "record": self.last.decode()}
 
     def summary(self) -> dict[str, Any]:
         """The tree's root and sums now (replay --state prints it per partition)."""

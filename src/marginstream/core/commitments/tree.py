@@ -173,11 +173,10 @@ class SumTree:
         digest, prefix, limit, width = sha256, NODE_PREFIX, SUM_LIMIT, SUM_BYTES
         for height in range(depth):
             below, above = levels[height], levels[height + 1]
-            size = len(below)
+            size, empty = len(below), _empty_packed(height)
             wanted = (size + 1) // 2
             if len(above) < wanted:
-                above.extend([_empty_packed(height)] * (wanted - len(above)))
-            empty = _empty_packed(height)
+                above.extend([empty] * (wanted - len(above)))
             last = size >> 1 if size % 2 else -1  # the node whose right child is empty
             up = {i >> 1 for i in marked}
             for j in up:  # parent(), on packed nodes: most of a commitment's cost
