@@ -263,5 +263,5 @@ def test_an_order_changes_only_its_own_row_of_the_figures(history, side, qty):
         rows = risk_rows(account, market)
         for symbol in market.instruments:
             order = OpenOrder("probe", symbol, side, D(qty), D("100"), False, 0)
-            reused = total(account, with_order(rows, account, market, order))
+            reused = total(account, with_order(rows, account, market, order), market)
             assert reused == figures(account, market, extra_order=order)

@@ -90,6 +90,20 @@ class Venue:
         }
         return self.send("instruments", {**value, **extra})
 
+    def portfolio_params(self, underlying: str = "BTC", **params: Any) -> Outcome:
+        value = {"type": "portfolio_params", "underlying": underlying, **params}
+        return self.send("instruments", value)
+
+    def margin_mode(self, account: str, mode: str, transfer_id: str | None = None) -> Outcome:
+        value = {
+            "type": "margin_mode",
+            "transfer_id": transfer_id or self.next_id("mode"),
+            "account": account,
+            "mode": mode,
+            "ts": self.next_ts(),
+        }
+        return self.send("transfers", value)
+
     def index(self, price: str, underlying: str = "BTC", ts: int | None = None) -> Outcome:
         value = {
             "type": "index",

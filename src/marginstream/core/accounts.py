@@ -29,7 +29,7 @@ from marginstream.core.delivery.parts import (
     version_of,
 )
 from marginstream.core.delivery.store import PartReader
-from marginstream.core.ledger import Account, OpenOrder, Position
+from marginstream.core.ledger import PORTFOLIO, Account, OpenOrder, Position
 from marginstream.core.market import Market
 from marginstream.core.risk import row_inputs
 from marginstream.core.riskview import RiskView
@@ -101,6 +101,7 @@ class ViewColumns:
     cash: np.ndarray
     level: np.ndarray
     deadline: np.ndarray
+    portfolio: np.ndarray  # 1.0 on portfolio margin
     row_account: np.ndarray
     row_instrument: np.ndarray
     inputs: np.ndarray
@@ -110,7 +111,7 @@ class ViewColumns:
     def load_into(self, view: RiskView) -> None:
         view.load(
             self.ids, self.cash, self.level, self.row_account, self.row_instrument, self.inputs,
-            self.deadline,
+            self.deadline, self.portfolio,
         )  # fmt: skip
 
 
@@ -128,6 +129,7 @@ class _Builder:
         self.cash: list[float] = []
         self.level: list[float] = []
         self.deadline: list[float] = []
+        self.portfolio: list[float] = []
         self.row_account: list[int] = []
         self.row_instrument: list[int] = []
         self.inputs: list[tuple[float, ...]] = []
@@ -139,6 +141,7 @@ class _Builder:
                 np.array(self.cash, dtype=np.float64),
                 np.array(self.level, dtype=np.float64),
                 np.array(self.deadline, dtype=np.float64),
+                np.array(self.portfolio, dtype=np.float64),
                 np.array(self.row_account, dtype=np.int64),
                 np.array(self.row_instrument, dtype=np.int64),
                 np.array(self.inputs, dtype=np.float64).reshape(len(self.inputs), 7),
@@ -148,6 +151,7 @@ class _Builder:
             self.cash,
             self.level,
             self.deadline,
+            self.portfolio,
             self.row_account,
             self.row_instrument,
         ):
@@ -174,6 +178,7 @@ def view_columns(
     ids: list[str] = []
     built = _Builder()
     cash, level, deadline, inputs = built.cash, built.level, built.deadline, built.inputs
+    portfolio = built.portfolio
     row_account, row_instrument = built.row_account, built.row_instrument
     version, legacy, loads = 0, False, orjson.loads
     for number, (_, value) in enumerate(parts):
@@ -188,6 +193,7 @@ def view_columns(
         level.append(_LEVEL[data["level"]])
         liquidation = data.get("liquidation")
         deadline.append(_NEVER if liquidation is None else float(liquidation["deadline"]))
+        portfolio.append(1.0 if data.get("margin") == PORTFOLIO else 0.0)
         if len(cash) == _FLUSH:
             built.flush()
         positions, orders = data["positions"], data["orders"]
@@ -213,5 +219,7 @@ def view_columns(
             row_account.append(number)
             row_instrument.append(numbers[symbol])
             inputs.append(row_inputs(position, grouped.get(symbol, []), instruments[symbol]))
-    cash_column, level_column, deadline_column, *rows = built.arrays()
-    return ViewColumns(ids, cash_column, level_column, deadline_column, *rows, version, legacy)
+    cash_column, level_column, deadline_column, portfolio_column, *rows = built.arrays()
+    return ViewColumns(
+        ids, cash_column, level_column, deadline_column, portfolio_column, *rows, version, legacy
+    )

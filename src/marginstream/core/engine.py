@@ -45,7 +45,7 @@ from marginstream.core.liquidation.desk import Liquidator, Loss
 from marginstream.core.liquidation.fund import FUND_ACCOUNT, FUND_KEY, InsuranceFund
 from marginstream.core.liquidation.manyprices import many_position_prices
 from marginstream.core.liquidation.prices import PositionPrices, position_prices
-from marginstream.core.market import Market
+from marginstream.core.market import MARKET_KINDS, Market
 from marginstream.core.numbers import RecordError
 from marginstream.core.records import (
     ACCOUNT_TOPICS,
@@ -54,6 +54,7 @@ from marginstream.core.records import (
     InstrumentRecord,
     MarketRecord,
     MarkRecord,
+    PortfolioParamsRecord,
     SettlementRecord,
     TransferRecord,
     parse_record,
@@ -153,7 +154,7 @@ class RiskEngine:
         self.market = market or Market()
         self.guard = guard or ReplayGuard()
         self.ids = ids or SeenIds(config.duplicate_retention_ms)
-        self.view = RiskView(config.thresholds)
+        self.view = RiskView(config.thresholds, self.market)
         self.reader = reader
         self.sealed = sealed if sealed is not None else {}
         self.accounts = Accounts(self.view, reader, self._decoded)
@@ -264,9 +265,7 @@ class RiskEngine:
     ) -> RiskEngine:
         config = config or EngineConfig()
         accounts = {n: Account.from_dict(v) for (k, n), v in parts.items() if k == "account"}
-        market = Market.from_parts(
-            {key: v for key, v in parts.items() if key[0] in ("instrument", "index")}
-        )
+        market = Market.from_parts({key: v for key, v in parts.items() if key[0] in MARKET_KINDS})
         ids = SeenIds.from_parts(
             ((key, v) for key, v in parts.items() if key[0] == "ids"),
             ((n, v["ids"]) for (k, n), v in parts.items() if k == "account" and "ids" in v),
@@ -425,6 +424,10 @@ class RiskEngine:
                 moved = market.apply_mark(record)
             case FundingRecord():
                 moved = market.apply_funding(record)
+            case PortfolioParamsRecord():  # margins move, values (the tree's sums) do not
+                moved = market.apply_portfolio_params(record)
+                self.view.refresh(sorted(moved), market)
+                return moved
         self.view.refresh(sorted(moved), market)
         self.repriced |= moved
         return moved
@@ -469,7 +472,7 @@ class RiskEngine:
         for account_id in sorted(self.view.candidates(sorted(symbols))):
             account = self.accounts[account_id]
             rows = risk_rows(account, market)
-            level = levels.level(total(account, rows).margin_ratio)
+            level = levels.level(total(account, rows, market).margin_ratio)
             if level != account.level:
                 moving.append((account, rows, level))
             yield

@@ -24,6 +24,8 @@ from marginstream.core.numbers import LEDGER_CONTEXT, ZERO, decimal_text, divide
 from marginstream.core.records import FillRecord, OrderRecord
 
 HEALTHY = "healthy"
+STANDARD = "standard"
+PORTFOLIO = "portfolio"
 
 
 @dataclass(slots=True)
@@ -93,6 +95,12 @@ class Account:
     # Its leaf in its partition's state tree: the partition's count of accounts when it
     # first saw this one (core/commitments). None only in a part of format 3 or earlier.
     leaf: int | None = None
+    # The margin model it chose (a margin_mode record): STANDARD or PORTFOLIO (core/portfolio).
+    margin: str = STANDARD
+
+    @property
+    def portfolio(self) -> bool:
+        return self.margin == PORTFOLIO
 
     # -- cash ----------------------------------------------------------------------
 
@@ -241,6 +249,8 @@ class Account:
             **({"liquidation_seq": self.liquidation_seq} if self.liquidation_seq else {}),
             **({"liquidation": self.liquidation.to_dict()} if self.liquidation else {}),
             **({"leaf": self.leaf} if self.leaf is not None else {}),
+            # Only on portfolio margin: a standard account's part (and leaf) is as it was.
+            **({"margin": self.margin} if self.margin != STANDARD else {}),
         }
 
     @classmethod
@@ -258,6 +268,7 @@ class Account:
             decision_seq=data["decision_seq"],
             liquidation_seq=data.get("liquidation_seq", 0),
             leaf=data.get("leaf"),  # format 4 added it
+            margin=data.get("margin", STANDARD),  # absent: standard (and before format 4)
         )
         if "liquidation" in data:
             account.liquidation = LiquidationSet.from_dict(data["liquidation"])

@@ -20,8 +20,18 @@ from marginstream.core.delivery.parts import StateKey
 from marginstream.core.instruments import Instrument, Kind, Status, parse_instrument
 from marginstream.core.margin import ShortOptionRates, TierTable
 from marginstream.core.numbers import ZERO, RecordError, decimal_text, exact, risk_text
+from marginstream.core.portfolio.params import DEFAULT, PortfolioParams
 from marginstream.core.pricing import OptionValue, black76, years_to_expiry
-from marginstream.core.records import FundingRecord, IndexRecord, MarkRecord, SettlementRecord
+from marginstream.core.records import (
+    FundingRecord,
+    IndexRecord,
+    MarkRecord,
+    PortfolioParamsRecord,
+    SettlementRecord,
+)
+
+MARKET_KINDS = ("instrument", "index", "portfolio")  # the market's part kinds
+PORTFOLIO_KIND = "portfolio"  # an underlying's portfolio-margin parameters
 
 
 @dataclass(slots=True)
@@ -72,6 +82,10 @@ class Market:
     instruments: dict[str, Instrument] = field(default_factory=dict)
     quotes: dict[str, Quote] = field(default_factory=dict)
     index: dict[str, IndexPrice] = field(default_factory=dict)
+    # Portfolio-margin parameters by underlying (core/portfolio), and the market sequence
+    # number of the record that set them; an underlying without a record has the defaults.
+    portfolio: dict[str, PortfolioParams] = field(default_factory=dict)
+    portfolio_seq: dict[str, int] = field(default_factory=dict)
     # Market records applied, in processing order; rebuilt as the largest stored seq.
     seq: int = 0
     # Derived, never stored.
@@ -80,6 +94,8 @@ class Market:
     options_on: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     dirty: set[StateKey] = field(default_factory=set)
     _models: dict[str, OptionValue | None] = field(default_factory=dict)
+    # symbol -> (what it was computed from, its Exposure): core/portfolio/scenarios.py
+    exposures: dict[str, tuple[tuple[int, ...], Any]] = field(default_factory=dict)
     # symbol -> (seq, risk mark, funding index) as floats, valid while seq is the market's.
     _floats: dict[str, tuple[int, float | None, float]] = field(default_factory=dict)
     _clock: tuple[int, int] = (-1, 0)  # (seq, clock()), valid while seq is the market's
@@ -149,6 +165,10 @@ class Market:
         if symbol not in self._models:
             self._models[symbol] = self._price(symbol)
         return self._models[symbol]
+
+    def params_for(self, underlying: str) -> PortfolioParams:
+        """The underlying's portfolio-margin parameters (the defaults without a record)."""
+        return self.portfolio.get(underlying, DEFAULT)
 
     def funding(self, symbol: str) -> Decimal:
         return self.quotes[symbol].funding
@@ -225,6 +245,14 @@ class Market:
         self._changed(record.symbol)
         return {record.symbol}
 
+    def apply_portfolio_params(self, record: PortfolioParamsRecord) -> set[str]:
+        """New parameters for an underlying: every instrument on it is re-margined."""
+        self._tick()
+        self.portfolio[record.underlying] = record.params
+        self.portfolio_seq[record.underlying] = self.seq
+        self.dirty.add(("portfolio", record.underlying))
+        return {s for s, i in self.instruments.items() if i.underlying == record.underlying}
+
     def apply_settlement(self, record: SettlementRecord) -> Instrument:
         instrument = self.instrument(record.symbol)
         if instrument.kind is Kind.PERPETUAL:
@@ -252,12 +280,15 @@ class Market:
                 "instrument": self.instruments[name].to_dict(),
                 "quote": self.quotes[name].to_dict(),
             }
+        if kind == PORTFOLIO_KIND:
+            return {"params": self.portfolio[name].to_dict(), "seq": self.portfolio_seq[name]}
         index = self.index[name]
         return {"price": decimal_text(index.price), "ts": index.ts, "seq": index.seq}
 
     def parts(self) -> dict[StateKey, dict[str, Any] | None]:
         keys = [("instrument", s) for s in self.instruments]
         keys += [("index", u) for u in self.index]
+        keys += [(PORTFOLIO_KIND, u) for u in self.portfolio]
         return {key: self.part(key) for key in keys}
 
     @classmethod
@@ -268,6 +299,10 @@ class Market:
                 market._define(parse_instrument(data["instrument"]))
                 quote = market.quotes[name] = Quote.from_dict(data["quote"])
                 market.seq = max(market.seq, quote.seq)
+            elif kind == PORTFOLIO_KIND:
+                market.portfolio[name] = PortfolioParams.from_dict(data["params"])
+                market.portfolio_seq[name] = data["seq"]
+                market.seq = max(market.seq, data["seq"])
             else:
                 index = IndexPrice(Decimal(data["price"]), data["ts"], data["seq"])
                 market.index[name] = index
@@ -321,6 +356,11 @@ class Market:
         where its mark is not the model's (model_at's cheap form: pricing.black76_price)."""
         if self._explicit(symbol, self.quotes[symbol]):
             return None
+        return self._inputs(symbol)
+
+    def pricing_inputs(self, symbol: str) -> tuple[float, float] | None:
+        """(years, volatility) the model would price the option with, whatever its mark
+        (the portfolio grid revalues every option, core/portfolio/scenarios.py)."""
         return self._inputs(symbol)
 
     def _inputs(self, symbol: str) -> tuple[float, float] | None:

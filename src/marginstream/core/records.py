@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 from marginstream.core.envelope import NotJson
 from marginstream.core.instruments import Instrument, parse_instrument
 from marginstream.core.numbers import ZERO, RecordError, parse_decimal, positive
+from marginstream.core.portfolio.params import PortfolioParams, parse_params
 
 MAX_ID_LENGTH = 128
 MAX_TS = 10**14  # milliseconds: about the year 5138
@@ -19,9 +20,9 @@ MAX_IV = Decimal(10)  # 1000% annualised
 MAX_FUNDING_RATE = Decimal(1)
 
 TOPIC_TYPES: dict[str, frozenset[str]] = {
-    "instruments": frozenset({"instrument"}),
+    "instruments": frozenset({"instrument", "portfolio_params"}),
     "orders": frozenset({"order", "cancel", "fill"}),
-    "transfers": frozenset({"deposit", "withdrawal"}),
+    "transfers": frozenset({"deposit", "withdrawal", "margin_mode"}),
     "prices": frozenset({"index", "mark", "funding", "settlement"}),
 }
 ACCOUNT_TOPICS = frozenset({"orders", "transfers"})
@@ -69,6 +70,18 @@ class TransferRecord(NamedTuple):
     ts: int
 
 
+class MarginModeRecord(NamedTuple):
+    """An account's choice of margin model: "standard" or "portfolio" (core/portfolio)."""
+
+    transfer_id: str
+    account: str
+    mode: str
+    ts: int
+
+
+MARGIN_MODES = ("standard", "portfolio")
+
+
 class IndexRecord(NamedTuple):
     underlying: str
     price: Decimal
@@ -99,8 +112,23 @@ class InstrumentRecord(NamedTuple):
     ts: int | None
 
 
-AccountRecord = OrderRecord | CancelRecord | FillRecord | TransferRecord
-MarketRecord = IndexRecord | MarkRecord | FundingRecord | SettlementRecord | InstrumentRecord
+class PortfolioParamsRecord(NamedTuple):
+    """An underlying's portfolio-margin parameters, keyed by the underlying."""
+
+    underlying: str
+    params: PortfolioParams
+    ts: int | None
+
+
+AccountRecord = OrderRecord | CancelRecord | FillRecord | TransferRecord | MarginModeRecord
+MarketRecord = (
+    IndexRecord
+    | MarkRecord
+    | FundingRecord
+    | SettlementRecord
+    | InstrumentRecord
+    | PortfolioParamsRecord
+)
 Record = AccountRecord | MarketRecord
 
 
@@ -208,6 +236,21 @@ def _instrument(value: dict[str, Any]) -> InstrumentRecord:
     return InstrumentRecord(parse_instrument(value), ts)
 
 
+def _margin_mode(value: dict[str, Any]) -> MarginModeRecord:
+    mode = value.get("mode")
+    if mode not in MARGIN_MODES:
+        shown = repr(mode) if len(repr(mode)) <= 40 else repr(mode)[:37] + "..."
+        raise RecordError(f"mode must be standard or portfolio, got {shown}")
+    return MarginModeRecord(
+        identifier(value, "transfer_id"), identifier(value, "account"), mode, timestamp(value)
+    )
+
+
+def _portfolio_params(value: dict[str, Any]) -> PortfolioParamsRecord:
+    ts = timestamp(value) if "ts" in value else None
+    return PortfolioParamsRecord(identifier(value, "underlying"), parse_params(value), ts)
+
+
 def _cancel(value: dict[str, Any]) -> CancelRecord:
     return CancelRecord(
         identifier(value, "order_id"), identifier(value, "account"), timestamp(value)
@@ -240,6 +283,8 @@ _PARSERS: dict[str, Any] = {
     "funding": _funding,
     "settlement": _settlement,
     "instrument": _instrument,
+    "margin_mode": _margin_mode,
+    "portfolio_params": _portfolio_params,
 }
 
 

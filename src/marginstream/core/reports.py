@@ -8,6 +8,8 @@ from marginstream.core.ledger import Account
 from marginstream.core.liquidation.prices import PositionPrices
 from marginstream.core.market import Market
 from marginstream.core.numbers import decimal_text, risk_text
+from marginstream.core.portfolio.margin import PortfolioMargin
+from marginstream.core.portfolio.scenarios import scenarios
 from marginstream.core.risk import AccountRisk, Greeks, PositionRisk
 
 
@@ -86,6 +88,10 @@ def account_state(
         "margin_ratio": risk_text(risk.margin_ratio),
         "available": risk_text(risk.available),
         "level": account.level,
+        "margin_model": account.margin,
+        **(
+            {} if risk.portfolio is None else {"portfolio": portfolio_value(risk.portfolio, market)}
+        ),
         "positions": positions,
         "open_orders": len(account.orders),
         "greeks": greeks_value(risk.greeks),
@@ -94,6 +100,26 @@ def account_state(
         },
         **({} if prices is None else {"liquidation": liquidation_value(account)}),
     }
+
+
+def portfolio_value(margin: PortfolioMargin, market: Market) -> list[dict[str, Any]]:
+    """Each underlying's portfolio margin: its components and its worst scenario."""
+    lines = []
+    for found in margin.underlyings:
+        grid = found.grid
+        worst = scenarios(market.params_for(found.underlying))[grid.worst]
+        lines.append({
+            "underlying": found.underlying,
+            "worst_case": risk_text(grid.worst_case),
+            "worst_scenario": {
+                "move": risk_text(worst.move), "vol": worst.vol, "extended": worst.extended,
+            },
+            "roll_shock": risk_text(grid.roll_shock),
+            "short_option_contingency": risk_text(grid.contingency),
+            "initial_margin": risk_text(found.initial),
+            "maintenance_margin": risk_text(found.maintenance),
+        })  # fmt: skip
+    return lines
 
 
 def liquidation_value(account: Account) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ from marginstream.core.numbers import RecordError, decimal_text, risk_text
 from marginstream.core.records import (
     CancelRecord,
     FillRecord,
+    MarginModeRecord,
     OrderRecord,
     TransferRecord,
 )
@@ -58,7 +59,7 @@ class Desk:
     def handle(
         self,
         account: Account,
-        record: OrderRecord | CancelRecord | FillRecord | TransferRecord,
+        record: OrderRecord | CancelRecord | FillRecord | TransferRecord | MarginModeRecord,
         trigger: dict[str, Any],
     ) -> list[Output]:
         match record:
@@ -70,6 +71,8 @@ class Desk:
                 return self.fill(account, record, trigger)
             case TransferRecord(kind="deposit"):
                 return self.deposit(account, record, trigger)
+            case MarginModeRecord():
+                return self.margin_mode(account, record, trigger)
             case _:
                 return self.withdrawal(account, record, trigger)
 
@@ -80,7 +83,7 @@ class Desk:
         level, and the closing work it calls for at once (Liquidator.on_level)."""
         if rows is None:
             rows = risk_rows(account, self.market)
-        level = self.thresholds.level(total(account, rows).margin_ratio)
+        level = self.thresholds.level(total(account, rows, self.market).margin_ratio)
         if level == account.level:
             return []
         prices = None
@@ -101,7 +104,8 @@ class Desk:
         """The alert of an account whose figures put it at a new level (prices: its
         positions', for a liquidation alert); the account moves to that level. An account
         that enters liquidation counts its closing sets from this alert (book.set_id)."""
-        sums, positions = total(account, rows), open_positions(rows)  # assess's, no Greeks
+        sums = total(account, rows, self.market)
+        positions = open_positions(rows)  # assess's, without the Greeks
         alert = raise_alert(account, sums, positions, self.thresholds, trigger, ts)
         assert alert is not None
         if alert["type"] == LIQUIDATION:
@@ -116,7 +120,7 @@ class Desk:
 
     def order(self, account: Account, order: OrderRecord) -> list[Output]:
         rows = risk_rows(account, self.market)
-        before = after = total(account, rows)
+        before = after = total(account, rows, self.market)
         reason = order_rejection(account, order, self.market, self.max_open_orders)
         rows_after = pending = None
         if reason is None and not order.reduce_only:
@@ -124,7 +128,7 @@ class Desk:
                 order.order_id, order.symbol, order.side, order.qty, order.price, False, order.ts
             )
             rows_after = with_order(rows, account, self.market, pending)
-            after = total(account, rows_after)
+            after = total(account, rows_after, self.market)
             if after.available < 0:
                 reason = (
                     f"insufficient margin: available {risk_text(before.available)}, "
@@ -209,6 +213,46 @@ class Desk:
         outputs = [Output(DECISIONS, account.account_id, decision)]
         if reason is None:
             outputs += self.level_check(account, trigger, withdrawal.ts)
+        return outputs
+
+    def margin_mode(
+        self, account: Account, record: MarginModeRecord, trigger: dict[str, Any]
+    ) -> list[Output]:
+        """Switch the account to another margin model, unless that would leave it below
+        the new model's initial margin, or it is in liquidation (its closing work was
+        planned on its model). Choosing the model it has already is accepted, and changes
+        nothing. Its transfer_id is one of its transfer ids (a repeat is a dead letter)."""
+        self._check_new_id(account, "transfer", record.transfer_id, record.ts)
+        rows = risk_rows(account, self.market)
+        before = after = total(account, rows, self.market)
+        reason = None
+        was = account.margin
+        if record.mode != was:
+            if account.level == LIQUIDATION or account.liquidation is not None:
+                reason = f"the account is in liquidation: it stays on {was} margin until then"
+            else:
+                account.margin = record.mode
+                after = total(account, rows, self.market)
+                if after.available < 0:
+                    account.margin, reason = (
+                        was,
+                        (
+                            f"insufficient margin: available {risk_text(after.available)} under "
+                            f"{record.mode} margin"
+                        ),
+                    )
+                    after = before
+        self._remember_id(account, "transfer", record.transfer_id, record.ts)
+        changed = account.margin != was
+        if changed:
+            self.view.sync(account, rows, self.market, rows)
+        decision = decision_value(
+            account, "margin_mode", record.transfer_id, reason,
+            before.available, after.available, record.ts,
+        )  # fmt: skip
+        outputs = [Output(DECISIONS, account.account_id, decision)]
+        if changed:
+            outputs += self.level_check(account, trigger, record.ts, rows)
         return outputs
 
     # -- used ids (core/seenids.py) ----------------------------------------------------

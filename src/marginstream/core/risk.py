@@ -18,6 +18,7 @@ from marginstream.core.ledger import Account, OpenOrder, Position
 from marginstream.core.margin import short_option_margin
 from marginstream.core.market import Market
 from marginstream.core.numbers import LEDGER_CONTEXT, ZERO, exact
+from marginstream.core.portfolio.margin import PortfolioMargin, portfolio_margin
 
 # Named tuples built several times per record are made with tuple.__new__: their own
 # __new__ is a Python function, which costs twice the tuple.
@@ -100,6 +101,7 @@ class AccountRisk:
     positions: tuple[PositionRisk, ...]
     greeks: Greeks
     greeks_by_underlying: dict[str, Greeks]
+    portfolio: PortfolioMargin | None = None  # its components, on portfolio margin
 
 
 def margin_ratio(maintenance: float, equity: float) -> float:
@@ -266,7 +268,9 @@ def with_order(rows: Rows, account: Account, market: Market, order: OpenOrder) -
     return changed if symbol in rows else dict(sorted(changed.items()))
 
 
-def total(account: Account, rows: Rows) -> MarginFigures:
+def total(account: Account, rows: Rows, market: Market) -> MarginFigures:
+    """The account's equity and margins: its rows' sums, on standard margin; on portfolio
+    margin, the same equity and the grid's margins (core/portfolio/margin.py)."""
     equity = float(account.cash)
     initial = maintenance = 0.0
     for row in rows.values():
@@ -274,6 +278,8 @@ def total(account: Account, rows: Rows) -> MarginFigures:
         equity += risk.value
         initial += risk.initial
         maintenance += risk.maintenance
+    if account.portfolio:
+        initial, maintenance, _ = portfolio_margin(rows, market)
     return _new(MarginFigures, (equity, initial, maintenance))
 
 
@@ -281,7 +287,7 @@ def figures(
     account: Account, market: Market, extra_order: OpenOrder | None = None
 ) -> MarginFigures:
     """Equity and margins (optionally as if extra_order were also open), and nothing else."""
-    return total(account, risk_rows(account, market, extra_order))
+    return total(account, risk_rows(account, market, extra_order), market)
 
 
 @exact
@@ -339,6 +345,10 @@ def assess(
             underlying = instrument.underlying
             by_underlying[underlying] = by_underlying.get(underlying, Greeks()) + sensitivity
             positions.append(position_risk(row))
+    portfolio = None
+    if account.portfolio:
+        portfolio = portfolio_margin(rows, market)
+        initial, maintenance = portfolio.initial, portfolio.maintenance
     return AccountRisk(
         cash=cash_with_funding(account, market),
         equity=equity,
@@ -349,4 +359,5 @@ def assess(
         positions=tuple(positions),
         greeks=greeks,
         greeks_by_underlying=by_underlying,
+        portfolio=portfolio,
     )

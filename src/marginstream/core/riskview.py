@@ -22,11 +22,13 @@ from marginstream.core.alerts import LEVELS, Thresholds
 from marginstream.core.instruments import Kind
 from marginstream.core.ledger import Account, OpenOrder
 from marginstream.core.market import Market
+from marginstream.core.portfolio import many
 from marginstream.core.risk import RowInputs, Rows, orders_by_symbol, risk_row
 
 _NEAR = 1e-9  # relative distance to a threshold below which the exact path decides
 _LIQUIDATING = LEVELS.index("liquidation")
-_ACCOUNT_FIELDS = ("cash", "level", "deadline")  # deadline: of the open liquidation set, or inf
+# deadline: of the open liquidation set, or inf; portfolio: 1.0 on portfolio margin
+_ACCOUNT_FIELDS = ("cash", "level", "deadline", "portfolio")
 _ROW_FIELDS = ("qty", "cost", "funding_index", "buy", "sell", "premium", "fallback_price")
 _INSTRUMENT_FIELDS = (
     "size",
@@ -62,8 +64,11 @@ class _Columns:
 
 
 class RiskView:
-    def __init__(self, thresholds: Thresholds) -> None:
+    def __init__(self, thresholds: Thresholds, market: Market | None = None) -> None:
+        """market: the engine's, which portfolio accounts' margins are figured from
+        (core/portfolio/many.py); without one, every account's are its rows' sums."""
         self.thresholds = thresholds
+        self.market = market
         self._account_ids: list[str] = []
         self._account_number: dict[str, int] = {}
         self._accounts = _Columns(_ACCOUNT_FIELDS)
@@ -163,6 +168,7 @@ class RiskView:
         accounts["level"][number] = LEVELS.index(account.level)
         open_set = account.liquidation
         accounts["deadline"][number] = math.inf if open_set is None else open_set.deadline
+        accounts["portfolio"][number] = 1.0 if account.portfolio else 0.0
         orders: dict[str, list[OpenOrder]] | None = None
         for symbol in symbols:
             row = self._row(number, self._instrument_number[symbol])
@@ -187,6 +193,7 @@ class RiskView:
         row_instrument: np.ndarray,
         inputs: np.ndarray,
         deadline: np.ndarray | None = None,
+        portfolio: np.ndarray | None = None,
     ) -> None:
         """Every account at once, into a view with instruments but no accounts yet.
 
@@ -203,6 +210,7 @@ class RiskView:
         self._accounts["cash"][:count] = cash
         self._accounts["level"][:count] = level
         self._accounts["deadline"][:count] = math.inf if deadline is None else deadline
+        self._accounts["portfolio"][:count] = 0.0 if portfolio is None else portfolio
         self._rows = _Columns((*_ROW_FIELDS, "value", "initial", "maintenance"), max(rows, 64))
         self._rows.size = rows
         for i, name in enumerate(_ROW_FIELDS):
@@ -272,6 +280,7 @@ class RiskView:
             "cash": self._accounts["cash"][:count].copy(),
             "level": self._accounts["level"][:count].copy(),
             "deadline": self._accounts["deadline"][:count].copy(),
+            "portfolio": self._accounts["portfolio"][:count].copy(),
             "row_account": self._row_account[:n][order],
             "row_instrument": self._row_instrument[:n][order],
             "inputs": np.stack([self._rows[name][:n][order] for name in _ROW_FIELDS], axis=1),
@@ -355,7 +364,17 @@ class RiskView:
         initial = np.bincount(owners, weights=columns["initial"][:n], minlength=width)
         maintenance = np.bincount(owners, weights=columns["maintenance"][:n], minlength=width)
         equity = self._accounts["cash"][accounts] + value[accounts]
-        return equity, initial[accounts], maintenance[accounts]
+        initial, maintenance = initial[accounts], maintenance[accounts]
+        portfolio = self._accounts["portfolio"][accounts] != 0.0
+        if self.market is not None and portfolio.any():
+            rows = many.Rows(
+                owners, self._row_instrument[:n], columns["qty"][:n], columns["buy"][:n],
+                columns["sell"][:n], columns["premium"][:n],
+            )  # fmt: skip
+            initial[portfolio], maintenance[portfolio] = many.many_margins(
+                self.market, self._symbols, rows, accounts[portfolio], width
+            )
+        return equity, initial, maintenance
 
     def margin_ratios(self, accounts: np.ndarray) -> np.ndarray:
         equity, _, maintenance = self.totals(accounts)

@@ -20,7 +20,7 @@ StateKey = tuple[str, str]  # ("account", id), ("instrument", symbol), ("ids", c
 
 FORMAT = 4  # what this version writes; formats.py reads 1 to 4
 HEADER_BYTES = 1 + 8  # a stored part: its format byte, then its version (8 bytes)
-PART_KINDS = ("account", "instrument", "index", "delivery", "ids", "fund")
+PART_KINDS = ("account", "instrument", "index", "portfolio", "delivery", "ids", "fund")
 FORMAT1_KINDS = ("deadletter",)  # kinds only format 1 wrote
 
 

@@ -34,10 +34,10 @@ from marginstream.core.delivery.sources import Source
 from marginstream.core.engine import FIRST_LEAF, LEAVES_KEY
 from marginstream.core.keys import account_partition
 from marginstream.core.liquidation.fund import FUND_ACCOUNT, FUND_KEY
+from marginstream.core.market import MARKET_KINDS
 from marginstream.core.records import ACCOUNT_TOPICS, MARKET_TOPICS
 from marginstream.core.seenids import chunk_owner
 
-MARKET_KINDS = ("instrument", "index")
 Placed = tuple[int, StateKey, Any]  # (new partition, key, part)
 
 

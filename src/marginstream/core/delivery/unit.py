@@ -55,7 +55,7 @@ from marginstream.core.engine import (
 )
 from marginstream.core.envelope import Envelope
 from marginstream.core.liquidation.fund import FUND_KEY, InsuranceFund
-from marginstream.core.market import Market
+from marginstream.core.market import MARKET_KINDS, Market
 from marginstream.core.records import ACCOUNT_TOPICS, MARKET_TOPICS
 from marginstream.core.seenids import chunk_owner
 
@@ -250,7 +250,7 @@ def _lazy(store: PartStore, config: EngineConfig, partition: int | None) -> Part
         if key is not None:
             sealed.setdefault(chunk_owner(key[1])[0], []).append(key)
             version = max(version, version_of(raw_value))
-    market = Market.from_parts({k: v for k, v in small.items() if k[0] in ("instrument", "index")})
+    market = Market.from_parts({k: v for k, v in small.items() if k[0] in MARKET_KINDS})
     guard = ReplayGuard.from_part(small.get(GUARD_KEY))
     fund = InsuranceFund.from_part(small.get(FUND_KEY))
     owed = small.get(OWED_KEY) or None  # {}: nothing owed

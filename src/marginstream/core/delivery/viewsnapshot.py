@@ -26,10 +26,12 @@ import orjson
 from marginstream.core.delivery.store import META_PREFIX, PartReader, PartStore
 from marginstream.core.riskview import RiskView
 
-SNAPSHOT_FORMAT = 3  # 2: the liquidation deadline column; 3: the state tree
+SNAPSHOT_FORMAT = 4  # 2: the liquidation deadline column; 3: the state tree; 4: portfolio
 _PREFIX = META_PREFIX + b"view/"
 HEADER = _PREFIX + b"header"
-_ARRAYS = ("cash", "level", "deadline", "row_account", "row_instrument", "inputs")
+_ARRAYS = (
+    "cash", "level", "deadline", "portfolio", "row_account", "row_instrument", "inputs",
+)  # fmt: skip
 _IDS = _PREFIX + b"ids"
 _TREE = (_PREFIX + b"tree-leaves", _PREFIX + b"tree-held")
 
@@ -102,6 +104,7 @@ def load_into(store: PartReader, header: dict[str, Any], view: RiskView) -> bool
         row_instrument,
         columns["inputs"],
         columns["deadline"],
+        columns["portfolio"],
     )
     return True
 

@@ -2,7 +2,8 @@
 a target margin ratio, and the account's figures before and after they fill.
 
 Positions are closed in the order of the maintenance margin each frees per unit of
-loss at its order's price (the loss being the value given up against the mark): the
+loss at its order's price (on portfolio margin: what closing it whole frees of the
+grid's margin, core/portfolio; a position whose closing frees none, a hedge, is left) (the loss being the value given up against the mark): the
 cheapest relief first; ties by symbol. Whole positions are closed until closing the
 next whole one reaches the target; that one is closed by the fewest lots that do
 (bisected over whole lots; its last lot may be what remains of the position). Positions
@@ -99,16 +100,24 @@ def plan(
     """rows and prices: the account's risk_rows and position_prices, if known already."""
     if rows is None:
         rows = risk_rows(account, market)
-    before = total(account, rows)
+    before = total(account, rows, market)
     if prices is None:
         prices = position_prices(account, market, threshold, rows)
     ranked = []
     for symbol, row in rows.items():
-        if row.position is None or not row.inputs.qty or row.risk.maintenance <= 0.0:
+        if row.position is None or not row.inputs.qty:
+            continue
+        if not account.portfolio and row.risk.maintenance <= 0.0:
             continue
         close = _whole(row, market, policy, prices[symbol])
+        freed = row.risk.maintenance
+        if account.portfolio:  # what closing it frees of the grid's margin (a hedge: none)
+            alone = booked(account, market, rows, [close]).figures
+            freed = before.maintenance_margin - alone.maintenance_margin
+            if freed <= 0.0:
+                continue
         loss = abs(row.inputs.qty) * row.instrument.size * abs(row.risk.mark - float(close.price))
-        relief = math.inf if loss == 0.0 else row.risk.maintenance / loss
+        relief = math.inf if loss == 0.0 else freed / loss
         ranked.append((-relief, symbol, close))
     ranked.sort(key=lambda item: item[:2])
     closes: list[Close] = []
@@ -187,6 +196,13 @@ def _fewest_lots(
             tried[lots] = booked(account, market, rows, [last], base).figures
         return tried[lots].margin_ratio <= target
 
+    if account.portfolio:  # the grid has no slice-wise model: bisect on the exact path
+        low, high = 0, most
+        reaches(high)
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if reaches(middle) else (middle, high)
+        return qty(high), tried[high]
     units = _fewest_units(rows[close.symbol], market, close, so_far, target)
     high = int((Decimal(repr(units)) / lot).to_integral_value(rounding=ROUND_CEILING))
     high = min(max(high, 1), most)
@@ -284,7 +300,7 @@ def booked(
         orders = orders_by_symbol(account) if account.orders else {}
         for symbol in changed:
             now[symbol] = risk_row(scratch, market, symbol, orders.get(symbol, []))
-    return Booked(scratch, now, total(scratch, now))
+    return Booked(scratch, now, total(scratch, now, market))
 
 
 def after_closing(

@@ -33,6 +33,7 @@ from marginstream.core.liquidation.prices import (
     OptionBook,
     PositionPrices,
     found_prices,
+    portfolio_prices,
     prices_to_solve,
 )
 from marginstream.core.market import Market
@@ -47,11 +48,16 @@ Gap = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (spots, which accounts) 
 def many_position_prices(
     accounts: Sequence[tuple[Account, Rows]], market: Market, threshold: float
 ) -> list[dict[str, PositionPrices]]:
-    """position_prices(account, market, threshold, rows) of each, in order."""
-    todos = [prices_to_solve(a, market, threshold, rows) for a, rows in accounts]
+    """position_prices(account, market, threshold, rows) of each, in order (a portfolio
+    account's: prices.portfolio_prices, one at a time)."""
+    todos = [
+        None if a.portfolio else prices_to_solve(a, market, threshold, rows) for a, rows in accounts
+    ]
     solved: list[dict[str, PositionPrices]] = [{} for _ in todos]
     by_underlying: dict[str, list[tuple[int, OptionBook]]] = {}
     for n, todo in enumerate(todos):
+        if todo is None:
+            continue
         for underlying, book in todo.books.items():
             if book is None:
                 solved[n][underlying] = PositionPrices(None, None)
@@ -63,7 +69,10 @@ def many_position_prices(
         found = _solve_books([book for _, book in books], index, threshold)
         for (n, _), prices in zip(books, found, strict=True):
             solved[n][underlying] = prices
-    return [found_prices(todo, s) for todo, s in zip(todos, solved, strict=True)]
+    return [
+        portfolio_prices(a, market, threshold, rows) if todo is None else found_prices(todo, s)
+        for (a, rows), todo, s in zip(accounts, todos, solved, strict=True)
+    ]
 
 
 class _Books:

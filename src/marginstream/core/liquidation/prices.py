@@ -30,6 +30,8 @@ from typing import NamedTuple
 from marginstream.core.ledger import Account
 from marginstream.core.margin import ShortOptionRates, short_option_margin
 from marginstream.core.market import Market
+from marginstream.core.portfolio.margin import by_underlying, grid, portfolio_margin
+from marginstream.core.portfolio.scenarios import exposure_at
 from marginstream.core.pricing import black76_price
 from marginstream.core.risk import MarginFigures, RiskRow, Rows, risk_rows, total
 
@@ -69,6 +71,8 @@ def position_prices(
 ) -> dict[str, PositionPrices]:
     """Each open position's prices, by symbol (options: index levels of the underlying).
     (manyprices.py finds the same, to the bit, for many accounts at once.)"""
+    if account.portfolio:
+        return portfolio_prices(account, market, threshold, rows)
     todo = prices_to_solve(account, market, threshold, rows)
     solved = {
         underlying: PositionPrices(None, None) if book is None
@@ -84,7 +88,7 @@ def prices_to_solve(
     """Everything position_prices needs, the option roots left to find."""
     if rows is None:
         rows = risk_rows(account, market)
-    figures = total(account, rows)
+    figures = total(account, rows, market)
     found: dict[str, PositionPrices] = {}
     books: dict[str, OptionBook | None] = {}
     order: list[tuple[str, str | None]] = []
@@ -184,6 +188,95 @@ def _option_prices(book: OptionBook, index: float, threshold: float) -> Position
 
     liquidation = nearest_root(liquidation_gap, index)
     bankruptcy = nearest_root(lambda spot: at(spot)[0], index)
+    return PositionPrices(liquidation, bankruptcy)
+
+
+def portfolio_prices(
+    account: Account, market: Market, threshold: float, rows: Rows | None = None
+) -> dict[str, PositionPrices]:
+    """A portfolio account's prices: for each underlying, the index level at which the
+    account's ratio reaches threshold (equity zero: bankruptcy) when that index moves and
+    every mark on it moves in proportion (options re-priced by the model), the grid
+    re-margined there; other underlyings held. A position's price is its mark at that
+    level (an option's: the index level, as under standard margin).
+
+    A book of futures alone is linear in the move (equity, and every scenario's P&L, hence
+    the grid's margin): solved in closed form. With options: the ladder of nearest_root."""
+    if rows is None:
+        rows = risk_rows(account, market)
+    figures = total(account, rows, market)
+    margins = {m.underlying: m for m in portfolio_margin(rows, market).underlyings}
+    found: dict[str, PositionPrices] = {}
+    for underlying, group in by_underlying(rows).items():
+        held = [row for row in group if row.position is not None and row.inputs.qty]
+        if not held:
+            continue
+        index = market.risk_index(underlying)
+        scales = PositionPrices(None, None)
+        if index is not None and index > 0.0:
+            mm = margins[underlying].maintenance
+            scales = _portfolio_scales(held, market, figures, mm, threshold, index)
+        for row in held:
+            unit = index if row.instrument.is_option or index is None else row.risk.mark
+            found[row.instrument.symbol] = PositionPrices(
+                *(None if k is None or unit is None else k * unit for k in scales)
+            )
+    return found
+
+
+def _portfolio_scales(
+    held: list[RiskRow],
+    market: Market,
+    figures: MarginFigures,
+    maintenance: float,
+    threshold: float,
+    index: float,
+) -> PositionPrices:
+    """(liquidation, bankruptcy) as multiples of the index, or None where none is found."""
+    fixed_equity = figures.equity - sum(row.risk.value for row in held)
+    fixed_maintenance = figures.maintenance_margin - maintenance
+    mm_factor = market.params_for(held[0].instrument.underlying).mm_factor
+    if not any(row.instrument.is_option for row in held):
+        slope = sum(row.inputs.qty * row.instrument.size * row.risk.mark for row in held)
+        base = figures.equity - slope  # the equity at scale 0
+        denominator = threshold * slope - maintenance
+        liquidation = (fixed_maintenance - threshold * base) / denominator if denominator else 0.0
+        bankruptcy = -base / slope if slope else 0.0
+        return PositionPrices(
+            liquidation if liquidation > 0.0 and maintenance > 0.0 else None,
+            bankruptcy if bankruptcy > 0.0 else None,
+        )
+    seen: dict[float, tuple[float, float]] = {}
+
+    def at(scale: float) -> tuple[float, float]:
+        found = seen.get(scale)
+        if found is not None:
+            return found
+        equity = fixed_equity
+        entries = []
+        for row in held:
+            instrument, q = row.instrument, row.inputs.qty
+            if instrument.is_option:
+                model = market.model_inputs(instrument.symbol)
+                strike = float(instrument.strike or 0)
+                mark = (
+                    row.risk.mark
+                    if model is None
+                    else black76_price(index * scale, strike, *model, instrument.is_put)
+                )
+                equity += q * instrument.size * mark
+            else:
+                equity += row.risk.value + q * instrument.size * row.risk.mark * (scale - 1.0)
+            entries.append((q, exposure_at(market, instrument.symbol, scale)))
+        found = seen[scale] = (equity, fixed_maintenance + mm_factor * grid(entries).initial)
+        return found
+
+    def liquidation_gap(spot: float) -> float:
+        equity, maintenance_there = at(spot)
+        return threshold * equity - maintenance_there if maintenance_there > 0.0 else 1.0
+
+    liquidation = nearest_root(liquidation_gap, 1.0)
+    bankruptcy = nearest_root(lambda scale: at(scale)[0], 1.0)
     return PositionPrices(liquidation, bankruptcy)
 
 
