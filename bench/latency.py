@@ -12,6 +12,7 @@ record's outputs in the transaction that commits it, so every latency here inclu
 wait for that commit (MARGINSTREAM_COMMIT_INTERVAL, 0.1 s by default, and the commit).
 
     python -m bench.latency --accounts 100000 --moves 20 --rates 1000 10000
+    python -m bench.latency --portfolio 0.5 --rates --name latency-portfolio  # half on PM
 """
 
 from __future__ import annotations
@@ -165,11 +166,15 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--strikes", type=int, default=50)
     parser.add_argument("--moves", type=int, default=20)
-    parser.add_argument("--rates", type=int, nargs="+", default=[1000, 10_000])
+    parser.add_argument("--rates", type=int, nargs="*", default=[1000, 10_000])
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--portfolio", type=float, default=0.0, help="share of accounts on portfolio margin"
+    )
+    parser.add_argument("--name", default="latency", help="the results file's name")
     args = parser.parse_args()
 
-    book, _ = build(args.accounts, args.strikes)
+    book, _ = build(args.accounts, args.strikes, portfolio=args.portfolio)
     parts = book.engine.parts()
     accounts = sorted(book.engine.accounts)
     moves = [
@@ -181,6 +186,7 @@ def main() -> None:
     closing = [count[CLOSING] for count in expected]
     figures: dict[str, Any] = {
         "accounts": args.accounts, "alerts_per_move": alerts, "closing_per_move": closing,
+        "portfolio_accounts": sum(a.portfolio for a in book.engine.accounts.values()),
     }  # fmt: skip
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="bench-") as directory:
         deployment = bench_deployment(bootstrap, Path(directory))
@@ -217,7 +223,7 @@ def main() -> None:
                 )
         finally:
             deployment.stop_all()
-    print(f"written to {write_result('latency', figures)}")
+    print(f"written to {write_result(args.name, figures)}")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,11 @@ class Book:
         self.engine.apply(Envelope(topic, HISTORY_PARTITION, offset, key, value))
 
 
-def build(accounts: int, strikes: int, seed: int = 1) -> tuple[Book, list[str]]:
+def build(
+    accounts: int, strikes: int, seed: int = 1, portfolio: float = 0.0
+) -> tuple[Book, list[str]]:
+    """portfolio: the share of accounts that choose portfolio margin (core/portfolio), right
+    after their deposit (so every switch is accepted), spread evenly over the book."""
     rng = random.Random(seed)
     book = Book()
     book.send(
@@ -102,6 +106,13 @@ def build(accounts: int, strikes: int, seed: int = 1) -> tuple[Book, list[str]]:
                 "ts": ts,
             },
         )
+        if portfolio and int((n + 1) * portfolio) > int(n * portfolio):
+            book.send(
+                "transfers",
+                account,
+                {"type": "margin_mode", "transfer_id": f"m{n}", "account": account,
+                 "mode": "portfolio", "ts": ts},
+            )  # fmt: skip
         qty = Decimal(cash * rng.choice((1, 2, 3, 5, 8)) / 60_000).quantize(Decimal("0.001"))
         side = rng.choice(("buy", "sell"))
         book.send(
@@ -194,10 +205,14 @@ def main() -> None:
     parser.add_argument("--strikes", type=int, default=50)
     parser.add_argument("--moves", type=int, default=20)
     parser.add_argument("--naive-moves", type=int, default=3)
+    parser.add_argument(
+        "--portfolio", type=float, default=0.0, help="share of accounts on portfolio margin"
+    )
+    parser.add_argument("--name", default="remargin", help="the results file's name")
     args = parser.parse_args()
 
     began = time.perf_counter()
-    book, symbols = build(args.accounts, args.strikes)
+    book, symbols = build(args.accounts, args.strikes, portfolio=args.portfolio)
     build_seconds = time.perf_counter() - began
     positions = sum(len(a.positions) for a in book.engine.accounts.values())
     print(
@@ -228,6 +243,7 @@ def main() -> None:
     engine_rate = looked_at / statistics.median(engine_times)
     figures = {
         "accounts": len(book.engine.accounts),
+        "portfolio_accounts": sum(a.portfolio for a in book.engine.accounts.values()),
         "positions": positions,
         "instruments": len(symbols),
         "moves": args.moves,
@@ -255,7 +271,7 @@ def main() -> None:
         f"engine.apply (index + mark, proposals confirmed, {alerts} alerts): "
         f"{engine_rate:,.0f} accounts/s ({per_move:.1f} ms per move)"
     )
-    print(f"written to {write_result('remargin', figures)}")
+    print(f"written to {write_result(args.name, figures)}")
 
 
 if __name__ == "__main__":

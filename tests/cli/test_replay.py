@@ -61,6 +61,7 @@ def test_replay_of_the_demo_is_identical_byte_for_byte(demo_feed: Path):
         "margin_ratio",
         "available",
         "level",
+        "margin_model",
         "positions",
         "open_orders",
         "greeks",

@@ -96,6 +96,8 @@ class Market:
     _models: dict[str, OptionValue | None] = field(default_factory=dict)
     # symbol -> (what it was computed from, its Exposure): core/portfolio/scenarios.py
     exposures: dict[str, tuple[tuple[int, ...], Any]] = field(default_factory=dict)
+    # (symbol, scale) -> Exposure at a scaled index, and None -> the seq they are valid for
+    shifted_exposures: dict[Any, Any] = field(default_factory=dict)
     # symbol -> (seq, risk mark, funding index) as floats, valid while seq is the market's.
     _floats: dict[str, tuple[int, float | None, float]] = field(default_factory=dict)
     _clock: tuple[int, int] = (-1, 0)  # (seq, clock()), valid while seq is the market's

@@ -90,7 +90,7 @@ def account_state(
         "level": account.level,
         "margin_model": account.margin,
         **(
-            {} if risk.portfolio is None else {"portfolio": portfolio_value(risk.portfolio, market)}
+            {} if risk.portfolio is None else {"portfolio": portfolio_lines(risk.portfolio, market)}
         ),
         "positions": positions,
         "open_orders": len(account.orders),
@@ -102,7 +102,7 @@ def account_state(
     }
 
 
-def portfolio_value(margin: PortfolioMargin, market: Market) -> list[dict[str, Any]]:
+def portfolio_lines(margin: PortfolioMargin, market: Market) -> list[dict[str, Any]]:
     """Each underlying's portfolio margin: its components and its worst scenario."""
     lines = []
     for found in margin.underlyings:

@@ -2,8 +2,8 @@
 a target margin ratio, and the account's figures before and after they fill.
 
 Positions are closed in the order of the maintenance margin each frees per unit of
-loss at its order's price (on portfolio margin: what closing it whole frees of the
-grid's margin, core/portfolio; a position whose closing frees none, a hedge, is left) (the loss being the value given up against the mark): the
+loss at its order's price (the loss being the value given up against the mark; on
+portfolio margin, what closing it whole frees of the grid's margin, core/portfolio): the
 cheapest relief first; ties by symbol. Whole positions are closed until closing the
 next whole one reaches the target; that one is closed by the fewest lots that do
 (bisected over whole lots; its last lot may be what remains of the position). Positions
@@ -27,6 +27,7 @@ a buy): what a fill of it can carry back.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import NamedTuple
@@ -196,13 +197,8 @@ def _fewest_lots(
             tried[lots] = booked(account, market, rows, [last], base).figures
         return tried[lots].margin_ratio <= target
 
-    if account.portfolio:  # the grid has no slice-wise model: bisect on the exact path
-        low, high = 0, most
-        reaches(high)
-        while high - low > 1:
-            middle = (low + high) // 2
-            low, high = (low, middle) if reaches(middle) else (middle, high)
-        return qty(high), tried[high]
+    if account.portfolio:  # the grid has no slice-wise model: search on the exact path
+        return _fewest_lots_on_grid(reaches, tried, qty, so_far, most, target)
     units = _fewest_units(rows[close.symbol], market, close, so_far, target)
     high = int((Decimal(repr(units)) / lot).to_integral_value(rounding=ROUND_CEILING))
     high = min(max(high, 1), most)
@@ -212,6 +208,41 @@ def _fewest_lots(
     while reaches(lots - 1):
         lots -= 1
     return qty(lots), tried[lots]
+
+
+def _fewest_lots_on_grid(
+    reaches: Callable[[int], bool],
+    tried: dict[int, MarginFigures],
+    qty: Callable[[int], Decimal],
+    so_far: MarginFigures,
+    most: int,
+    target: float,
+) -> tuple[Decimal, MarginFigures]:
+    """_fewest_lots for a portfolio account: the gap target x equity - maintenance is
+    interpolated between no lots (so_far) and the whole (most lots, which reach target)
+    for a first guess; the guess and its neighbour usually settle it (two bookings), and
+    a bisection between them and the ends settles the rest."""
+    reaches(most)
+    whole = tried[most]
+    start = target * so_far.equity - so_far.maintenance_margin
+    end = target * whole.equity - whole.maintenance_margin
+    share = start / (start - end) if start < 0.0 < end else 1.0
+    guess = min(max(math.ceil(most * share), 1), most)
+    low, high = 0, most  # low does not reach, high does
+    if reaches(guess):
+        high = guess
+        if not reaches(guess - 1):
+            return qty(high), tried[high]
+        high = guess - 1
+    else:
+        low = guess
+        if guess + 1 <= most and reaches(guess + 1):
+            return qty(guess + 1), tried[guess + 1]
+        low = guess + 1
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if reaches(middle) else (middle, high)
+    return qty(high), tried[high]
 
 
 def _fewest_units(

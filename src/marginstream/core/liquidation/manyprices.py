@@ -33,23 +33,21 @@ from marginstream.core.liquidation.prices import (
     OptionBook,
     PositionPrices,
     found_prices,
-    portfolio_prices,
+    many_portfolio_prices,
     prices_to_solve,
 )
 from marginstream.core.market import Market
-from marginstream.core.pricing import _SQRT_2
+from marginstream.core.pricing import black76_prices
 from marginstream.core.risk import Rows
 
-_log = np.frompyfunc(math.log, 1, 1)
-_erfc = np.frompyfunc(math.erfc, 1, 1)
 Gap = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (spots, which accounts) -> gaps
 
 
 def many_position_prices(
     accounts: Sequence[tuple[Account, Rows]], market: Market, threshold: float
 ) -> list[dict[str, PositionPrices]]:
-    """position_prices(account, market, threshold, rows) of each, in order (a portfolio
-    account's: prices.portfolio_prices, one at a time)."""
+    """position_prices(account, market, threshold, rows) of each, in order (portfolio
+    accounts': prices.many_portfolio_prices, all at once)."""
     todos = [
         None if a.portfolio else prices_to_solve(a, market, threshold, rows) for a, rows in accounts
     ]
@@ -69,9 +67,12 @@ def many_position_prices(
         found = _solve_books([book for _, book in books], index, threshold)
         for (n, _), prices in zip(books, found, strict=True):
             solved[n][underlying] = prices
+    portfolio = [(n, pair) for n, pair in enumerate(accounts) if todos[n] is None]
+    found = many_portfolio_prices([pair for _, pair in portfolio], market, threshold)
+    placed = dict(zip((n for n, _ in portfolio), found, strict=True))
     return [
-        portfolio_prices(a, market, threshold, rows) if todo is None else found_prices(todo, s)
-        for (a, rows), todo, s in zip(accounts, todos, solved, strict=True)
+        placed[n] if todo is None else found_prices(todo, s)
+        for n, (todo, s) in enumerate(zip(todos, solved, strict=True))
     ]
 
 
@@ -111,7 +112,7 @@ class _Books:
             put, mark = self.put[rows, column], self.mark[rows, column].copy()
             priced = real & self.modelled[rows, column]  # Black-76 only where it is used
             if priced.any():
-                mark[priced] = _black76(
+                mark[priced] = black76_prices(
                     spot[priced], strike[priced], self.years[rows, column][priced],
                     self.vol[rows, column][priced], put[priced],
                 )  # fmt: skip
@@ -121,31 +122,6 @@ class _Books:
             short = real & (units < 0.0)
             maintenance = np.where(short, maintenance - units * per_unit, maintenance)
         return equity, maintenance
-
-
-def _black76(
-    forward: np.ndarray, strike: np.ndarray, years: np.ndarray, vol: np.ndarray, put: np.ndarray
-) -> np.ndarray:
-    """pricing.black76_price, element by element, to the bit. A put's N(-d) is N of d
-    negated, which is exact: two erfc per option, as in the scalar path."""
-    with np.errstate(all="ignore"):
-        root = np.sqrt(years)
-        spread = vol * root
-        logs = _log(forward / strike).astype(float)
-        d1 = (logs + 0.5 * vol * vol * years) / spread
-        d2 = d1 - spread
-        sign = np.where(put, -1.0, 1.0)
-        n1, n2 = _cdf(sign * d1), _cdf(sign * d2)
-        price = np.where(put, strike * n2 - forward * n1, forward * n1 - strike * n2)
-    price = np.where(price < 0.0, 0.0, price)  # max(price, 0.0)
-    intrinsic = np.where(put, strike - forward, forward - strike)
-    intrinsic = np.where(intrinsic < 0.0, 0.0, intrinsic)
-    return np.where((years <= 0.0) | (vol <= 0.0), intrinsic, price)
-
-
-def _cdf(x: np.ndarray) -> np.ndarray:
-    """pricing.norm_cdf."""
-    return 0.5 * _erfc(-x / _SQRT_2).astype(float)
 
 
 def _solve_books(books: list[OptionBook], index: float, threshold: float) -> list[PositionPrices]:

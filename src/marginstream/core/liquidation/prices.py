@@ -24,14 +24,14 @@ booked as they are (closeout.py rounds an order's price to a Decimal).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from marginstream.core.ledger import Account
 from marginstream.core.margin import ShortOptionRates, short_option_margin
 from marginstream.core.market import Market
-from marginstream.core.portfolio.margin import by_underlying, grid, portfolio_margin
-from marginstream.core.portfolio.scenarios import exposure_at
+from marginstream.core.portfolio.margin import by_underlying, portfolio_margin
+from marginstream.core.portfolio.prices import Book, book_of, portfolio_scales
 from marginstream.core.pricing import black76_price
 from marginstream.core.risk import MarginFigures, RiskRow, Rows, risk_rows, total
 
@@ -194,90 +194,79 @@ def _option_prices(book: OptionBook, index: float, threshold: float) -> Position
 def portfolio_prices(
     account: Account, market: Market, threshold: float, rows: Rows | None = None
 ) -> dict[str, PositionPrices]:
-    """A portfolio account's prices: for each underlying, the index level at which the
+    """A portfolio account's prices (many_portfolio_prices of the one account)."""
+    if rows is None:
+        rows = risk_rows(account, market)
+    return many_portfolio_prices([(account, rows)], market, threshold)[0]
+
+
+def many_portfolio_prices(
+    accounts: Sequence[tuple[Account, Rows]], market: Market, threshold: float
+) -> list[dict[str, PositionPrices]]:
+    """Portfolio accounts' prices: for each underlying, the index level at which the
     account's ratio reaches threshold (equity zero: bankruptcy) when that index moves and
     every mark on it moves in proportion (options re-priced by the model), the grid
     re-margined there; other underlyings held. A position's price is its mark at that
     level (an option's: the index level, as under standard margin).
 
     A book of futures alone is linear in the move (equity, and every scenario's P&L, hence
-    the grid's margin): solved in closed form. With options: the ladder of nearest_root."""
-    if rows is None:
-        rows = risk_rows(account, market)
-    figures = total(account, rows, market)
-    margins = {m.underlying: m for m in portfolio_margin(rows, market).underlyings}
-    found: dict[str, PositionPrices] = {}
-    for underlying, group in by_underlying(rows).items():
-        held = [row for row in group if row.position is not None and row.inputs.qty]
-        if not held:
-            continue
-        index = market.risk_index(underlying)
-        scales = PositionPrices(None, None)
-        if index is not None and index > 0.0:
+    the grid's margin): solved in closed form. Books with options are solved together on
+    the grid of scales of core/portfolio/prices.py, each underlying's at once."""
+    found: list[dict[str, PositionPrices]] = [{} for _ in accounts]
+    pending: dict[str, list[tuple[int, Book, list[RiskRow], float]]] = {}
+    for n, (account, rows) in enumerate(accounts):
+        figures = total(account, rows, market)
+        margins = {m.underlying: m for m in portfolio_margin(rows, market).underlyings}
+        for underlying, group in by_underlying(rows).items():
+            held = [row for row in group if row.position is not None and row.inputs.qty]
+            if not held:
+                continue
+            index = market.risk_index(underlying)
+            if index is None or index <= 0.0:
+                for row in held:
+                    found[n][row.instrument.symbol] = PositionPrices(None, None)
+                continue
             mm = margins[underlying].maintenance
-            scales = _portfolio_scales(held, market, figures, mm, threshold, index)
-        for row in held:
-            unit = index if row.instrument.is_option or index is None else row.risk.mark
-            found[row.instrument.symbol] = PositionPrices(
-                *(None if k is None or unit is None else k * unit for k in scales)
-            )
+            if any(row.instrument.is_option for row in held):
+                book = book_of(rows, figures, underlying, mm, market)
+                assert book is not None
+                pending.setdefault(underlying, []).append((n, book, held, index))
+                continue
+            _place(found[n], held, index, _linear_scales(held, figures, mm, threshold))
+    for underlying, books in pending.items():
+        scales = portfolio_scales([b for _, b, _, _ in books], market, underlying, threshold)
+        for (n, _, held, index), pair in zip(books, scales, strict=True):
+            _place(found[n], held, index, PositionPrices(*pair))
     return found
 
 
-def _portfolio_scales(
-    held: list[RiskRow],
-    market: Market,
-    figures: MarginFigures,
-    maintenance: float,
-    threshold: float,
-    index: float,
-) -> PositionPrices:
-    """(liquidation, bankruptcy) as multiples of the index, or None where none is found."""
-    fixed_equity = figures.equity - sum(row.risk.value for row in held)
-    fixed_maintenance = figures.maintenance_margin - maintenance
-    mm_factor = market.params_for(held[0].instrument.underlying).mm_factor
-    if not any(row.instrument.is_option for row in held):
-        slope = sum(row.inputs.qty * row.instrument.size * row.risk.mark for row in held)
-        base = figures.equity - slope  # the equity at scale 0
-        denominator = threshold * slope - maintenance
-        liquidation = (fixed_maintenance - threshold * base) / denominator if denominator else 0.0
-        bankruptcy = -base / slope if slope else 0.0
-        return PositionPrices(
-            liquidation if liquidation > 0.0 and maintenance > 0.0 else None,
-            bankruptcy if bankruptcy > 0.0 else None,
+def _place(
+    found: dict[str, PositionPrices], held: list[RiskRow], index: float, scales: PositionPrices
+) -> None:
+    """Each held position's prices from its underlying's scales: a future's mark there,
+    an option's index level."""
+    for row in held:
+        unit = index if row.instrument.is_option else row.risk.mark
+        found[row.instrument.symbol] = PositionPrices(
+            *(None if k is None else k * unit for k in scales)
         )
-    seen: dict[float, tuple[float, float]] = {}
 
-    def at(scale: float) -> tuple[float, float]:
-        found = seen.get(scale)
-        if found is not None:
-            return found
-        equity = fixed_equity
-        entries = []
-        for row in held:
-            instrument, q = row.instrument, row.inputs.qty
-            if instrument.is_option:
-                model = market.model_inputs(instrument.symbol)
-                strike = float(instrument.strike or 0)
-                mark = (
-                    row.risk.mark
-                    if model is None
-                    else black76_price(index * scale, strike, *model, instrument.is_put)
-                )
-                equity += q * instrument.size * mark
-            else:
-                equity += row.risk.value + q * instrument.size * row.risk.mark * (scale - 1.0)
-            entries.append((q, exposure_at(market, instrument.symbol, scale)))
-        found = seen[scale] = (equity, fixed_maintenance + mm_factor * grid(entries).initial)
-        return found
 
-    def liquidation_gap(spot: float) -> float:
-        equity, maintenance_there = at(spot)
-        return threshold * equity - maintenance_there if maintenance_there > 0.0 else 1.0
-
-    liquidation = nearest_root(liquidation_gap, 1.0)
-    bankruptcy = nearest_root(lambda scale: at(scale)[0], 1.0)
-    return PositionPrices(liquidation, bankruptcy)
+def _linear_scales(
+    held: list[RiskRow], figures: MarginFigures, maintenance: float, threshold: float
+) -> PositionPrices:
+    """Futures alone: equity = base + slope x scale and the grid's maintenance is
+    maintenance x scale, so threshold x equity = others + maintenance x scale is linear."""
+    others = figures.maintenance_margin - maintenance
+    slope = sum(row.inputs.qty * row.instrument.size * row.risk.mark for row in held)
+    base = figures.equity - slope  # the equity at scale 0
+    denominator = threshold * slope - maintenance
+    liquidation = (others - threshold * base) / denominator if denominator else 0.0
+    bankruptcy = -base / slope if slope else 0.0
+    return PositionPrices(
+        liquidation if liquidation > 0.0 and maintenance > 0.0 else None,
+        bankruptcy if bankruptcy > 0.0 else None,
+    )
 
 
 def nearest_root(gap: Callable[[float], float], origin: float) -> float | None:

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from marginstream.core.market import Market
-from marginstream.core.portfolio.scenarios import exposure
+from marginstream.core.portfolio.scenarios import Exposure, exposure
 
 
 class Rows(NamedTuple):
@@ -55,8 +55,8 @@ def many_margins(
     return initial[accounts], maintenance[accounts]
 
 
-class _Table(NamedTuple):
-    """The exposures of one underlying's instruments, indexed by a local number."""
+class Table(NamedTuple):
+    """Exposures (scenarios.py) as columns, indexed by a local number."""
 
     vectors: np.ndarray
     roll: np.ndarray
@@ -64,22 +64,20 @@ class _Table(NamedTuple):
     option: np.ndarray  # bool
     expiry: np.ndarray
     strike: np.ndarray
-    charge: float
+    charge: np.ndarray
 
-
-def _table(market: Market, symbols: list[str], numbers: list[int]) -> _Table:
-    found = [exposure(market, symbols[n]) for n in numbers]
-    options = [e.option for e in found]
-    charges = [e.charge for e in found if e.option is not None]
-    return _Table(
-        np.stack([e.vector for e in found]),
-        np.array([e.roll for e in found]),
-        np.array([e.size for e in found]),
-        np.array([o is not None for o in options]),
-        np.array([o[0] if o else 0 for o in options], dtype=np.int64),
-        np.array([o[1] if o else 0.0 for o in options]),
-        charges[0] if charges else 0.0,
-    )
+    @classmethod
+    def of(cls, found: list[Exposure]) -> Table:
+        options = [e.option for e in found]
+        return cls(
+            np.stack([e.vector for e in found]),
+            np.array([e.roll for e in found]),
+            np.array([e.size for e in found]),
+            np.array([o is not None for o in options]),
+            np.array([o[0] if o else 0 for o in options], dtype=np.int64),
+            np.array([o[1] if o else 0.0 for o in options]),
+            np.array([e.charge for e in found]),
+        )
 
 
 def _underlying(
@@ -92,20 +90,20 @@ def _underlying(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(initial, maintenance, account numbers) of the accounts among rows mine (sorted by
     account, then symbol) on one underlying."""
-    table = _table(market, symbols, numbers)
+    table = Table.of([exposure(market, symbols[n]) for n in numbers])
     local = np.zeros(max(numbers) + 1, dtype=np.int64)
     local[numbers] = np.arange(len(numbers))
     inst = local[rows.instrument[mine]]
     owners, group = np.unique(rows.account[mine], return_inverse=True)
     count = owners.size
     qty = rows.qty[mine]
-    held = _grid(table, inst, group, count, qty)
+    held = grid_initial(table, inst, group, count, qty)
     buy, sell = rows.buy[mine], rows.sell[mine]
     im = held
     if buy.any() or sell.any():
         im = np.maximum(
-            _grid(table, inst, group, count, qty + buy),
-            _grid(table, inst, group, count, qty - sell),
+            grid_initial(table, inst, group, count, qty + buy),
+            grid_initial(table, inst, group, count, qty - sell),
         )
     premium = np.zeros(count)
     np.add.at(premium, group, rows.premium[mine])
@@ -113,10 +111,11 @@ def _underlying(
     return im + premium, mm, owners
 
 
-def _grid(
-    table: _Table, inst: np.ndarray, group: np.ndarray, count: int, qty: np.ndarray
+def grid_initial(
+    table: Table, inst: np.ndarray, group: np.ndarray, count: int, qty: np.ndarray
 ) -> np.ndarray:
-    """margin.grid(...).initial of each group, its rows in order."""
+    """margin.grid(...).initial of each of count groups: rows (inst: a table row, group,
+    qty) in the order margin.grid takes them within each group."""
     live = qty != 0.0
     inst, group, qty = inst[live], group[live], qty[live]
     pnl = np.zeros((count, table.vectors.shape[1]))
@@ -126,18 +125,17 @@ def _grid(
     contingency = np.zeros(count)
     option = table.option[inst]
     if option.any():
+        held = inst[option]
         keys = np.stack(
-            (
-                group[option].astype(np.float64),
-                table.expiry[inst[option]],
-                table.strike[inst[option]],
-            ),
-            axis=1,
+            (group[option].astype(np.float64), table.expiry[held], table.strike[held]), axis=1
         )
         unique, where = np.unique(keys, axis=0, return_inverse=True)
+        where = where.ravel()
         nets = np.zeros(len(unique))
-        np.add.at(nets, where.ravel(), qty[option] * table.size[inst[option]])
-        terms = np.maximum(-nets, 0.0) * table.charge
+        np.add.at(nets, where, qty[option] * table.size[held])
+        charge = np.zeros(len(unique))
+        charge[where] = table.charge[held]  # one underlying, one scale: one charge a group
+        terms = np.maximum(-nets, 0.0) * charge
         np.add.at(contingency, unique[:, 0].astype(np.int64), terms)
     worst = np.maximum(0.0, -pnl.min(axis=1))
     return worst + roll + contingency

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 from typing import Any
 
 from marginstream.core.numbers import RecordError, parse_decimal
@@ -36,8 +37,7 @@ class PortfolioParams:
 
     def moves(self) -> tuple[float, ...]:
         """The grid's price points, from -range to +range: (k / buckets) x range."""
-        n = self.buckets
-        return tuple(self.price_range * k / n for k in range(-n, n + 1))
+        return _moves(self.price_range, self.buckets)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -51,6 +51,11 @@ class PortfolioParams:
         if "extended_moves" in values:
             values["extended_moves"] = tuple(values["extended_moves"])
         return cls(**values)
+
+
+@lru_cache(maxsize=256)
+def _moves(price_range: float, buckets: int) -> tuple[float, ...]:
+    return tuple(price_range * k / buckets for k in range(-buckets, buckets + 1))
 
 
 DEFAULT = PortfolioParams()

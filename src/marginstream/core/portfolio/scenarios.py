@@ -27,7 +27,7 @@ import numpy as np
 from marginstream.core.instruments import Kind
 from marginstream.core.market import Market
 from marginstream.core.portfolio.params import PortfolioParams
-from marginstream.core.pricing import black76_price, years_to_expiry
+from marginstream.core.pricing import black76_price, black76_prices, years_to_expiry
 
 VOL_CASES = ("up", "same", "down")
 _SHORT_TERM_DAYS = 30.0
@@ -82,10 +82,71 @@ def exposure(market: Market, symbol: str) -> Exposure:
 def exposure_at(market: Market, symbol: str, scale: float) -> Exposure:
     """The symbol's exposure were its underlying's index (and so every mark on it) scale
     times what it is: a portfolio account's liquidation prices search over scale."""
-    return _exposure(market, symbol, scale)
+    return exposures_at(market, [(symbol, scale)])[0]
+
+
+def exposures_at(market: Market, wanted: list[tuple[str, float]]) -> list[Exposure]:
+    """exposure_at of each (symbol, scale), the options' valuations made in one call.
+    Cached while the market is unchanged: every account's search walks the same ladder of
+    scales first (core/portfolio/prices.py), so most are found here."""
+    cache = market.shifted_exposures
+    if cache.get(None) != market.seq:
+        cache.clear()
+        cache[None] = market.seq
+    pending: dict[tuple[str, float], _Valuation] = {}
+    for pair in wanted:
+        if pair[1] != 1.0 and pair not in cache and pair not in pending:
+            planned = _plan(market, *pair)
+            if isinstance(planned, Exposure):
+                cache[pair] = planned
+            else:
+                pending[pair] = planned
+    if pending:
+        cache.update(zip(pending, _valued(list(pending.values())), strict=True))
+    return [exposure(market, s) if k == 1.0 else cache[(s, k)] for s, k in wanted]
+
+
+class _Valuation(NamedTuple):
+    """An option's exposure before its scenarios are valued: what to value, and with what."""
+
+    forwards: list[float]
+    vols: list[float]
+    strike: float
+    years: float
+    put: bool
+    base: float  # its value at (F, sigma)
+    size: float
+    extended: int  # the first extended scenario
+    weight: float
+    option: tuple[int, float]
+    charge: float
+
+
+def _valued(valuations: list[_Valuation]) -> list[Exposure]:
+    counts = [len(v.forwards) for v in valuations]
+    values = black76_prices(
+        np.array([f for v in valuations for f in v.forwards]),
+        np.repeat([v.strike for v in valuations], counts),
+        np.repeat([v.years for v in valuations], counts),
+        np.array([sigma for v in valuations for sigma in v.vols]),
+        np.repeat([v.put for v in valuations], counts),
+    )
+    found, start = [], 0
+    for v, count in zip(valuations, counts, strict=True):
+        vector = v.size * (values[start : start + count] - v.base)
+        vector[v.extended :] = v.weight * vector[v.extended :]  # at the extended weight
+        found.append(Exposure(vector, 0.0, v.option, v.size, v.charge))
+        start += count
+    return found
 
 
 def _exposure(market: Market, symbol: str, scale: float = 1.0) -> Exposure:
+    planned = _plan(market, symbol, scale)
+    return planned if isinstance(planned, Exposure) else _valued([planned])[0]
+
+
+def _plan(market: Market, symbol: str, scale: float) -> Exposure | _Valuation:
+    """The exposure of a future, perpetual or settled instrument; an option's valuation."""
     instrument = market.instruments[symbol]
     params = market.params_for(instrument.underlying)
     size = instrument.size
@@ -124,16 +185,11 @@ def _exposure(market: Market, symbol: str, scale: float = 1.0) -> Exposure:
     shock = (_SHORT_TERM_DAYS / days) ** power
     up = max(vol * (1.0 + params.vol_range_up * shock), params.min_vol_for_shock_up)
     down = max(vol * (1.0 - params.vol_range_down * shock), 0.0)
-    base = black76_price(forward, strike, years, vol, put)
-    grid = [
-        size * (black76_price(forward * (1.0 + x), strike, years, sigma, put) - base)
-        for sigma in (up, vol, down)
-        for x in moves
-    ]
-    extended = [
-        params.extended_weight
-        * (size * (black76_price(forward * (1.0 + x), strike, years, up, put) - base))
-        for x in params.extended_moves
-    ]
-    charge = 0.0 if spot is None else spot * params.short_option_contingency
-    return Exposure(np.array(grid + extended), 0.0, (instrument.expiry_ms, strike), size, charge)
+    cases = [(forward * (1.0 + x), sigma) for sigma in (up, vol, down) for x in moves]
+    cases += [(forward * (1.0 + x), up) for x in params.extended_moves]
+    return _Valuation(
+        [f for f, _ in cases], [sigma for _, sigma in cases], strike, years, put,
+        black76_price(forward, strike, years, vol, put), size, 3 * len(moves),
+        params.extended_weight, (instrument.expiry_ms, strike),
+        0.0 if spot is None else spot * params.short_option_contingency,
+    )  # fmt: skip
