@@ -52,7 +52,10 @@ def test_replay_of_the_demo_is_identical_byte_for_byte(demo_feed: Path):
     assert {"margin_call", "liquidation", "recovered"} <= set(alerts)
     states = [r for r in records if r["topic"] == "state"]
     assert len(states) == 121  # 120 accounts and the market maker
-    assert list(states[0]["value"]) == [
+    standard = [s["value"] for s in states if s["value"]["margin_model"] == "standard"]
+    portfolio = [s["value"] for s in states if s["value"]["margin_model"] == "portfolio"]
+    assert len(portfolio) == 24  # every fifth of the 120 accounts chose portfolio margin
+    keys = [
         "account",
         "cash",
         "equity",
@@ -68,6 +71,9 @@ def test_replay_of_the_demo_is_identical_byte_for_byte(demo_feed: Path):
         "greeks_by_underlying",
         "liquidation",
     ]
+    assert list(standard[0]) == keys
+    assert list(portfolio[0]) == [*keys[:9], "portfolio", *keys[9:]]
+    assert {line["underlying"] for line in portfolio[0]["portfolio"]} == {"BTC"}
 
 
 def test_feed_is_the_same_for_the_same_seed(tmp_path: Path):

@@ -43,6 +43,9 @@ def operation(draw: Any) -> tuple:
                 "deposit",
                 "withdraw",
                 "option_mark",
+                "margin_mode",
+                "margin_mode",
+                "params",
             ]
         )
     )
@@ -84,6 +87,14 @@ def operation(draw: Any) -> tuple:
             return (kind, draw(st.sampled_from(OPTIONS)), draw(vols))
         case "funding":
             return (kind, draw(st.decimals(min_value="-0.01", max_value="0.01", places=5)))
+        case "margin_mode":
+            return (kind, account, draw(st.sampled_from(["portfolio", "standard"])))
+        case "params":
+            return (
+                kind,
+                draw(st.sampled_from(["0.08", "0.16", "0.25"])),
+                draw(st.sampled_from(["0.5", "0.8", "1"])),
+            )
         case "deposit" | "withdraw":
             return (kind, account, draw(st.decimals(min_value="1", max_value="500000", places=2)))
     raise AssertionError(kind)
@@ -180,6 +191,15 @@ def envelopes(history: list[tuple], venue: Venue) -> list[Envelope]:
                     {"type": "funding", "symbol": "BTC-PERP", "rate": str(op[1]), "ts": ts},
                 )
             )
+        elif kind == "margin_mode":
+            _, account, mode = op
+            value = {"type": "margin_mode", "transfer_id": f"m{step}", "account": account,
+                     "mode": mode, "ts": ts}  # fmt: skip
+            records.append(("transfers", account, value))
+        elif kind == "params":
+            value = {"type": "portfolio_params", "underlying": "BTC", "price_range": op[1],
+                     "mm_factor": op[2], "ts": ts}  # fmt: skip
+            records.append(("instruments", "BTC", value))
         else:
             _, account, amount = op
             records.append(

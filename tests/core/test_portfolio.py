@@ -333,3 +333,99 @@ def test_levels_use_maintenance_at_mm_factor_times_initial(book, crash):
     if abs(ratio - 0.8) > 1e-9 and abs(ratio - 1.0) > 1e-9:
         assert account.level == expected
     assert outcome is not None
+
+
+# -- liquidation on portfolio margin -------------------------------------------------
+
+
+def crashed(qty_put: str = "-3", qty_perp: str = "2", cash: str = "50000") -> Venue:
+    """An account long perpetuals and short puts on portfolio margin (no hedge: both legs
+    lose as the index falls), beside a standard twin; both healthy, then the index down
+    10%: both in liquidation."""
+    venue = btc_venue()
+    for account in ("pm", "std"):
+        venue.deposit(account, cash)
+    assert only(venue.margin_mode("pm", "portfolio"))["accepted"]
+    for account in ("pm", "std"):
+        hold(venue, account, "P60", qty_put, "2000")
+        hold(venue, account, "BTC-PERP", qty_perp, "65000")
+    outputs = venue.index("58500").outputs + venue.mark("BTC-PERP", "58500").outputs
+    venue.crash_outputs = [o.value for o in outputs]  # type: ignore[attr-defined]
+    return venue
+
+
+def test_at_a_portfolio_accounts_liquidation_price_its_ratio_is_the_threshold():
+    from marginstream.core.liquidation.prices import position_prices
+    from marginstream.core.portfolio.scenarios import exposure_at
+
+    venue = crashed()
+    engine = venue.engine
+    account, market = engine.accounts["pm"], engine.market
+    prices = position_prices(account, market, 1.0)
+    index = market.risk_index("BTC")
+    scale = prices["P60"].liquidation / index
+    # Every mark on BTC at scale x its own, the put re-priced there, the grid re-margined
+    # there (exposure_at): threshold x equity = maintenance, to the grid's interpolation.
+    rows = risk_rows(account, market)
+    years, vol = market.model_inputs("P60")
+    put_there = black76_price(index * scale, 60_000.0, years, vol, True)
+    equity = float(account.cash) + 2 * 58_500 * scale - 2 * 65_000 - 3 * put_there
+    entries = [
+        (-3.0, exposure_at(market, "P60", scale)),
+        (2.0, exposure_at(market, "BTC-PERP", scale)),
+    ]
+    maintenance = 0.8 * grid(entries).initial
+    assert rows["BTC-PERP"].risk.mark == 58_500
+    assert abs(equity - maintenance) <= 1e-5 * maintenance
+    assert prices["BTC-PERP"].liquidation == pytest.approx(58_500 * scale, rel=1e-15)
+    # Bankruptcy: equity zero there.
+    b = prices["P60"].bankruptcy / index
+    there = black76_price(index * b, 60_000.0, years, vol, True)
+    assert abs(float(account.cash) + 2 * 58_500 * b - 2 * 65_000 - 3 * there) <= 1e-5 * 58_500
+
+
+def test_many_accounts_prices_are_each_accounts_own_to_the_bit():
+    from marginstream.core.liquidation.manyprices import many_position_prices
+    from marginstream.core.liquidation.prices import position_prices
+
+    venue = crashed()
+    for n, (put, perp) in enumerate((("-1", "1"), ("-2", "3"), ("1", "-2"), ("-3", "0.5"))):
+        venue.deposit(f"x{n}", "40000")
+        assert only(venue.margin_mode(f"x{n}", "portfolio"))["accepted"]
+        hold(venue, f"x{n}", "P60", put, "2000")
+        hold(venue, f"x{n}", "BTC-PERP", perp, "58500")
+        hold(venue, f"x{n}", "ETH-PERP", "-5", "3000")
+    engine = venue.engine
+    ids = ["pm", "std", "x0", "x1", "x2", "x3"]
+    pairs = [(engine.accounts[a], risk_rows(engine.accounts[a], engine.market)) for a in ids]
+    together = many_position_prices(pairs, engine.market, 1.0)
+    for (account, rows), found in zip(pairs, together, strict=True):
+        assert found == position_prices(account, engine.market, 1.0, rows)
+
+
+def test_a_portfolio_liquidation_closes_enough_to_reach_the_target_on_the_grid():
+    venue = crashed()
+    engine = venue.engine
+    account = engine.accounts["pm"]
+    assert engine.accounts["std"].level == "liquidation"
+    orders = [
+        v for v in venue.crash_outputs  # type: ignore[attr-defined]
+        if v.get("type") == "liquidation_order" and v["account"] == "pm"
+    ]  # fmt: skip
+    assert orders and account.level == "liquidation"
+    assert all(v["reaches_target"] for v in orders)
+    assert float(orders[0]["after"]["margin_ratio"]) <= 0.8  # the margin-call threshold
+    for v in orders:  # its own positions, reduce-only, on the closing side
+        held = account.positions[v["symbol"]].qty
+        assert (v["side"] == "sell") == (held > 0) and Decimal(v["qty"]) <= abs(held)
+    # "after" is what the exact path finds once they fill at their prices.
+    from marginstream.core.liquidation.closeout import Close, after_closing
+
+    closes = [
+        Close(v["symbol"], v["side"], Decimal(v["qty"]), Decimal(v["price"]), None) for v in orders
+    ]
+    rows = risk_rows(account, engine.market)
+    after = after_closing(account, engine.market, rows, closes)
+    assert float(orders[0]["after"]["maintenance_margin"]) == pytest.approx(
+        after.maintenance_margin, rel=1e-14
+    )

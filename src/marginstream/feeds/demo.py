@@ -24,6 +24,7 @@ TIERS = [
     {"up_to": None, "initial": "0.10", "maintenance": "0.05"},
 ]
 MARKET_MAKER = "mm"
+PORTFOLIO_EVERY = 5  # every fifth account is on portfolio margin
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,20 @@ class _Script:
             },
         )
 
+    def portfolio(self, account: str) -> dict[str, Any]:
+        """account chooses portfolio margin (core/portfolio)."""
+        return record(
+            "transfers",
+            account,
+            {
+                "type": "margin_mode",
+                "transfer_id": f"pm-{account}",
+                "account": account,
+                "mode": "portfolio",
+                "ts": self.tick(),
+            },
+        )
+
     def trade(
         self, account: str, symbol: str, side: str, qty: Decimal, price: Decimal, order_id: str
     ) -> Iterator[dict[str, Any]]:
@@ -205,6 +220,8 @@ def _demo_records(script: _Script) -> Iterator[dict[str, Any]]:
     yield script.deposit(MARKET_MAKER, Decimal(10) ** 10)
     for name in names:
         yield script.deposit(name, cash[name])
+    for name in names[::PORTFOLIO_EVERY]:  # before trading: their orders meet the grid
+        yield script.portfolio(name)
     for name in names:
         yield from _open_positions(script, name, cash[name])
     yield from _move(script, names, market.index, market.index * (1 - market.drop))
