@@ -429,3 +429,38 @@ def test_a_portfolio_liquidation_closes_enough_to_reach_the_target_on_the_grid()
     assert float(orders[0]["after"]["maintenance_margin"]) == pytest.approx(
         after.maintenance_margin, rel=1e-14
     )
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.dictionaries(st.sampled_from(SYMBOLS[:-1]), st.integers(-6, 6), min_size=1),
+            st.sampled_from(["15000", "30000", "60000"]),
+        ),
+        min_size=2,
+        max_size=6,
+    ),
+    st.sampled_from(["52000", "60000", "70000"]),
+)
+def test_prices_found_together_are_each_books_own_to_the_bit(books_, index):
+    """The shared grid's search for many books (NumPy, in lock-step) and for one (Python
+    floats) take the same steps: the same prices, bit for bit."""
+    from marginstream.core.liquidation.manyprices import many_position_prices
+    from marginstream.core.liquidation.prices import position_prices
+
+    venue = btc_venue()
+    ids = []
+    for n, (book, cash) in enumerate(books_):
+        venue.deposit(f"b{n}", cash)
+        venue.margin_mode(f"b{n}", "portfolio")
+        for symbol, qty in book.items():
+            if qty:
+                hold(venue, f"b{n}", symbol, str(qty), "65000" if "PERP" in symbol else "1500")
+        ids.append(f"b{n}")
+    venue.index(index)
+    engine = venue.engine
+    pairs = [(engine.accounts[a], risk_rows(engine.accounts[a], engine.market)) for a in ids]
+    together = many_position_prices(pairs, engine.market, 1.0)
+    for (account, rows), found in zip(pairs, together, strict=True):
+        assert found == position_prices(account, engine.market, 1.0, rows)

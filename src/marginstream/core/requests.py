@@ -229,19 +229,14 @@ class Desk:
         was = account.margin
         if record.mode != was:
             if account.level == LIQUIDATION or account.liquidation is not None:
-                reason = f"the account is in liquidation: it stays on {was} margin until then"
+                reason = f"the account is in liquidation: it keeps {was} margin until it recovers"
             else:
                 account.margin = record.mode
                 after = total(account, rows, self.market)
                 if after.available < 0:
-                    account.margin, reason = (
-                        was,
-                        (
-                            f"insufficient margin: available {risk_text(after.available)} under "
-                            f"{record.mode} margin"
-                        ),
-                    )
-                    after = before
+                    available, mode = risk_text(after.available), record.mode
+                    reason = f"insufficient margin: available {available} under {mode} margin"
+                    account.margin, after = was, before
         self._remember_id(account, "transfer", record.transfer_id, record.ts)
         changed = account.margin != was
         if changed:

@@ -355,7 +355,9 @@ class RiskView:
         return np.flatnonzero(mask)
 
     def totals(self, accounts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(equity, initial margin, maintenance margin) of the given account numbers."""
+        """(equity, initial margin, maintenance margin) of the given account numbers: the
+        rows' sums, and for portfolio accounts the grid's margins, all of them at once
+        (core/portfolio/many.py, to the bit what the exact path finds for each)."""
         n = self._rows.size
         owners = self._row_account[:n]
         width = self._accounts.size

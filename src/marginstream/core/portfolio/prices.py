@@ -30,9 +30,9 @@ import numpy as np
 
 from marginstream.core.market import Market
 from marginstream.core.portfolio.many import Table, grid_initial
-from marginstream.core.portfolio.margin import by_underlying
+from marginstream.core.portfolio.margin import by_underlying, grid
 from marginstream.core.portfolio.scenarios import exposures_at
-from marginstream.core.pricing import black76_prices
+from marginstream.core.pricing import black76_price, black76_prices
 
 if TYPE_CHECKING:
     from marginstream.core.risk import MarginFigures, Rows
@@ -269,7 +269,93 @@ def _roots(gap: Gap, count: int) -> np.ndarray:
 def portfolio_scales(
     books: list[Book], market: Market, underlying: str, threshold: float
 ) -> list[tuple[float | None, float | None]]:
-    """(liquidation, bankruptcy) scales of the books, all on underlying (its index > 0)."""
+    """(liquidation, bankruptcy) scales of the books, all on underlying (its index > 0).
+    One book (a fill's alert) is solved by _one, the same steps on Python floats: NumPy's
+    per-call cost on arrays of one would be most of it."""
     index = market.risk_index(underlying)
     assert index is not None and index > 0.0
+    if len(books) == 1:
+        return [_one(books[0], market, underlying, index, threshold)]
     return solve(_Columns(books, market, underlying, index), threshold)
+
+
+def _one(
+    book: Book, market: Market, underlying: str, index: float, threshold: float
+) -> tuple[float | None, float | None]:
+    """solve() of one book, operation for operation (tests/core/test_portfolio.py)."""
+    mm_factor = market.params_for(underlying).mm_factor
+    seen: dict[int, tuple[float, float | None]] = {}
+
+    def at(j: int, margin: bool) -> tuple[float, float | None]:
+        found = seen.get(j)
+        if found is not None and (found[1] is not None or not margin):
+            return found
+        k = scale(j)
+        equity = book.fixed_equity
+        for a, b, model in zip(book.a, book.b, book.model, strict=True):
+            term = a + b * k
+            if model is not None:
+                term = b * black76_price(index * k, *model_arguments(model))
+            equity = equity + term
+        maintenance = None
+        if margin:
+            entries = [
+                (q, exposure) for q, exposure in zip(
+                    book.qty, exposures_at(market, [(s, k) for s in book.symbols]), strict=True
+                )
+            ]  # fmt: skip
+            maintenance = book.fixed_maintenance + mm_factor * grid(entries).initial
+        seen[j] = (equity, maintenance)
+        return equity, maintenance
+
+    def liquidation(j: int) -> float:
+        equity, maintenance = at(j, True)
+        assert maintenance is not None
+        return threshold * equity - maintenance if maintenance > 0.0 else 1.0
+
+    def bankruptcy(j: int) -> float:
+        return at(j, False)[0]
+
+    return _root(liquidation), _root(bankruptcy)
+
+
+def model_arguments(model: tuple[float, bool, float, float]) -> tuple[float, float, float, bool]:
+    """(strike, years, vol, put) from a Book's (strike, put, years, vol)."""
+    strike, put, years, vol = model
+    return strike, years, vol, put
+
+
+def _root(gap: Callable[[int], float]) -> float | None:
+    """_roots for one book, on Python numbers (the same comparisons and arithmetic)."""
+    start = gap(0)
+    if start == 0.0:
+        return 1.0
+    last = {-1: (0, start), 1: (0, start)}
+    bracket = None
+    for _, j, direction in LADDER:
+        value = gap(j)
+        previous, previous_value = last[direction]
+        if (value <= 0.0) != (previous_value <= 0.0):
+            bracket = (previous, previous_value, j, value)
+            break
+        last[direction] = (j, value)
+    if bracket is None:
+        return None
+    ja, fa, jb, fb = bracket
+    wa, wb, kept = fa, fb, 0
+    while abs(jb - ja) > 1:
+        secant = math.nan
+        if wb - wa != 0.0:
+            secant = (ja * wb - jb * wa) / (wb - wa)
+        if not math.isfinite(secant):
+            secant = 0.5 * (ja + jb)
+        middle = min(max(round(secant), min(ja, jb) + 1), max(ja, jb) - 1)
+        value = gap(middle)
+        if (value <= 0.0) == (fb <= 0.0):  # the point replaces b, a is kept
+            wa = wa * 0.5 if kept == 1 else wa
+            jb, fb, wb, kept = middle, value, value, 1
+        else:
+            wb = wb * 0.5 if kept == -1 else wb
+            ja, fa, wa, kept = middle, value, value, -1
+    ka, kb = scale(ja), scale(jb)
+    return ka + (kb - ka) * fa / (fa - fb) if fa != fb else 0.5 * (ka + kb)
