@@ -464,3 +464,69 @@ def test_prices_found_together_are_each_books_own_to_the_bit(books_, index):
     together = many_position_prices(pairs, engine.market, 1.0)
     for (account, rows), found in zip(pairs, together, strict=True):
         assert found == position_prices(account, engine.market, 1.0, rows)
+
+
+# -- what an outside test found (findings F1 to F4, D2) ---------------------------------
+
+
+def hedged(cash: str) -> Venue:
+    """Long 5 BTC-PERP and short 5 BTC-FUT at 65,000 on portfolio margin: every scenario
+    nets to 0, so the margin is the roll shock alone (5 x 65,000 x 0.01 for each leg)."""
+    venue = btc_venue()
+    venue.future("BTC-FUT")
+    venue.mark("BTC-FUT", "65000")
+    venue.deposit("h", cash)
+    assert only(venue.margin_mode("h", "portfolio"))["accepted"]
+    hold(venue, "h", "BTC-PERP", "5", "65000")
+    hold(venue, "h", "BTC-FUT", "-5", "65000")
+    return venue
+
+
+def test_a_hedge_in_liquidation_gets_closing_orders():
+    venue = hedged("6100")
+    # Up to 80,000: the roll shocks grow to 2 x 4,000, maintenance 6,400 > equity 6,100.
+    outputs = venue.index("80000").outputs
+    for symbol in ("BTC-PERP", "BTC-FUT"):
+        outputs += venue.mark(symbol, "80000").outputs
+    assert venue.engine.accounts["h"].level == "liquidation"
+    orders = [o.value for o in outputs if o.value.get("type") == "liquidation_order"]
+    # Neither leg frees the grid's margin alone: both are closed, the first whole.
+    assert {v["symbol"] for v in orders} == {"BTC-PERP", "BTC-FUT"}
+    assert all(v["reaches_target"] for v in orders)
+
+
+def test_a_future_with_neither_mark_nor_index_keeps_its_standard_margin():
+    venue = btc_venue()
+    venue.perpetual("SOL-PERP", underlying="SOL")
+    for account in ("p", "s"):
+        venue.deposit(account, "1000")
+    assert only(venue.margin_mode("p", "portfolio"))["accepted"]
+    # 100,000 SOL at 95: 9.5M of notional. The grid cannot move it without a price, so
+    # its tiers margin it, as on standard margin: refused on both.
+    for account in ("p", "s"):
+        decision = only(venue.order(account, "SOL-PERP", "buy", "100000", "95"))
+        assert decision["accepted"] is False, decision
+        assert decision["available_after"] == "1000"
+    assert "-891500" in decision["reason"]
+
+
+def test_a_reduce_only_order_that_takes_away_a_hedge_is_refused():
+    venue = hedged("7500")
+    before = figures(venue.engine.accounts["h"], venue.engine.market)
+    assert before.initial_margin == pytest.approx(6_500.0, rel=1e-9)
+    # Selling the perpetual leaves the short future alone: 0.16 x 325,000 = 52,000 more.
+    decision = only(venue.order("h", "BTC-PERP", "sell", "5", "65000", reduce_only=True))
+    assert decision["accepted"] is False
+    assert "once the reduce-only order fills (it takes away a hedge)" in decision["reason"]
+    # With the cash for the naked leg, the same order is accepted.
+    rich = hedged("70000")
+    assert only(rich.order("h", "BTC-PERP", "sell", "5", "65000", reduce_only=True))["accepted"]
+
+
+def test_mm_factor_must_be_below_the_liquidation_threshold():
+    venue = btc_venue()
+    refused = only(venue.portfolio_params("BTC", mm_factor="1"))
+    assert "mm_factor must be below the liquidation threshold 1.0" in refused["reason"]
+    assert venue.engine.market.params_for("BTC").mm_factor == 0.8
+    assert venue.portfolio_params("BTC", buckets="5").outputs == []  # a decimal string
+    assert venue.engine.market.params_for("BTC").buckets == 5

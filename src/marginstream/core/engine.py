@@ -425,6 +425,13 @@ class RiskEngine:
             case FundingRecord():
                 moved = market.apply_funding(record)
             case PortfolioParamsRecord():  # margins move, values (the tree's sums) do not
+                liquidation = self.config.thresholds.liquidation
+                if record.params.mm_factor >= liquidation:
+                    raise RecordError(
+                        f"mm_factor must be below the liquidation threshold {liquidation}: "
+                        f"an account using all its available margin would be liquidated "
+                        f"at once, got {record.params.mm_factor}"
+                    )
                 moved = market.apply_portfolio_params(record)
                 self.view.refresh(sorted(moved), market)
                 return moved

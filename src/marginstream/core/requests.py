@@ -12,6 +12,7 @@ from marginstream.core.alerts import LIQUIDATION, Thresholds, raise_alert
 from marginstream.core.decisions import decision_value, order_rejection
 from marginstream.core.envelope import DECISIONS, LIQUIDATIONS, Output
 from marginstream.core.ledger import Account, OpenOrder
+from marginstream.core.liquidation.closeout import Close, after_closing
 from marginstream.core.liquidation.desk import Liquidator
 from marginstream.core.liquidation.prices import PositionPrices, position_prices
 from marginstream.core.market import Market
@@ -25,6 +26,7 @@ from marginstream.core.records import (
 )
 from marginstream.core.reports import add_prices
 from marginstream.core.risk import (
+    MarginFigures,
     Rows,
     cash_with_funding,
     figures,
@@ -134,6 +136,8 @@ class Desk:
                     f"insufficient margin: available {risk_text(before.available)}, "
                     f"{risk_text(after.available)} after reserving for the order"
                 )
+        if reason is None and order.reduce_only and account.portfolio:
+            reason = self._unhedging(account, order, rows, before)
         if reason is None:
             if pending is None:  # reduce-only: it reserves no margin
                 account.add_order(order)
@@ -146,6 +150,22 @@ class Desk:
             account, "order", order.order_id, reason, before.available, after.available, order.ts
         )
         return [Output(DECISIONS, account.account_id, decision)]
+
+    def _unhedging(
+        self, account: Account, order: OrderRecord, rows: Rows, before: MarginFigures
+    ) -> str | None:
+        """Why a portfolio account's reduce-only order must be refused: on the grid,
+        closing a hedge's leg raises the margin, so the order is judged as filled at its
+        price. Refused only if that leaves the account short of initial margin, and
+        shorter than it is now (reducing an outright position never is)."""
+        close = Close(order.symbol, order.side, order.qty, order.price, None)
+        filled = after_closing(account, self.market, rows, [close]).available
+        if filled < 0 and filled < before.available:
+            return (
+                f"insufficient margin: available {risk_text(before.available)}, "
+                f"{risk_text(filled)} once the reduce-only order fills (it takes away a hedge)"
+            )
+        return None
 
     def cancel(self, account: Account, cancel: CancelRecord) -> list[Output]:
         before = figures(account, self.market)

@@ -371,7 +371,8 @@ class RiskView:
         if self.market is not None and portfolio.any():
             rows = many.Rows(
                 owners, self._row_instrument[:n], columns["qty"][:n], columns["buy"][:n],
-                columns["sell"][:n], columns["premium"][:n],
+                columns["sell"][:n], columns["premium"][:n], columns["initial"][:n],
+                columns["maintenance"][:n],
             )  # fmt: skip
             initial[portfolio], maintenance[portfolio] = many.many_margins(
                 self.market, self._symbols, rows, accounts[portfolio], width

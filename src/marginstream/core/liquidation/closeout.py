@@ -3,7 +3,8 @@ a target margin ratio, and the account's figures before and after they fill.
 
 Positions are closed in the order of the maintenance margin each frees per unit of
 loss at its order's price (the loss being the value given up against the mark; on
-portfolio margin, what closing it whole frees of the grid's margin, core/portfolio): the
+portfolio margin, what closing it whole frees of the grid's margin, core/portfolio, and
+where no position frees any alone, a hedge, the standard order): the
 cheapest relief first; ties by symbol. Whole positions are closed until closing the
 next whole one reaches the target; that one is closed by the fewest lots that do
 (bisected over whole lots; its last lot may be what remains of the position). Positions
@@ -104,23 +105,12 @@ def plan(
     before = total(account, rows, market)
     if prices is None:
         prices = position_prices(account, market, threshold, rows)
-    ranked = []
-    for symbol, row in rows.items():
-        if row.position is None or not row.inputs.qty:
-            continue
-        if not account.portfolio and row.risk.maintenance <= 0.0:
-            continue
-        close = _whole(row, market, policy, prices[symbol])
-        freed = row.risk.maintenance
-        if account.portfolio:  # what closing it frees of the grid's margin (a hedge: none)
-            alone = booked(account, market, rows, [close]).figures
-            freed = before.maintenance_margin - alone.maintenance_margin
-            if freed <= 0.0:
-                continue
-        loss = abs(row.inputs.qty) * row.instrument.size * abs(row.risk.mark - float(close.price))
-        relief = math.inf if loss == 0.0 else freed / loss
-        ranked.append((-relief, symbol, close))
-    ranked.sort(key=lambda item: item[:2])
+    ranked = _ranked(account, market, policy, rows, prices, before, account.portfolio)
+    if account.portfolio and not ranked:
+        # A hedge: no position frees the grid's margin alone. Closed one after another in
+        # the standard order instead (its own maintenance per unit of loss), the first
+        # legs whole, until what is closed together reaches the target.
+        ranked = _ranked(account, market, policy, rows, prices, before, False)
     closes: list[Close] = []
     after = before
     base: Booked | None = None  # the whole closes so far, booked
@@ -134,6 +124,37 @@ def plan(
         closes.append(close._replace(qty=qty))
         return Closeout(closes, before, after, True)
     return Closeout(closes, before, after, after.margin_ratio <= target)
+
+
+def _ranked(
+    account: Account,
+    market: Market,
+    policy: LiquidationPolicy,
+    rows: Rows,
+    prices: dict[str, PositionPrices],
+    before: MarginFigures,
+    on_grid: bool,
+) -> list[tuple[float, str, Close]]:
+    """Each position's whole close, by relief: the maintenance margin it frees per unit of
+    loss, the most first (on_grid: what it frees of the grid's margin, none skipped)."""
+    ranked = []
+    for symbol, row in rows.items():
+        if row.position is None or not row.inputs.qty:
+            continue
+        if not on_grid and row.risk.maintenance <= 0.0:
+            continue
+        close = _whole(row, market, policy, prices[symbol])
+        freed = row.risk.maintenance
+        if on_grid:  # what closing it frees of the grid's margin (a hedge's leg: none)
+            alone = booked(account, market, rows, [close]).figures
+            freed = before.maintenance_margin - alone.maintenance_margin
+            if freed <= 0.0:
+                continue
+        loss = abs(row.inputs.qty) * row.instrument.size * abs(row.risk.mark - float(close.price))
+        relief = math.inf if loss == 0.0 else freed / loss
+        ranked.append((-relief, symbol, close))
+    ranked.sort(key=lambda item: item[:2])
+    return ranked
 
 
 def _whole(

@@ -26,6 +26,8 @@ class Rows(NamedTuple):
     buy: np.ndarray
     sell: np.ndarray
     premium: np.ndarray
+    initial: np.ndarray  # the row's standard margins: what an instrument off the grid keeps
+    maintenance: np.ndarray
 
 
 def many_margins(
@@ -65,6 +67,7 @@ class Table(NamedTuple):
     expiry: np.ndarray
     strike: np.ndarray
     charge: np.ndarray
+    priced: np.ndarray  # bool
 
     @classmethod
     def of(cls, found: list[Exposure]) -> Table:
@@ -77,6 +80,7 @@ class Table(NamedTuple):
             np.array([o[0] if o else 0 for o in options], dtype=np.int64),
             np.array([o[1] if o else 0.0 for o in options]),
             np.array([e.charge for e in found]),
+            np.array([e.priced for e in found]),
         )
 
 
@@ -96,19 +100,23 @@ def _underlying(
     inst = local[rows.instrument[mine]]
     owners, group = np.unique(rows.account[mine], return_inverse=True)
     count = owners.size
-    qty = rows.qty[mine]
+    priced = table.priced[inst]
+    qty = np.where(priced, rows.qty[mine], 0.0)  # 0: no row on the grid
     held = grid_initial(table, inst, group, count, qty)
-    buy, sell = rows.buy[mine], rows.sell[mine]
+    buy = np.where(priced, rows.buy[mine], 0.0)
+    sell = np.where(priced, rows.sell[mine], 0.0)
     im = held
     if buy.any() or sell.any():
         im = np.maximum(
             grid_initial(table, inst, group, count, qty + buy),
             grid_initial(table, inst, group, count, qty - sell),
         )
-    premium = np.zeros(count)
+    premium, off_initial, off_maintenance = np.zeros(count), np.zeros(count), np.zeros(count)
     np.add.at(premium, group, rows.premium[mine])
+    np.add.at(off_initial, group, np.where(priced, 0.0, rows.initial[mine]))
+    np.add.at(off_maintenance, group, np.where(priced, 0.0, rows.maintenance[mine]))
     mm = market.params_for(underlying).mm_factor * held
-    return im + premium, mm, owners
+    return im + premium + off_initial, mm + off_maintenance, owners
 
 
 def grid_initial(

@@ -9,7 +9,9 @@ Per underlying, over the account's positions on it (in symbol order):
 - its initial margin is the sum of the three, its maintenance mm_factor x that.
 Open orders weigh on the initial margin only: the worse of the book with every buy
 filled and the book with every sell filled, plus the premium open option buys reserve.
-The account's figures are the sums over its underlyings, in underlying order.
+The account's figures are the sums over its underlyings, in underlying order. A future
+or perpetual with neither a mark nor an index (scenarios.py: not priced) is left off the
+grid and keeps its standard margin, added to its underlying's.
 
 many.py computes the same for many accounts at once, every operation in the same order,
 so the two agree to the bit (tests/core/test_portfolio.py checks it).
@@ -91,19 +93,22 @@ def portfolio_margin(rows: Rows, market: Market) -> PortfolioMargin:
     found = []
     for underlying, group in by_underlying(rows).items():
         exposures = [exposure(market, row.instrument.symbol) for row in group]
-        held = grid([(row.inputs.qty, e) for row, e in zip(group, exposures, strict=True)])
+        pairs = [(r, e) for r, e in zip(group, exposures, strict=True) if e.priced]
+        held = grid([(r.inputs.qty, e) for r, e in pairs])
         mm = market.params_for(underlying).mm_factor * held.initial
         im = held.initial
-        if any(row.inputs.buy or row.inputs.sell for row in group):
-            pairs = zip(group, exposures, strict=True)
+        if any(r.inputs.buy or r.inputs.sell for r, _ in pairs):
             bought = grid([(r.inputs.qty + r.inputs.buy, e) for r, e in pairs]).initial
-            pairs = zip(group, exposures, strict=True)
             sold = grid([(r.inputs.qty - r.inputs.sell, e) for r, e in pairs]).initial
             im = max(bought, sold)
-        premium = 0.0
-        for row in group:
+        premium = unpriced_initial = unpriced_maintenance = 0.0
+        for row, exposed in zip(group, exposures, strict=True):
             premium = premium + row.inputs.premium
-        im = im + premium
+            if not exposed.priced:  # off the grid: its standard margin
+                unpriced_initial = unpriced_initial + row.risk.initial
+                unpriced_maintenance = unpriced_maintenance + row.risk.maintenance
+        im = im + premium + unpriced_initial
+        mm = mm + unpriced_maintenance
         initial = initial + im
         maintenance = maintenance + mm
         found.append(UnderlyingMargin(underlying, held, im, mm))

@@ -91,6 +91,9 @@ def parse_params(value: dict[str, Any]) -> PortfolioParams:
             given[name] = _number(value, name, low, high)
     if value.get("buckets") is not None:
         buckets = value["buckets"]
+        if isinstance(buckets, str):  # numbers may be decimal strings: "4"
+            number = parse_decimal(buckets, "buckets")
+            buckets = int(number) if number == number.to_integral_value() else buckets
         if type(buckets) is not int or not 1 <= buckets <= MAX_BUCKETS:
             raise RecordError(f"buckets must be an integer from 1 to {MAX_BUCKETS}")
         given["buckets"] = buckets

@@ -12,7 +12,9 @@ case x points + point. Then each extended move under vol up, its P&L x extended_
   down = sigma (1 - vol_range_down (30 / DTE)^p), at least 0; p is the short-term power
   under 30 days to expiry, else the long-term one; DTE is at least one day (Deribit does
   not publish what it does as DTE reaches 0: the floor keeps the shock finite).
-- A settled instrument, or one with no price at all, moves with nothing: zeros.
+- A settled instrument moves with nothing: zeros. A future or perpetual with neither a
+  mark nor an index is not on the grid at all (priced=False): its positions keep their
+  standard margin (margin.py).
 
 Vectors are cached per symbol until the market changes what they read (its quote, its
 underlying's index or parameters): a move of one underlying recomputes only its own.
@@ -42,6 +44,9 @@ class Exposure(NamedTuple):
     option: tuple[int, float] | None  # options: (expiry, strike), the contingency's group
     size: float  # contract size
     charge: float  # contingency per unit of net short option (x size): index x parameter
+    # False: a future or perpetual with neither a mark nor an index, which the grid cannot
+    # move: its positions keep their standard margin (margin.py).
+    priced: bool = True
 
 
 class Scenario(NamedTuple):
@@ -160,7 +165,9 @@ def _plan(market: Market, symbol: str, scale: float) -> Exposure | _Valuation:
         return Exposure(np.zeros(width(params)), 0.0, None, size, 0.0)
     if not instrument.is_option:
         mark = market.risk_mark(symbol)
-        price = mark * scale if mark is not None else (spot if spot is not None else 0.0)
+        if mark is None and spot is None:
+            return Exposure(np.zeros(width(params)), 0.0, None, size, 0.0, priced=False)
+        price = mark * scale if mark is not None else spot
         unit = size * price
         grid = [unit * x for _ in VOL_CASES for x in moves]
         extended = [params.extended_weight * (unit * x) for x in params.extended_moves]
@@ -191,5 +198,5 @@ def _plan(market: Market, symbol: str, scale: float) -> Exposure | _Valuation:
         [f for f, _ in cases], [sigma for _, sigma in cases], strike, years, put,
         black76_price(forward, strike, years, vol, put), size, 3 * len(moves),
         params.extended_weight, (instrument.expiry_ms, strike),
-        0.0 if spot is None else spot * params.short_option_contingency,
+        forward * params.short_option_contingency,  # the strike before any index
     )  # fmt: skip
