@@ -38,6 +38,7 @@ def btc_venue(*accounts: str, cash: str = "1000000") -> Venue:
     venue.option("P40", "40000", "put")
     venue.option("C90", "90000", "call")
     venue.perpetual("ETH-PERP", underlying="ETH")
+    venue.perpetual("SOL-PERP", underlying="SOL")  # never priced: off the grid
     venue.index("65000")
     venue.index("3000", underlying="ETH")
     venue.mark("BTC-PERP", "65000")
@@ -278,10 +279,14 @@ def test_scaling_every_position_scales_the_worst_case(book, k):
     assert worst(scaled) == pytest.approx(k * worst(book), rel=1e-12, abs=1e-9)
 
 
+WITH_UNPRICED = (*SYMBOLS, "SOL-PERP")
 accounts = st.lists(
     st.tuples(
-        st.dictionaries(st.sampled_from(SYMBOLS), st.integers(-8, 8), max_size=5),
-        st.lists(st.tuples(st.sampled_from(SYMBOLS), st.sampled_from(["buy", "sell"])), max_size=2),
+        st.dictionaries(st.sampled_from(WITH_UNPRICED), st.integers(-8, 8), max_size=5),
+        st.lists(
+            st.tuples(st.sampled_from(WITH_UNPRICED), st.sampled_from(["buy", "sell"])),
+            max_size=2,
+        ),
     ),
     min_size=1,
     max_size=8,
@@ -292,7 +297,7 @@ accounts = st.lists(
 @given(accounts, st.sampled_from(["58000", "65000", "71000"]))
 def test_the_vectorised_figures_equal_the_single_account_path_to_the_bit(books_, index):
     venue = btc_venue(*(f"a{n}" for n in range(len(books_))))
-    prices = {"BTC-PERP": "65000", "BTC-PERP-B": "65000", "ETH-PERP": "3000"}
+    prices = {"BTC-PERP": "65000", "BTC-PERP-B": "65000", "ETH-PERP": "3000", "SOL-PERP": "90"}
     for n, (book, orders) in enumerate(books_):
         for symbol, qty in book.items():
             if qty:
