@@ -424,7 +424,7 @@ class RiskEngine:
                 moved = market.apply_mark(record)
             case FundingRecord():
                 moved = market.apply_funding(record)
-            case PortfolioParamsRecord():  # margins move, values (the tree's sums) do not
+            case PortfolioParamsRecord():
                 liquidation = self.config.thresholds.liquidation
                 if record.params.mm_factor >= liquidation:
                     raise RecordError(
@@ -433,10 +433,9 @@ class RiskEngine:
                         f"at once, got {record.params.mm_factor}"
                     )
                 moved = market.apply_portfolio_params(record)
-                self.view.refresh(sorted(moved), market)
-                return moved
         self.view.refresh(sorted(moved), market)
-        self.repriced |= moved
+        if not isinstance(record, PortfolioParamsRecord):  # margins move, values do not
+            self.repriced |= moved
         return moved
 
     def _settle_holders(

@@ -30,8 +30,8 @@ from marginstream.core.records import (
     SettlementRecord,
 )
 
-MARKET_KINDS = ("instrument", "index", "portfolio")  # the market's part kinds
 PORTFOLIO_KIND = "portfolio"  # an underlying's portfolio-margin parameters
+MARKET_KINDS = ("instrument", "index", PORTFOLIO_KIND)  # the market's part kinds
 
 
 @dataclass(slots=True)
@@ -96,8 +96,8 @@ class Market:
     _models: dict[str, OptionValue | None] = field(default_factory=dict)
     # symbol -> (what it was computed from, its Exposure): core/portfolio/scenarios.py
     exposures: dict[str, tuple[tuple[int, ...], Any]] = field(default_factory=dict)
-    # (symbol, scale) -> Exposure at a scaled index, and None -> the seq they are valid for
-    shifted_exposures: dict[Any, Any] = field(default_factory=dict)
+    # (the market seq they hold for, (symbol, scale) -> Exposure at a scaled index)
+    shifted_exposures: tuple[int, dict[tuple[str, float], Any]] = (-1, {})
     # symbol -> (seq, risk mark, funding index) as floats, valid while seq is the market's.
     _floats: dict[str, tuple[int, float | None, float]] = field(default_factory=dict)
     _clock: tuple[int, int] = (-1, 0)  # (seq, clock()), valid while seq is the market's
@@ -252,7 +252,7 @@ class Market:
         self._tick()
         self.portfolio[record.underlying] = record.params
         self.portfolio_seq[record.underlying] = self.seq
-        self.dirty.add(("portfolio", record.underlying))
+        self.dirty.add((PORTFOLIO_KIND, record.underlying))
         return {s for s, i in self.instruments.items() if i.underlying == record.underlying}
 
     def apply_settlement(self, record: SettlementRecord) -> Instrument:

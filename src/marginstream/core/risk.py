@@ -268,9 +268,12 @@ def with_order(rows: Rows, account: Account, market: Market, order: OpenOrder) -
     return changed if symbol in rows else dict(sorted(changed.items()))
 
 
-def total(account: Account, rows: Rows, market: Market) -> MarginFigures:
+def total(
+    account: Account, rows: Rows, market: Market, grid: PortfolioMargin | None = None
+) -> MarginFigures:
     """The account's equity and margins: its rows' sums, on standard margin; on portfolio
-    margin, the same equity and the grid's margins (core/portfolio/margin.py)."""
+    margin, the same equity and the grid's margins (core/portfolio/margin.py; grid: the
+    caller's portfolio_margin(rows, market), found already)."""
     equity = float(account.cash)
     initial = maintenance = 0.0
     for row in rows.values():
@@ -279,7 +282,7 @@ def total(account: Account, rows: Rows, market: Market) -> MarginFigures:
         initial += risk.initial
         maintenance += risk.maintenance
     if account.portfolio:
-        initial, maintenance, _ = portfolio_margin(rows, market)
+        initial, maintenance, _ = portfolio_margin(rows, market) if grid is None else grid
     return _new(MarginFigures, (equity, initial, maintenance))
 
 

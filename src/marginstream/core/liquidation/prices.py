@@ -215,8 +215,9 @@ def many_portfolio_prices(
     found: list[dict[str, PositionPrices]] = [{} for _ in accounts]
     pending: dict[str, list[tuple[int, Book, list[RiskRow], float]]] = {}
     for n, (account, rows) in enumerate(accounts):
-        figures = total(account, rows, market)
-        margins = {m.underlying: m for m in portfolio_margin(rows, market).underlyings}
+        grid = portfolio_margin(rows, market)
+        figures = total(account, rows, market, grid)
+        margins = {m.underlying: m for m in grid.underlyings}
         for underlying, group in by_underlying(rows).items():
             held = [row for row in group if row.position is not None and row.inputs.qty]
             if not held:
@@ -228,8 +229,7 @@ def many_portfolio_prices(
                 continue
             mm = margins[underlying].maintenance
             if any(row.instrument.is_option for row in held):
-                book = book_of(rows, figures, underlying, mm, market)
-                assert book is not None
+                book = book_of(held, figures, mm, market)
                 pending.setdefault(underlying, []).append((n, book, held, index))
                 continue
             _place(found[n], held, index, _linear_scales(held, figures, mm, threshold))

@@ -30,12 +30,12 @@ import numpy as np
 
 from marginstream.core.market import Market
 from marginstream.core.portfolio.many import Table, grid_initial
-from marginstream.core.portfolio.margin import by_underlying, grid
+from marginstream.core.portfolio.margin import grid
 from marginstream.core.portfolio.scenarios import exposures_at
 from marginstream.core.pricing import black76_price, black76_prices
 
 if TYPE_CHECKING:
-    from marginstream.core.risk import MarginFigures, Rows
+    from marginstream.core.risk import MarginFigures, RiskRow
 
 STEP = 1.001
 _SPAN = 1 << 32  # a (symbol, point) pair as one integer: symbol x _SPAN + point + _SPAN / 2
@@ -63,21 +63,17 @@ class Book(NamedTuple):
     symbols: list[str]  # in symbol order
     qty: list[float]
     # Per position: a future's equity is a + b x scale; an option's q x size x its price
-    # (modelled: (strike, put, years, vol); else its held mark, in a).
+    # (modelled: black76_price's (strike, years, vol, put); else its held mark, in a).
     a: list[float]
     b: list[float]
-    model: list[tuple[float, bool, float, float] | None]
+    model: list[tuple[float, float, float, bool] | None]
 
 
-def book_of(rows: Rows, figures: MarginFigures, underlying: str, maintenance: float,
-            market: Market) -> Book | None:  # fmt: skip
-    """The book of the account's held positions on underlying (None: none held)."""
-    held = [
-        r for r in by_underlying(rows).get(underlying, [])
-        if r.position is not None and r.inputs.qty
-    ]  # fmt: skip
-    if not held:
-        return None
+def book_of(
+    held: list[RiskRow], figures: MarginFigures, maintenance: float, market: Market
+) -> Book:
+    """The book of an account's held positions on one underlying (in symbol order), its
+    figures and that underlying's maintenance margin."""
     symbols, qty, a, b, model = [], [], [], [], []
     value = 0.0
     for row in held:
@@ -98,7 +94,7 @@ def book_of(rows: Rows, figures: MarginFigures, underlying: str, maintenance: fl
         else:
             a.append(0.0)
             b.append(q * instrument.size)
-            model.append((float(instrument.strike or 0), instrument.is_put, *inputs))
+            model.append((float(instrument.strike or 0), *inputs, instrument.is_put))
     return Book(
         figures.equity - value, figures.maintenance_margin - maintenance, symbols, qty, a, b,
         model,
@@ -124,9 +120,9 @@ class _Columns:
         models = [m for b in books for m in b.model]
         self.modelled = np.array([m is not None for m in models])
         self.strike = np.array([m[0] if m else 1.0 for m in models])
-        self.put = np.array([m[1] if m else False for m in models])
-        self.years = np.array([m[2] if m else 1.0 for m in models])
-        self.vol = np.array([m[3] if m else 1.0 for m in models])
+        self.years = np.array([m[1] if m else 1.0 for m in models])
+        self.vol = np.array([m[2] if m else 1.0 for m in models])
+        self.put = np.array([m[3] if m else False for m in models])
         self._tables: dict[int, Table] = {}
         self._ladder: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # at(), by ladder point
 
@@ -295,7 +291,7 @@ def _one(
         for a, b, model in zip(book.a, book.b, book.model, strict=True):
             term = a + b * k
             if model is not None:
-                term = b * black76_price(index * k, *model_arguments(model))
+                term = b * black76_price(index * k, *model)
             equity = equity + term
         maintenance = None
         if margin:
@@ -317,12 +313,6 @@ def _one(
         return at(j, False)[0]
 
     return _root(liquidation), _root(bankruptcy)
-
-
-def model_arguments(model: tuple[float, bool, float, float]) -> tuple[float, float, float, bool]:
-    """(strike, years, vol, put) from a Book's (strike, put, years, vol)."""
-    strike, put, years, vol = model
-    return strike, years, vol, put
 
 
 def _root(gap: Callable[[int], float]) -> float | None:

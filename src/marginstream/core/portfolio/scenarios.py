@@ -94,10 +94,10 @@ def exposures_at(market: Market, wanted: list[tuple[str, float]]) -> list[Exposu
     """exposure_at of each (symbol, scale), the options' valuations made in one call.
     Cached while the market is unchanged: every account's search walks the same ladder of
     scales first (core/portfolio/prices.py), so most are found here."""
-    cache = market.shifted_exposures
-    if cache.get(None) != market.seq:
-        cache.clear()
-        cache[None] = market.seq
+    seq, cache = market.shifted_exposures
+    if seq != market.seq:  # every market change ticks seq first
+        cache = {}
+        market.shifted_exposures = (market.seq, cache)
     pending: dict[tuple[str, float], _Valuation] = {}
     for pair in wanted:
         if pair[1] != 1.0 and pair not in cache and pair not in pending:
