@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -140,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
             },
         )
         try:
-            print(f"starting a worker (web view on {worker.url}) ...")
+            print(f"starting a worker (web view on {worker.url}, risk page {worker.url}/risk/)")
             worker.start()
             try:
                 worker.wait_ready()
@@ -155,6 +157,11 @@ def run(args: argparse.Namespace) -> int:
             print("--- done:", ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
             _, account = worker.get("/accounts/acct-00001/")
             print("GET /accounts/acct-00001/ ->", json.dumps(account)[:400], "...")
+            if args.stay:
+                print(f"the risk page stays at {worker.url}/risk/ until Ctrl-C", flush=True)
+                with contextlib.suppress(KeyboardInterrupt):
+                    while worker.alive():
+                        time.sleep(1)
         finally:
             worker.stop()
             broker.stop()
@@ -168,4 +175,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--accounts", type=int, default=300, help="trading accounts")
     parser.add_argument("--port", type=int, help="broker port (default: a free one)")
+    parser.add_argument(
+        "--stay", action="store_true", help="keep the worker after the feed, until Ctrl-C"
+    )
     parser.set_defaults(run=run)

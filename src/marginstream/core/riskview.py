@@ -266,6 +266,16 @@ class RiskView:
         """Every account of the view, in the order it was added: the engine's account ids."""
         return self._account_ids
 
+    def account_count(self) -> int:
+        return self._accounts.size
+
+    def account_column(self, name: str) -> np.ndarray:
+        """One of the account columns (cash, level, deadline, portfolio) by account
+        number, read-only: what the operator's overview counts (core/overview.py)."""
+        column = self._accounts[name][: self._accounts.size].view()
+        column.flags.writeable = False
+        return column
+
     def knows(self, account_id: str) -> bool:
         return account_id in self._account_number
 
@@ -325,9 +335,12 @@ class RiskView:
         changed = (level != self._accounts["level"][accounts]) | near
         return [self._account_ids[a] for a in accounts[changed]]
 
-    def open_positions(self, symbol: str) -> dict[str, np.ndarray]:
+    def open_positions(
+        self, symbol: str, equity: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """Every open position in symbol, as columns: account (number), qty, cost,
-        unrealized (0 before the first mark), notional, and its account's equity."""
+        unrealized (0 before the first mark), notional, and its account's equity (from
+        `equity`, every account's, when the caller has it: totals once for all symbols)."""
         rows = self._rows_for([symbol])
         rows = rows[self._rows["qty"][rows] != 0.0]
         number = self._instrument_number.get(symbol)
@@ -338,10 +351,13 @@ class RiskView:
         price = np.where(np.isnan(mark), self._rows["fallback_price"][rows], mark)
         value = qty * size * price
         unrealized = np.where(np.isnan(mark), 0.0, value - cost)
-        equity = self.totals(accounts)[0] if rows.size else np.zeros(0)
+        if not rows.size:
+            held = np.zeros(0)
+        else:
+            held = self.totals(accounts)[0] if equity is None else equity[accounts]
         return {
             "account": accounts, "qty": qty, "cost": cost, "unrealized": unrealized,
-            "notional": np.abs(value), "equity": equity,
+            "notional": np.abs(value), "equity": held,
         }  # fmt: skip
 
     def account_id(self, number: int) -> str:
@@ -381,9 +397,7 @@ class RiskView:
 
     def margin_ratios(self, accounts: np.ndarray) -> np.ndarray:
         equity, _, maintenance = self.totals(accounts)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(equity <= 0.0, np.inf, maintenance / equity)
-        return np.where(maintenance <= 0.0, 0.0, ratio)
+        return margin_ratios(equity, maintenance)
 
     def figures(self, account_id: str) -> tuple[float, float, float]:
         """(equity, initial margin, maintenance margin) of one account, as the view sees it."""
@@ -510,3 +524,10 @@ class RiskView:
         r["maintenance"][rows] = np.where(
             option, short * size * per_maintenance, future_maintenance
         )
+
+
+def margin_ratios(equity: np.ndarray, maintenance: np.ndarray) -> np.ndarray:
+    """risk.margin_ratio of each (equity, maintenance) pair."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(equity <= 0.0, np.inf, maintenance / equity)
+    return np.where(maintenance <= 0.0, 0.0, ratio)

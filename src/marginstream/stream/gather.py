@@ -42,12 +42,18 @@ if TYPE_CHECKING:
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 
 
-def register(app: faust.App, service: RiskService) -> None:
-    token = service.settings.web_token
-    forwarded = {ROUTED: "1", **({"Authorization": f"Bearer {token}"} if token else {})}
+class Gatherer:
+    """Asks every owner for its partitions' answers to a path (with the token), and
+    gives them with this worker's own: what every gathered view is made from."""
 
-    def engines() -> dict[int, RiskEngine]:
+    def __init__(self, service: RiskService) -> None:
+        self.service = service
+        token = service.settings.web_token
+        self.forwarded = {ROUTED: "1", **({"Authorization": f"Bearer {token}"} if token else {})}
+
+    def engines(self) -> dict[int, RiskEngine]:
         """This worker's active partitions' engines (none while its ownership is unconfirmed)."""
+        service = self.service
         if not service.confirmed():
             return {}
         return {
@@ -57,19 +63,28 @@ def register(app: faust.App, service: RiskService) -> None:
         }
 
     async def gathered(
-        request: faust_web.Request, path: str, local: dict[str, Any]
-    ) -> tuple[dict[str, Any], list[int]]:
-        """{partition: its answer} from every partition, and the partitions missing."""
-        answers = dict(local)
+        self, request: faust_web.Request, path: str, local: dict[str, Any]
+    ) -> tuple[dict[str, Any], list[int], list[dict[str, Any]]]:
+        """{partition: its answer} from every partition, the partitions missing, and the
+        other owners' whole answers (a routed request: none, it asks nobody)."""
+        service, answers, others = self.service, dict(local), []
         if not request.headers.get(ROUTED):
             owners = {
                 url for p, url in service.assignor.owners.items()
                 if str(p) not in answers and url and url != service.url
             }  # fmt: skip
-            for found in await asyncio.gather(*(_ask(url, path, forwarded) for url in owners)):
-                answers.update(found)
+            asked = (_ask(url, path, self.forwarded) for url in sorted(owners))
+            for body in await asyncio.gather(*asked):
+                answers.update(body.get("partitions", {}))
+                others.append(body)
         missing = [p for p in range(service.settings.partitions) if str(p) not in answers]
-        return answers, missing
+        return answers, missing, [body for body in others if body]
+
+
+def register(app: faust.App, service: RiskService) -> None:
+    token = service.settings.web_token
+    gatherer = Gatherer(service)
+    engines = gatherer.engines
 
     def limit_of(request: faust_web.Request) -> int | None:
         raw = request.query.get("limit", str(DEFAULT_LIMIT))
@@ -93,7 +108,7 @@ def register(app: faust.App, service: RiskService) -> None:
         whole: Callable[[dict[str, Any]], tuple[dict[str, Any], int]],
     ) -> faust_web.Response:
         """A routed request: this worker's partitions; else every partition's, made whole."""
-        answers, missing = await gathered(request, path, local)
+        answers, missing, _ = await gatherer.gathered(request, path, local)
         if request.headers.get(ROUTED):
             return view.json({"partitions": answers})
         if missing:
@@ -136,7 +151,7 @@ def register(app: faust.App, service: RiskService) -> None:
 
 
 async def _ask(url: str, path: str, headers: dict[str, str]) -> dict[str, Any]:
-    """Another owner's answers for its partitions ({} if it cannot be asked now)."""
+    """Another owner's answer for its partitions ({} if it cannot be asked now)."""
     timeout = aiohttp.ClientTimeout(total=10)
     try:
         async with (
@@ -146,7 +161,7 @@ async def _ask(url: str, path: str, headers: dict[str, str]) -> dict[str, Any]:
             if answer.status != 200:
                 return {}
             body = await answer.json()
-            return dict(body.get("partitions", {}))
+            return body if isinstance(body, dict) else {}
     except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
         return {}
 

@@ -35,11 +35,13 @@ from marginstream.stream.store import StoreFailed
 
 if TYPE_CHECKING:
     from marginstream.core.envelope import Output
+    from marginstream.stream.partition import OwnedPartition
     from marginstream.stream.runner import RiskService
 
 ALERTS = "liquidations"  # the SPEC topic of alerts
 LIQUIDATION_TYPES = ("liquidation_order", "liquidation_cancel", "adl")
 ALERT_LEVELS = (MARGIN_CALL, LIQUIDATION, RECOVERED)
+WORKER_STATUSES = ("ok", "recovering", "failed")  # RiskService.status's
 
 # A dead letter's reason, by class: the first pattern that matches it (else "other").
 REASON_CLASSES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
@@ -158,6 +160,11 @@ class StreamMetrics:
         self._changelog_read.labels(str(partition)).inc(read)
         self._changelog_applied.labels(str(partition)).inc(applied)
 
+    def alert_counts(self) -> dict[str, int]:
+        """Alerts published by this worker since it started, by level (the risk page's
+        rates come from these)."""
+        return {level: int(child._value.get()) for level, child in self._alerts.items()}
+
     def _label(self, topic: str) -> str:
         if self.service is None:
             return topic
@@ -263,3 +270,78 @@ class _ServiceCollector:
         for (topic, partition), behind in sorted(self.metrics.lag.items()):
             lag.add_metric([topic, str(partition)], behind)
         yield lag
+        yield from _commit_figures(owned)
+        yield from _risk_figures(service)
+
+
+def _commit_figures(owned: list[OwnedPartition]) -> Iterator[Metric]:
+    status = GaugeMetricFamily(
+        "marginstream_commit_pending_seconds", "Age of an open partition's oldest record "
+        "applied and not yet committed (0: none), by partition", labels=["partition"],
+    )  # fmt: skip
+    delay = GaugeMetricFamily(
+        "marginstream_commit_delay_seconds", "From an open partition's last record applied "
+        "to the commit that took it, at its last commit, by partition", labels=["partition"],
+    )  # fmt: skip
+    now = time.monotonic()
+    for o in sorted(owned, key=lambda o: o.number):
+        if o.active:
+            status.add_metric([str(o.number)], now - o.pending_since if o.pending_since else 0.0)
+            delay.add_metric([str(o.number)], o.commit_delay)
+    yield status
+    yield delay
+
+
+def _risk_figures(service: RiskService) -> Iterator[Metric]:
+    """The risk page's figures that make metrics with bounded labels (never an account):
+    per open partition, its fund slice, accounts by level and by ratio bucket, and its
+    open closing sets; and the worker's status."""
+    status = GaugeMetricFamily(
+        "marginstream_worker_status", "1 for the worker's status (as /health/ says it), 0 "
+        "for the others", labels=["status"],
+    )  # fmt: skip
+    now = service.status()
+    for name in WORKER_STATUSES:
+        status.add_metric([name], 1.0 if name == now else 0.0)
+    yield status
+    families = {
+        "balance": GaugeMetricFamily(
+            "marginstream_insurance_fund_balance", "An open partition's slice of the "
+            "insurance fund (the fund is their sum), by partition", labels=["partition"],
+        ),
+        "uncovered": GaugeMetricFamily(
+            "marginstream_insurance_fund_uncovered", "Deficits an open partition's slice "
+            "could not cover, handed to auto-deleveraging, by partition",
+            labels=["partition"],
+        ),
+        "levels": GaugeMetricFamily(
+            "marginstream_accounts_by_level", "Accounts of an open partition by margin "
+            "level, by partition and level", labels=["partition", "level"],
+        ),
+        "ratios": GaugeMetricFamily(
+            "marginstream_accounts_by_margin_ratio", "Accounts of an open partition with a "
+            "margin requirement, by partition and margin-ratio bucket (maintenance / "
+            "equity; 1.0+ includes equity <= 0)", labels=["partition", "ratio"],
+        ),
+        "closing": GaugeMetricFamily(
+            "marginstream_liquidations_open", "Open closing sets (liquidations in "
+            "progress) of an open partition, by partition", labels=["partition"],
+        ),
+    }  # fmt: skip
+    engines = {
+        o.number: o.work.engine
+        for o in service.partitions.values()
+        if o.active and o.work is not None
+    }
+    for number, engine in sorted(engines.items()):
+        partition = str(number)
+        figures = service.overviews.of(number, engine)
+        families["balance"].add_metric([partition], float(engine.fund.balance))
+        families["uncovered"].add_metric([partition], float(engine.fund.uncovered))
+        for level, count in figures["levels"].items():
+            families["levels"].add_metric([partition, level], count)
+        ratios = figures["ratios"]
+        for bucket, count in zip(ratios["buckets"], ratios["counts"], strict=True):
+            families["ratios"].add_metric([partition, bucket], count)
+        families["closing"].add_metric([partition], figures["closing"]["open"])
+    yield from families.values()

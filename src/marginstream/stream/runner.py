@@ -64,6 +64,7 @@ from marginstream.stream.group import CoPartitionedAssignor
 from marginstream.stream.health import report, watch_heartbeats
 from marginstream.stream.layout import WATCH_SECONDS, Layout, LayoutChanged, LayoutWatch
 from marginstream.stream.metrics import StreamMetrics
+from marginstream.stream.overviews import Overviews
 from marginstream.stream.partition import Context, EngineFailed, OwnedPartition, Phase
 from marginstream.stream.settings import FETCH_MAX_WAIT_MS, StreamSettings
 from marginstream.stream.store import StoreDirectory, StoreFailed
@@ -104,6 +105,7 @@ class RiskService(Service):
         self.stores = StoreDirectory(Path("marginstream-state"))
         self.url = ""
         self.assignor = CoPartitionedAssignor("", settings.standby_replicas)
+        self.overviews = Overviews()
         self.metrics = StreamMetrics(self)
         self.changelog = ChangelogReader(
             settings.bootstrap_servers,

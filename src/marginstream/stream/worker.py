@@ -33,7 +33,7 @@ from aiokafka.errors import KafkaError
 from faust.app.base import BootStrategy
 from mode import ServiceT
 
-from marginstream.stream import gather, quietlog, web
+from marginstream.stream import gather, quietlog, riskpage, web
 from marginstream.stream.brokerlimits import beyond_broker_limits
 from marginstream.stream.runner import RiskService
 from marginstream.stream.security import refusal
@@ -183,4 +183,5 @@ def create_app(settings: StreamSettings | None = None) -> RiskApp:
     app.risk = RiskService(settings, loop=app.loop, beacon=app.beacon)
     web.register(app, app.risk)
     gather.register(app, app.risk)
+    riskpage.register(app, app.risk)
     return app

@@ -17,6 +17,7 @@ for no other. GET /adl/{symbol}/ and `replay --state` merge the partitions' rank
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterable, Mapping
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, NamedTuple, Protocol
@@ -47,9 +48,45 @@ class Ranked(NamedTuple):
 
 def ranking(view: RiskView, symbol: str) -> list[Ranked]:
     """Every open position in symbol among the view's accounts, highest score first."""
-    columns = view.open_positions(symbol)
-    if not columns["account"].size:
+    scored = _scored(view, symbol)
+    return _ranked(view, scored, np.arange(scored[0].size)) if scored else []
+
+
+def heads(
+    view: RiskView, symbol: str, limit: int, equity: np.ndarray | None = None
+) -> list[Ranked]:
+    """The first `limit` of each side of ranking(view, symbol), in its order, without
+    making an entry for every holder (the risk page asks every second, of every symbol).
+    Candidates are the `limit` highest raw scores of a side and every score within 1e-13
+    of the lowest of them: a score outside cannot round (15 digits) to one inside, so
+    cannot tie its way in on the account id. equity: every account's, if the caller has
+    it (RiskView.open_positions)."""
+    scored = _scored(view, symbol, equity)
+    if not scored:
         return []
+    score, long = scored[2], scored[1] > 0.0
+    chosen = []
+    for side in (long, ~long):
+        numbers = np.flatnonzero(side)
+        if numbers.size > limit:
+            kth = -np.partition(-score[numbers], limit - 1)[limit - 1]
+            floor = kth if math.isinf(kth) else kth - abs(kth) * 1e-13
+            numbers = numbers[score[numbers] >= floor]
+        chosen.append(numbers)
+    ranked = _ranked(view, scored, np.concatenate(chosen))
+    return [e for e in ranked if e.side == LONG][:limit] + [e for e in ranked if e.side == SHORT][
+        :limit
+    ]
+
+
+def _scored(
+    view: RiskView, symbol: str, equity: np.ndarray | None = None
+) -> tuple[np.ndarray, ...] | None:
+    """(account numbers, qty, score, pnl%, leverage, unrealized) of every open position
+    in symbol (None: there is none)."""
+    columns = view.open_positions(symbol, equity)
+    if not columns["account"].size:
+        return None
     cost, unrealized = np.abs(columns["cost"]), columns["unrealized"]
     equity, notional = columns["equity"], columns["notional"]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -57,14 +94,20 @@ def ranking(view: RiskView, symbol: str) -> list[Ranked]:
         leverage = np.where(equity > 0.0, notional / equity, np.inf)
         losing = np.where(leverage > 0.0, pnl / leverage, pnl)
         score = np.where(pnl > 0.0, pnl * leverage, losing)
+    return columns["account"], columns["qty"], score, pnl, leverage, unrealized
+
+
+def _ranked(view: RiskView, scored: tuple[np.ndarray, ...], chosen: np.ndarray) -> list[Ranked]:
+    """The chosen positions (indexes into scored's columns) as Ranked, sorted."""
+    accounts, qty, score, pnl, leverage, unrealized = (column[chosen] for column in scored)
     ranked = [
         Ranked(
             (-float(risk_text(s)), account), account, LONG if q > 0.0 else SHORT,
             s, p, lev, u, abs(q),
         )
         for account, q, s, p, lev, u in zip(
-            map(view.account_id, columns["account"].tolist()),
-            columns["qty"].tolist(), score.tolist(), pnl.tolist(), leverage.tolist(),
+            map(view.account_id, accounts.tolist()),
+            qty.tolist(), score.tolist(), pnl.tolist(), leverage.tolist(),
             unrealized.tolist(), strict=True,
         )
     ]  # fmt: skip

@@ -1,0 +1,411 @@
+"""The operator's view on the real broker, during the demo's crash: two workers with a
+token, the demo's accounts (and fund capital, and an account whose id is markup) down the
+demo's index fall.
+
+- /risk/summary, gathered by either worker, equals the same overview made from the
+  replay's engines (core/overview.py), and its nearest accounts' figures are what
+  GET /accounts/{id}/ and the replay say;
+- the page, in Debian's Chromium driven by Selenium, shows "unauthorized" and no data
+  without the token, then the fund, the ADL queue and the nearest table the JSON says,
+  and follows a further fall that liquidates more accounts; the markup id stays text;
+- /metrics carries the new figures, Prometheus scrapes them with the token, and every
+  expression of the alert rules and the dashboard names a metric a live worker exports,
+  with labels it has;
+- the harness's final checks against the replay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from marginstream.core import EngineConfig
+from marginstream.core.overview import merged, partition_overview
+from marginstream.core.shards import Shards
+from marginstream.feeds.demo import START_MS, DemoMarket, demo_events
+from marginstream.localbroker import free_port
+from tests.stream.harness import Deployment, Reference, final_checks, wait_settled
+from tests.stream.test_liquidation import replayed
+
+TOKEN = "risk-page-token"
+HOSTILE = "<img src=x onerror=\"document.title='pwned'\">"
+SCREENSHOT = os.environ.get("MARGINSTREAM_SCREENSHOT")  # where to save the page's picture
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def stages() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The demo's records to the middle of its fall (52,500), and on to its bottom
+    (45,000), with fund capital on each partition and a leveraged account whose id is
+    markup."""
+    records = list(demo_events(DemoMarket()))
+    index = [
+        n for n, r in enumerate(records)
+        if r["topic"] == "prices" and r["value"].get("type") == "index"
+    ]  # fmt: skip
+    middle, bottom = index[5] + 3, index[10] + 3  # each step: index, then its marks
+    start = START_MS
+    capital = [
+        {"topic": "transfers", "key": "insurance-fund", "partition": p,
+         "value": {"type": "deposit", "transfer_id": f"capital-{p}",
+                   "account": "insurance-fund", "amount": f"{25000 * (p + 1)}", "ts": start}}
+        for p in range(4)
+    ]  # fmt: skip
+    fills = [
+        (HOSTILE, "buy"),
+        ("mm", "sell"),
+    ]
+    symbol = next(
+        r["key"] for r in records
+        if r["topic"] == "instruments" and r["value"].get("kind") == "perpetual"
+    )  # fmt: skip
+    hostile = [
+        {"topic": "transfers", "key": HOSTILE, "value": {"type": "deposit",
+         "transfer_id": "hostile-d", "account": HOSTILE, "amount": "6000", "ts": start}},
+        *({"topic": "orders", "key": account, "value": {"type": "fill",
+           "fill_id": f"hostile-{side}", "account": account, "symbol": symbol, "side": side,
+           "qty": "1", "price": "60000", "ts": start}} for account, side in fills),
+    ]  # fmt: skip
+    opened = index[0] + 1
+    first = records[:opened] + capital + hostile + records[opened:middle]
+    return first, records[middle:bottom]
+
+
+@dataclass
+class Crash:
+    deployment: Deployment
+    records: list[dict[str, Any]]
+    workers: list[Any] = field(default_factory=list)
+
+    def engines(self) -> Shards:
+        shards, _ = replayed(self.records, self.deployment.partitions)
+        return shards
+
+
+@pytest.fixture(scope="module")
+def crash(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crash]:
+    deployment = Deployment(kafka_bootstrap, tmp_path_factory.mktemp("risk-page"))
+    deployment.extra_env = {"MARGINSTREAM_WEB_TOKEN": TOKEN}
+    first, _ = stages()
+    workers = [deployment.worker(name).start() for name in ("w1", "w2")]
+    for worker in workers:
+        worker.wait_ready()
+    deployment.produce(first)
+    deployment.wait_applied()
+    wait_settled(deployment)
+    try:
+        yield Crash(deployment, first, workers)
+    finally:
+        deployment.stop_all()
+
+
+def expected(shards: Shards) -> dict[str, Any]:
+    return merged({p: partition_overview(e) for p, e in enumerate(shards.engines)})
+
+
+def summary_of(worker: Any) -> dict[str, Any]:
+    status, body = worker.get("/risk/summary")
+    assert status == 200, body
+    return body
+
+
+def test_the_summary_is_the_replay_s_from_either_worker(crash: Crash):
+    want = expected(crash.engines())
+    assert want["levels"]["liquidation"] > 0 and want["closing"]["open"] > 0
+    assert any(entry["account"] == HOSTILE for entry in want["nearest"])
+    for worker in crash.workers:
+        assert worker.get("/risk/summary", headers={})[0] == 401
+        body = summary_of(worker)
+        assert body["missing"] == [] and body["partitions_total"] == 4
+        for key in ("levels", "ratios", "nearest", "closing", "fund", "adl"):
+            assert body[key] == want[key], key
+        assert sorted(p["partition"] for p in body["partitions"]) == [0, 1, 2, 3]
+        assert {w["url"] for w in body["workers"]} == {w.url for w in crash.workers}
+        assert all(w["status"] == "ok" for w in body["workers"])
+    for entry in body["nearest"][:10]:  # as the account's own view shows it
+        status, account = crash.workers[0].get(
+            f"/accounts/{urllib.parse.quote(entry['account'], safe='')}/"
+        )
+        assert status == 200
+        assert (entry["ratio"], entry["equity"], entry["level"]) == (
+            account["margin_ratio"],
+            account["equity"],
+            account["level"],
+        )
+    # The page itself holds no data: served without the token, scripts only its own.
+    with urllib.request.urlopen(f"{crash.workers[0].url}/risk/", timeout=10) as answer:
+        assert answer.status == 200 and answer.headers["Content-Type"].startswith("text/html")
+        policy = answer.headers["Content-Security-Policy"]
+        assert "script-src 'sha256-" in policy and "unsafe-inline" not in policy.split(";")[1]
+        assert TOKEN not in answer.read().decode()
+
+
+# -- the page in a real browser ------------------------------------------------------
+
+
+def browser() -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    for path in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
+        assert Path(path).exists(), (
+            f"{path} is missing: `make test` installs it (.ci/system-packages)"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", "--window-size=1400,1000",
+    ):  # fmt: skip
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def wait_for(what: str, check: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def text(driver: Any, selector: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, selector).text
+
+
+def rows(driver: Any, body: str, cells: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """A table's rows as the page shows them: the text of each named cell."""
+    script = """
+        const [body, cells] = arguments;
+        return [...document.querySelectorAll(`#${body} tr`)].map(
+            row => cells.map(c => (row.querySelector(`.${c}`) || {textContent: ""}).textContent));
+    """
+    return [tuple(row) for row in driver.execute_script(script, body, list(cells))]
+
+
+def polls(driver: Any) -> int:
+    from selenium.webdriver.common.by import By
+
+    return int(driver.find_element(By.ID, "updated").get_attribute("data-polls") or 0)
+
+
+def assert_page_is(driver: Any, body: dict[str, Any]) -> None:
+    """The page shows what the JSON says: fund, levels, ADL queue, nearest table."""
+    fund = body["fund"]
+    assert text(driver, "#fund-balance") == fund["balance"]
+    assert text(driver, "#fund-uncovered") == fund["uncovered"]
+    for level, count in body["levels"].items():
+        assert text(driver, f"#levels-{level}") == str(count)
+    assert text(driver, "#closing-open") == str(body["closing"]["open"])
+    shown = rows(driver, "nearest", ("account", "ratio", "level", "equity", "maintenance"))
+    assert shown == [
+        (e["account"], e["ratio"], e["level"], e["equity"], e["maintenance"])
+        for e in body["nearest"]
+    ]
+    queue = driver.execute_script(
+        """return [...document.querySelectorAll('#adl tr[data-account]')].map(row =>
+            [row.dataset.symbol, row.dataset.side, row.dataset.account,
+             row.querySelector('.qty').textContent, row.querySelector('.score').textContent]);"""
+    )
+    assert sorted(map(tuple, queue)) == sorted(
+        (symbol, side, e["account"], e["qty"], e["score"])
+        for symbol, sides in body["adl"].items()
+        for side, entries in sides.items()
+        for e in entries
+    )
+
+
+def test_the_page_in_a_real_browser_shows_and_follows_the_crash(crash: Crash):
+    from selenium.webdriver.common.by import By
+
+    worker = crash.workers[1]
+    driver = browser()
+    try:
+        driver.get(f"{worker.url}/risk/")
+        wait_for("unauthorized", lambda: text(driver, "#status") == "unauthorized")
+        assert text(driver, "#fund-balance") in ("", "—")
+        assert not driver.find_elements(By.CSS_SELECTOR, "#nearest tr")
+        driver.find_element(By.ID, "token").send_keys(TOKEN)
+        driver.find_element(By.ID, "connect").click()
+        wait_for("live", lambda: text(driver, "#status") == "live" and polls(driver) >= 1)
+        want = expected(crash.engines())
+        body = summary_of(worker)
+        wait_for("the page to catch up", lambda: polls(driver) >= 3)
+        assert_page_is(driver, body)
+        for key in ("fund", "adl", "nearest", "levels", "closing"):
+            assert body[key] == want[key], key
+        hostile = driver.find_elements(By.CSS_SELECTOR, "#nearest tr")
+        assert any(HOSTILE in row.text for row in hostile)  # as text, not as an element
+        assert driver.title != "pwned" and not driver.find_elements(By.CSS_SELECTOR, "img")
+
+        # A further fall liquidates more accounts: the page follows.
+        before = int(text(driver, "#levels-liquidation"))
+        _, further = stages()
+        crash.deployment.produce(further)
+        crash.deployment.wait_applied()
+        crash.records = crash.records + further
+        want = expected(crash.engines())
+        assert want["levels"]["liquidation"] > before
+        wait_for(
+            "the page to show the new liquidations",
+            lambda: text(driver, "#levels-liquidation") == str(want["levels"]["liquidation"]),
+        )
+        body = summary_of(worker)
+        for key in ("fund", "adl", "nearest", "levels", "closing"):
+            assert body[key] == want[key], key
+        seen = polls(driver)
+        wait_for("two more polls", lambda: polls(driver) >= seen + 2)
+        assert_page_is(driver, body)
+        if SCREENSHOT:
+            driver.save_screenshot(SCREENSHOT)
+        problems = [
+            entry for entry in driver.get_log("browser")
+            if entry["level"] in ("SEVERE", "WARNING")
+            and not (entry["source"] == "network" and "status of 401" in entry["message"])
+        ]  # fmt: skip
+        assert not problems, problems  # no script error, no CSP violation (the first 401: ok)
+    finally:
+        driver.quit()
+
+
+# -- metrics, Prometheus, rules and dashboard ----------------------------------------
+
+
+def scraped(worker: Any) -> dict[str, list[dict[str, str]]]:
+    """A live worker's /metrics: {sample name: [labels of each sample]}."""
+    request = urllib.request.Request(
+        f"{worker.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        exposition = answer.read().decode()
+    samples: dict[str, list[dict[str, str]]] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(dict(sample.labels))
+    return samples
+
+
+def test_metrics_rules_and_dashboard_name_what_a_live_worker_exports(crash: Crash):
+    from tests.operator.promql import expressions, selectors
+
+    samples: dict[str, list[dict[str, str]]] = {}
+    for worker in crash.workers:
+        for name, labels in scraped(worker).items():
+            samples.setdefault(name, []).extend(labels)
+    want = expected(crash.engines())
+    balance = {}
+    for labels in samples["marginstream_insurance_fund_balance"]:
+        balance[labels["partition"]] = labels
+    assert sorted(balance) == ["0", "1", "2", "3"]
+    found = expressions()
+    assert len(found) > 20
+    prometheus_made = {"up"}  # Prometheus's own series for each target
+    wrong = []
+    for where, expr in found:
+        for metric, labels in selectors(expr):
+            if metric in prometheus_made:
+                continue
+            if metric not in samples:
+                wrong.append((where, metric, "not exported"))
+                continue
+            have = set().union(*(set(s) for s in samples[metric]))
+            if not labels <= have | {"job", "instance"}:
+                wrong.append((where, metric, sorted(labels - have)))
+    assert not wrong, wrong
+    levels = {
+        level: sum(1 for s in samples["marginstream_accounts_by_level"] if s["level"] == level)
+        for level in want["levels"]
+    }
+    assert all(count == 4 for count in levels.values()), levels  # one per partition
+
+
+def test_prometheus_scrapes_a_live_worker_with_the_token(crash: Crash, tmp_path: Path):
+    prometheus = shutil.which("prometheus")
+    assert prometheus, "prometheus is missing: `make test` installs it (.ci/system-packages)"
+    (tmp_path / "token").write_text(TOKEN)
+    targets = [w.url.removeprefix("http://") for w in crash.workers]
+    (tmp_path / "prometheus.yml").write_text(
+        json.dumps({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(ROOT / "docker/prometheus/rules.yml")],
+            "scrape_configs": [{
+                "job_name": "marginstream",
+                "authorization": {"type": "Bearer", "credentials_file": str(tmp_path / "token")},
+                "static_configs": [{"targets": targets}],
+            }],
+        })
+    )  # fmt: skip
+    port = free_port()
+    log = (tmp_path / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+
+        def query(expr: str) -> list[dict[str, Any]]:
+            url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+            try:
+                with urllib.request.urlopen(url, timeout=5) as answer:
+                    return json.loads(answer.read())["data"]["result"]
+            except OSError:
+                return []
+
+        up = wait_for(
+            "both workers up",
+            lambda: len([r for r in query('up{job="marginstream"} == 1')]) == 2 or None,
+            timeout=60,
+        )
+        assert up
+        fund = wait_for(
+            "the fund's balance", lambda: query(
+                'sum(max by (partition) (marginstream_insurance_fund_balance))'
+            ), timeout=30,
+        )  # fmt: skip
+        want = Decimal(expected(crash.engines())["fund"]["balance"])
+        assert float(fund[0]["value"][1]) == pytest.approx(float(want))
+        applied = query("sum(marginstream_records_applied_total)")
+        assert applied and float(applied[0]["value"][1]) > 0
+
+        # Every rule loaded, and evaluated on the live series without an error.
+        def evaluated() -> list[dict[str, Any]] | None:
+            url = f"http://127.0.0.1:{port}/api/v1/rules"
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                groups = json.loads(answer.read())["data"]["groups"]
+            rules = [r for g in groups for r in g["rules"]]
+            return rules if rules and all(r.get("lastEvaluation", "").startswith("2") and
+                                          not r["lastEvaluation"].startswith("0001")
+                                          for r in rules) else None  # fmt: skip
+
+        rules = wait_for("the rules evaluated", evaluated, timeout=30)
+        assert [r["name"] for r in rules if r["health"] != "ok"] == [], rules
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def test_final_checks_against_the_replay(crash: Crash):
+    final_checks(
+        crash.deployment, Reference.of(crash.records, Shards(EngineConfig(partitions=4), 4))
+    )
