@@ -1,6 +1,7 @@
 # Two commands on a fresh clone: `make demo` (the main job) and `make test`.
 # Every target sets up what it needs: the virtual environment, the dependencies,
-# and the Kafka jars from Maven Central (cached in ~/.cache/marginstream).
+# the Kafka jars from Maven Central (cached in ~/.cache/marginstream), and for the
+# tests the Debian packages of .ci/system-packages (apt-get, only when one is missing).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +10,8 @@ STAMP := $(VENV)/.installed
 KAFKA_PORT ?= 9092
 PYTEST_ARGS ?=
 
-.PHONY: demo test soak lint kafka-up kafka-down bench bench-quick bench-full jars venv clean
+.PHONY: demo test soak lint kafka-up kafka-down bench bench-quick bench-full jars venv clean \
+	system-packages
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,10 +24,14 @@ venv: $(STAMP)
 jars: $(STAMP)
 	$(BIN)/marginstream kafka fetch
 
+# chromium, chromium-driver, prometheus (promtool): the tests need their programs.
+system-packages:
+	.ci/system-packages
+
 demo: jars
 	$(BIN)/marginstream demo
 
-test: jars
+test: system-packages jars
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 soak: jars

@@ -8,6 +8,10 @@ server.properties (one SASL_SSL listener, the certificate inline). The broker's 
 formatted with both SCRAM users (kafka-init in compose.yaml). Rerun with --force to
 replace everything (then also `docker compose down -v`: the users live in the broker's
 volume). Needs the `cryptography` package (in the dev extras).
+
+Beside them, the web token (web.token: the workers' MARGINSTREAM_WEB_TOKEN_FILE, and the
+bearer token Prometheus scrapes /metrics with) and Grafana's admin password. Run again
+without --force on secrets made before these existed, it adds just the missing ones.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from marginstream.localbroker.server import SINGLE_NODE, kafka_uuid, properties_
 
 HERE = Path(__file__).resolve().parent
 WORKER_USER = "marginstream"
+WEB_TOKEN = "web.token"  # compose secret web-token
+GRAFANA_PASSWORD = "grafana-admin.password"  # compose secret grafana-admin-password
 
 BROKER = {
     **SINGLE_NODE,
@@ -37,6 +43,10 @@ def main() -> int:
     args = parser.parse_args()
     out: Path = args.out
     if (out / "server.properties").exists() and not args.force:
+        added = write_web_secrets(out, replace=False)
+        if added:
+            print(f"{out} already has the Kafka secrets; added {', '.join(added)}")
+            return 0
         print(f"{out} already has secrets (--force replaces them)", file=sys.stderr)
         return 1
     pki = make_pki(out, hosts=("kafka", "localhost", "127.0.0.1"))
@@ -60,8 +70,20 @@ def main() -> int:
         f'username="admin" password="{users["admin"]}";\n'
         f"ssl.truststore.type=PEM\nssl.truststore.location=/etc/kafka/secrets/{pki.ca.name}\n",
     )
-    print(f"wrote {out}: CA {pki.ca.name}, users admin and {WORKER_USER}")
+    write_web_secrets(out, replace=True)
+    print(f"wrote {out}: CA {pki.ca.name}, users admin and {WORKER_USER}, web token")
     return 0
+
+
+def write_web_secrets(out: Path, replace: bool) -> list[str]:
+    """The web token and Grafana's admin password (those missing, unless replace): the
+    names written. A token is URL-safe base64, within MARGINSTREAM_WEB_TOKEN's bounds."""
+    added = []
+    for name in (WEB_TOKEN, GRAFANA_PASSWORD):
+        if replace or not (out / name).exists():
+            write(out / name, secrets.token_urlsafe(32) + "\n")
+            added.append(name)
+    return added
 
 
 def write(path: Path, text: str) -> None:

@@ -1,0 +1,67 @@
+""".ci/system-packages, with apt-get and sudo replaced by recorders on PATH: nothing
+runs when every program is there, apt-get update then install when one is missing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SCRIPT = ROOT / ".ci" / "system-packages"
+PROGRAMS = (
+    "/usr/bin/chromium",
+    "/usr/bin/chromedriver",
+    "/usr/bin/promtool",
+    "/usr/bin/prometheus",
+)
+
+
+def _run(tmp_path: Path, root: Path) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    shims = tmp_path / "shims"
+    shims.mkdir(exist_ok=True)
+    calls = tmp_path / "calls"
+    for name, body in (
+        ("apt-get", f'echo "apt-get $* DEBIAN_FRONTEND=$DEBIAN_FRONTEND" >> {calls}'),
+        ("sudo", f'echo sudo >> {calls}; exec "$@"'),
+    ):
+        (shims / name).write_text(f"#!/bin/sh\n{body}\n")
+        (shims / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "SYSTEM_PACKAGES_ROOT": str(root)}
+    result = subprocess.run(
+        [str(SCRIPT)], check=False, env=env, capture_output=True, text=True, timeout=30
+    )
+    return result, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_it_is_an_executable_bash_script_make_test_runs():
+    assert os.access(SCRIPT, os.X_OK)
+    subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
+    makefile = (ROOT / "Makefile").read_text()
+    assert "\nsystem-packages:\n\t.ci/system-packages\n" in makefile
+    test = next(line for line in makefile.splitlines() if line.startswith("test:"))
+    assert set(test.split(":", 1)[1].split()) == {"system-packages", "jars"}
+
+
+def test_nothing_to_do_when_every_program_is_there(tmp_path: Path):
+    root = tmp_path / "root"
+    for program in PROGRAMS:
+        path = root / program.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+    result, calls = _run(tmp_path, root)
+    assert result.returncode == 0, result.stderr
+    assert calls == [] and result.stdout == result.stderr == ""
+
+
+def test_a_missing_program_installs_the_packages(tmp_path: Path):
+    result, calls = _run(tmp_path, tmp_path / "empty")
+    assert result.returncode == 0, result.stderr
+    apt = [call for call in calls if call != "sudo"]
+    assert apt == [
+        "apt-get update DEBIAN_FRONTEND=noninteractive",
+        "apt-get install -y --no-install-recommends chromium chromium-driver prometheus "
+        "DEBIAN_FRONTEND=noninteractive",
+    ]
+    assert calls.count("sudo") == (0 if os.geteuid() == 0 else 2)  # root needs no sudo
