@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -177,7 +178,7 @@ def compare_outputs(
 def live_states(worker: LocalWorker, accounts: Iterable[str]) -> dict[str, Any]:
     states = {}
     for account in accounts:
-        status, body = worker.get(f"/accounts/{account}/")
+        status, body = worker.get(f"/accounts/{quote(account, safe='')}/")  # any id
         assert status == 200, (account, status, body)
         body.pop("partition")
         states[account] = body

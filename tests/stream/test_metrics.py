@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from marginstream.feeds.demo import DemoMarket, demo_events
 from marginstream.localworker import LocalWorker
-from marginstream.stream.metrics import reason_class
+from marginstream.stream.metrics import REASON_CLASSES, reason_class
 from tests.stream.harness import Deployment, Reference
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
@@ -80,14 +80,16 @@ def test_metrics_count_what_the_worker_did(deployment: Deployment):
         "market": (produced["prices"] + produced["instruments"]) * partitions,
     }
     assert by(samples, "marginstream_alerts_total", "level") == dict(alerts)
-    assert by(samples, "marginstream_dead_letters_total", "reason") == {
-        reason_class(letters[0]["reason"]): 1
-    }
+    # Every class's series from 0 (a rule's increase() sees the first one), one counted.
+    letter_counts = by(samples, "marginstream_dead_letters_total", "reason")
+    assert set(letter_counts) == {name for name, _ in REASON_CLASSES} | {"other"}
+    assert {k: v for k, v in letter_counts.items() if v} == {reason_class(letters[0]["reason"]): 1}
     assert reason_class(letters[0]["reason"]) == "unknown_account"
     assert total(samples, "marginstream_engine_loads_total") >= partitions
     assert total(samples, "marginstream_partitions_open") == partitions
     assert total(samples, "marginstream_partitions_restoring") == 0
-    assert "marginstream_producer_failures_total" not in samples
+    failures = samples["marginstream_producer_failures_total"]  # every kind and operation
+    assert len(failures) == 4 * 3 and not any(value for _, value in failures)
     lags = samples["marginstream_consumer_lag"]
     assert {(labels["topic"], labels["partition"]) for labels, _ in lags} == {
         (topic, str(p)) for topic in ("orders", "transfers", "market") for p in range(partitions)

@@ -14,6 +14,7 @@ a few fixed words, partition one of the deployment's partitions.
 from __future__ import annotations
 
 import asyncio
+import collections
 import re
 import time
 from bisect import bisect_left
@@ -42,6 +43,8 @@ ALERTS = "liquidations"  # the SPEC topic of alerts
 LIQUIDATION_TYPES = ("liquidation_order", "liquidation_cancel", "adl")
 ALERT_LEVELS = (MARGIN_CALL, LIQUIDATION, RECOVERED)
 WORKER_STATUSES = ("ok", "recovering", "failed")  # RiskService.status's
+FAILURE_KINDS = ("fenced", "refused", "store", "other")
+OPERATIONS = ("send", "commit", "close")
 
 # A dead letter's reason, by class: the first pattern that matches it (else "other").
 REASON_CLASSES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
@@ -93,6 +96,7 @@ class StreamMetrics:
             "marginstream_alerts", "Alerts published, by level", ["level"], registry=registry
         )
         self._alerts = {level: alerts.labels(level) for level in ALERT_LEVELS}  # from 0
+        self.published: collections.Counter[str] = collections.Counter()  # alerts, by type
         self._liquidation_counter = liquidation = Counter(
             "marginstream_liquidation_records", "Records published on liquidation-orders, by "
             "type (liquidation_order, liquidation_cancel, adl)", ["type"], registry=registry,
@@ -108,6 +112,13 @@ class StreamMetrics:
             "close)",
             ["kind", "operation"], registry=registry,
         )  # fmt: skip
+        # Every series of a bounded label set from 0: a rule's increase() sees the first
+        # failure, and the series exist before anything fails (tests/stream/test_risk_page).
+        for kind in FAILURE_KINDS:
+            for operation in OPERATIONS:
+                self._failures.labels(kind, operation)
+        for name, _ in (*REASON_CLASSES, ("other", None)):
+            self._dead_letters.labels(name)
         self._changelog_read = Counter(
             "marginstream_changelog_records_read", "Changelog records read into the local "
             "store (restores and standbys), by partition", ["partition"], registry=registry,
@@ -141,6 +152,7 @@ class StreamMetrics:
     def output(self, output: Output) -> None:
         """An output about to be sent."""
         if output.topic == ALERTS:
+            self.published[output.value.get("type")] += 1
             child = self._alerts.get(output.value.get("type"))
             (child or self._alert_counter.labels("other")).inc()
         elif output.topic == LIQUIDATION_ORDERS:
@@ -163,7 +175,7 @@ class StreamMetrics:
     def alert_counts(self) -> dict[str, int]:
         """Alerts published by this worker since it started, by level (the risk page's
         rates come from these)."""
-        return {level: int(child._value.get()) for level, child in self._alerts.items()}
+        return {level: self.published[level] for level in ALERT_LEVELS}
 
     def _label(self, topic: str) -> str:
         if self.service is None:
@@ -275,7 +287,7 @@ class _ServiceCollector:
 
 
 def _commit_figures(owned: list[OwnedPartition]) -> Iterator[Metric]:
-    status = GaugeMetricFamily(
+    pending = GaugeMetricFamily(
         "marginstream_commit_pending_seconds", "Age of an open partition's oldest record "
         "applied and not yet committed (0: none), by partition", labels=["partition"],
     )  # fmt: skip
@@ -286,9 +298,9 @@ def _commit_figures(owned: list[OwnedPartition]) -> Iterator[Metric]:
     now = time.monotonic()
     for o in sorted(owned, key=lambda o: o.number):
         if o.active:
-            status.add_metric([str(o.number)], now - o.pending_since if o.pending_since else 0.0)
+            pending.add_metric([str(o.number)], now - o.pending_since if o.pending_since else 0.0)
             delay.add_metric([str(o.number)], o.commit_delay)
-    yield status
+    yield pending
     yield delay
 
 
@@ -333,9 +345,10 @@ def _risk_figures(service: RiskService) -> Iterator[Metric]:
         for o in service.partitions.values()
         if o.active and o.work is not None
     }
+    overviews = service.overviews.current(engines)
     for number, engine in sorted(engines.items()):
         partition = str(number)
-        figures = service.overviews.of(number, engine)
+        figures = overviews[number]
         families["balance"].add_metric([partition], float(engine.fund.balance))
         families["uncovered"].add_metric([partition], float(engine.fund.uncovered))
         for level, count in figures["levels"].items():

@@ -33,7 +33,9 @@ class Overviews:
             made = self._made[partition] = (now, engine, partition_overview(engine))
         return made[2]
 
-    def forget(self, kept: set[int]) -> None:
-        """Drop the overviews of partitions no longer open here."""
-        for partition in set(self._made) - kept:
+    def current(self, engines: dict[int, RiskEngine]) -> dict[int, dict[str, Any]]:
+        """The overview of each of engines ({partition: engine}), forgetting those of any
+        other partition: a closed partition's engine is not kept alive by its overview."""
+        for partition in set(self._made) - set(engines):
             del self._made[partition]
+        return {partition: self.of(partition, engine) for partition, engine in engines.items()}

@@ -83,9 +83,8 @@ def register(app: faust.App, service: RiskService) -> None:
             routed = bool(request.headers.get(ROUTED))
             if not routed and time.monotonic() - last[0] < SUMMARY_MAX_AGE:
                 return self.json(last[1])
-            engines = gatherer.engines()
-            service.overviews.forget(set(engines))
-            local = {str(p): service.overviews.of(p, e) for p, e in engines.items()}
+            overviews = service.overviews.current(gatherer.engines())
+            local = {str(p): overview for p, overview in overviews.items()}
             answers, missing, others = await gatherer.gathered(request, SUMMARY_PATH, local)
             worker = await worker_part(service)
             if routed:
@@ -105,7 +104,7 @@ def summary(
         whole["fund"] = None
     rows: dict[int, dict[str, Any]] = {}
     for worker in workers:
-        for number, row in worker.pop("partition_rows", {}).items():
+        for number, row in worker.get("partition_rows", {}).items():
             rows.setdefault(int(number), {"partition": int(number), **row})
     return {
         "as_of": int(time.time() * 1000),
@@ -113,7 +112,10 @@ def summary(
         "missing": missing,
         **whole,
         "partitions": [rows[p] for p in sorted(rows)],
-        "workers": sorted(workers, key=lambda w: w["url"]),
+        "workers": sorted(
+            ({k: v for k, v in w.items() if k != "partition_rows"} for w in workers),
+            key=lambda w: w["url"],
+        ),
     }
 
 
