@@ -13,6 +13,10 @@ wait for that commit (MARGINSTREAM_COMMIT_INTERVAL, 0.1 s by default, and the co
 
     python -m bench.latency --accounts 100000 --moves 20 --rates 1000 10000
     python -m bench.latency --portfolio 0.5 --rates --name latency-portfolio  # half on PM
+    python -m bench.latency --rates --watch --name latency-watched  # the risk page open
+
+--watch polls GET /risk/summary every second during the moves, as an open risk page
+does, and /metrics every 5 s, as Prometheus would: what watching costs the moves.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
+import threading
 import time
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -161,6 +167,30 @@ async def decision_latency(
     }
 
 
+class Watcher(threading.Thread):
+    """An open risk page and a Prometheus: /risk/summary every second, /metrics every 5 s;
+    keeps each answer's time."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.stop = url, threading.Event()
+        self.seconds: dict[str, list[float]] = {"summary": [], "metrics": []}
+
+    def run(self) -> None:
+        tick = 0
+        while not self.stop.wait(1.0):
+            self._get("summary", "/risk/summary")
+            if tick % 5 == 0:
+                self._get("metrics", "/metrics")
+            tick += 1
+
+    def _get(self, name: str, path: str) -> None:
+        began = time.perf_counter()
+        with urllib.request.urlopen(self.url + path, timeout=30) as answer:
+            answer.read()
+        self.seconds[name].append(time.perf_counter() - began)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=100_000)
@@ -172,6 +202,9 @@ def main() -> None:
         "--portfolio", type=float, default=0.0, help="share of accounts on portfolio margin"
     )
     parser.add_argument("--name", default="latency", help="the results file's name")
+    parser.add_argument(
+        "--watch", action="store_true", help="poll the risk page's summary and /metrics meanwhile"
+    )
     args = parser.parse_args()
 
     book, _ = build(args.accounts, args.strikes, portfolio=args.portfolio)
@@ -194,7 +227,19 @@ def main() -> None:
         worker = deployment.worker("w1").start()
         try:
             worker.wait_ready(timeout=3600, partitions=deployment.partitions)
+            watcher = Watcher(worker.url)
+            if args.watch:
+                watcher.start()
             remargin = asyncio.run(remargin_latency(deployment, moves, expected))
+            watcher.stop.set()
+            if args.watch:
+                watcher.join()
+                figures["watched"] = {
+                    name: {"requests": len(found), "p50_seconds": percentile(found, 0.5),
+                           "max_seconds": max(found, default=0.0)}
+                    for name, found in watcher.seconds.items()
+                }  # fmt: skip
+                print("watched:", figures["watched"])
             for name, topic in (("remargin", ALERTS), ("closing", CLOSING)):
                 seconds = remargin[topic]
                 figures[name] = {

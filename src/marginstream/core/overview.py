@@ -91,27 +91,27 @@ def ratio_histogram(ratio: np.ndarray) -> dict[str, Any]:
 
 def _nearest(engine: Watched, ratio: np.ndarray, limit: int) -> list[dict[str, Any]]:
     """The `limit` accounts with the highest ratio (ties: by id), figured exactly."""
-    held = np.flatnonzero(ratio > 0.0)
-    if held.size > limit:  # the limit highest, and every account tied with the lowest
-        kth = -np.partition(-ratio[held], limit - 1)[limit - 1]
-        held = held[ratio[held] >= kth]
     view = engine.view
+    held = np.flatnonzero(ratio > 0.0)
+    held = held[view.first(held, -ratio[held], limit)]
     shown = []
     for number in held.tolist():
         account = engine.accounts[view.account_id(number)]
         found = figures(account, engine.market)
         shown.append(
-            {
-                "account": account.account_id,
-                "ratio": risk_text(found.margin_ratio),
-                "level": account.level,
-                "equity": risk_text(found.equity),
-                "maintenance": risk_text(found.maintenance_margin),
-                "_key": (-found.margin_ratio, account.account_id),
-            }
+            (
+                (-found.margin_ratio, account.account_id),
+                {
+                    "account": account.account_id,
+                    "ratio": risk_text(found.margin_ratio),
+                    "level": account.level,
+                    "equity": risk_text(found.equity),
+                    "maintenance": risk_text(found.maintenance_margin),
+                },
+            )
         )
-    shown.sort(key=lambda entry: entry["_key"])
-    return [{k: v for k, v in entry.items() if k != "_key"} for entry in shown[:limit]]
+    shown.sort(key=lambda entry: entry[0])
+    return [entry for _, entry in shown]
 
 
 def _closing(engine: Watched, limit: int) -> dict[str, Any]:
@@ -121,13 +121,9 @@ def _closing(engine: Watched, limit: int) -> dict[str, Any]:
     view = engine.view
     deadline = view.account_column("deadline")
     numbers = np.flatnonzero(deadline != math.inf)
-    total = int(numbers.size)
-    if numbers.size > limit:
-        kth = np.partition(deadline[numbers], limit - 1)[limit - 1]
-        numbers = numbers[deadline[numbers] <= kth]
     clock = engine.market.clock()
     sets = []
-    for number in numbers.tolist():
+    for number in numbers[view.first(numbers, deadline[numbers], limit)].tolist():
         account = engine.accounts[view.account_id(number)]
         open_set = account.liquidation
         if open_set is not None:
@@ -142,8 +138,7 @@ def _closing(engine: Watched, limit: int) -> dict[str, Any]:
                     "sets_issued": account.liquidation_seq,
                 }
             )
-    sets.sort(key=_by_deadline)
-    return {"open": total, "sets": sets[:limit]}
+    return {"open": int(numbers.size), "sets": sets}
 
 
 def _by_deadline(entry: dict[str, Any]) -> tuple[int, str]:

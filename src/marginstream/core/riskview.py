@@ -13,6 +13,7 @@ no Python object per account, only the NumPy columns and the account ids.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable
 
@@ -362,6 +363,23 @@ class RiskView:
 
     def account_id(self, number: int) -> str:
         return self._account_ids[number]
+
+    def first(self, numbers: np.ndarray, keys: np.ndarray, limit: int) -> np.ndarray:
+        """Indexes of the `limit` entries of numbers (account numbers) lowest by (keys,
+        account id), in that order. Only the accounts tied at the cut are compared by id,
+        and only the `limit` kept are sorted: in a crash thousands share a key (a ratio of
+        inf, a closing deadline, an ADL score of 0)."""
+        index = np.arange(numbers.size)
+        if numbers.size > limit:
+            kth = np.partition(keys, limit - 1)[limit - 1]
+            below, tied = index[keys < kth], index[keys == kth]
+            ids = self._account_ids
+            tied_ids = [ids[n] for n in numbers[tied].tolist()]
+            kept = heapq.nsmallest(limit - below.size, range(tied.size), key=tied_ids.__getitem__)
+            index = np.concatenate([below, tied[kept]])
+        ids = [self._account_ids[n] for n in numbers[index].tolist()]
+        key_list = keys[index].tolist()
+        return index[sorted(range(index.size), key=lambda i: (key_list[i], ids[i]))]
 
     def holder_numbers(self, symbols: Iterable[str]) -> np.ndarray:
         """Numbers of the accounts with a row (position or orders, now or before) in symbols."""

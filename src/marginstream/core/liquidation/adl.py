@@ -59,12 +59,14 @@ def heads(
     making an entry for every holder (the risk page asks every second, of every symbol).
     Candidates are the `limit` highest raw scores of a side and every score within 1e-13
     of the lowest of them: a score outside cannot round (15 digits) to one inside, so
-    cannot tie its way in on the account id. equity: every account's, if the caller has
-    it (RiskView.open_positions)."""
+    cannot tie its way in on the account id. Ties can be many (every losing position of
+    an account with no equity scores 0): candidates are ordered on their few distinct
+    scores as shown and their ids, and only the first `limit` become entries. equity:
+    every account's, if the caller has it (RiskView.open_positions)."""
     scored = _scored(view, symbol, equity)
     if not scored:
         return []
-    score, long = scored[2], scored[1] > 0.0
+    accounts, score, long = scored[0], scored[2], scored[1] > 0.0
     chosen = []
     for side in (long, ~long):
         numbers = np.flatnonzero(side)
@@ -72,11 +74,12 @@ def heads(
             kth = -np.partition(-score[numbers], limit - 1)[limit - 1]
             floor = kth if math.isinf(kth) else kth - abs(kth) * 1e-13
             numbers = numbers[score[numbers] >= floor]
+            distinct, which = np.unique(score[numbers], return_inverse=True)
+            shown = np.array([-float(risk_text(s)) for s in distinct.tolist()])[which]
+            numbers = numbers[view.first(accounts[numbers], shown, limit)]
         chosen.append(numbers)
     ranked = _ranked(view, scored, np.concatenate(chosen))
-    return [e for e in ranked if e.side == LONG][:limit] + [e for e in ranked if e.side == SHORT][
-        :limit
-    ]
+    return [e for e in ranked if e.side == LONG] + [e for e in ranked if e.side == SHORT]
 
 
 def _scored(
