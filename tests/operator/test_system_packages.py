@@ -17,12 +17,23 @@ PROGRAMS = (
 )
 
 
-def _run(tmp_path: Path, root: Path) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+def _run(
+    tmp_path: Path, root: Path, provides: bool = True
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """The script with apt-get and sudo recorded; apt-get's install puts the programs
+    under root (provides) or nothing (an install that does not give them)."""
     shims = tmp_path / "shims"
     shims.mkdir(exist_ok=True)
     calls = tmp_path / "calls"
+    bin_dir = root / "usr" / "bin"
+    install = (
+        f'if [ "$1" = install ]; then mkdir -p {bin_dir}; for p in {" ".join(PROGRAMS)}; do '
+        f'printf "#!/bin/sh\\n" > {root}$p; chmod 755 {root}$p; done; fi'
+        if provides
+        else ":"
+    )
     for name, body in (
-        ("apt-get", f'echo "apt-get $* DEBIAN_FRONTEND=$DEBIAN_FRONTEND" >> {calls}'),
+        ("apt-get", f'echo "apt-get $* DEBIAN_FRONTEND=$DEBIAN_FRONTEND" >> {calls}; {install}'),
         ("sudo", f'echo sudo >> {calls}; exec "$@"'),
     ):
         (shims / name).write_text(f"#!/bin/sh\n{body}\n")
@@ -65,3 +76,25 @@ def test_a_missing_program_installs_the_packages(tmp_path: Path):
         "DEBIAN_FRONTEND=noninteractive",
     ]
     assert calls.count("sudo") == (0 if os.geteuid() == 0 else 2)  # root needs no sudo
+
+
+def test_an_install_that_does_not_give_the_programs_fails(tmp_path: Path):
+    result, _ = _run(tmp_path, tmp_path / "empty", provides=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "system-packages: installed chromium chromium-driver prometheus, but chromium "
+        "chromedriver promtool prometheus still missing from PATH"
+    )
+
+
+def test_a_directory_is_not_a_program(tmp_path: Path):
+    root = tmp_path / "root"
+    for program in PROGRAMS:
+        path = root / program.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+    (root / "usr/bin/chromedriver").unlink()
+    (root / "usr/bin/chromedriver").mkdir()
+    result, _ = _run(tmp_path, root, provides=False)
+    assert "chromedriver missing: installing" in result.stderr

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -42,6 +44,7 @@ from tests.stream.test_liquidation import replayed
 
 TOKEN = "risk-page-token"
 HOSTILE = "<img src=x onerror=\"document.title='pwned'\">"
+SPOOF = "!\u202e10000-tcca"  # a right-to-left override: would read "!acct-00001"
 SCREENSHOT = os.environ.get("MARGINSTREAM_SCREENSHOT")  # where to save the page's picture
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,21 +66,20 @@ def stages() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                    "account": "insurance-fund", "amount": f"{25000 * (p + 1)}", "ts": start}}
         for p in range(4)
     ]  # fmt: skip
-    fills = [
-        (HOSTILE, "buy"),
-        ("mm", "sell"),
-    ]
     symbol = next(
         r["key"] for r in records
         if r["topic"] == "instruments" and r["value"].get("kind") == "perpetual"
     )  # fmt: skip
-    hostile = [
-        {"topic": "transfers", "key": HOSTILE, "value": {"type": "deposit",
-         "transfer_id": "hostile-d", "account": HOSTILE, "amount": "6000", "ts": start}},
-        *({"topic": "orders", "key": account, "value": {"type": "fill",
-           "fill_id": f"hostile-{side}", "account": account, "symbol": symbol, "side": side,
-           "qty": "1", "price": "60000", "ts": start}} for account, side in fills),
-    ]  # fmt: skip
+    hostile = []
+    for n, account in enumerate((HOSTILE, SPOOF)):
+        hostile += [
+            {"topic": "transfers", "key": account, "value": {"type": "deposit",
+             "transfer_id": f"hostile-d{n}", "account": account, "amount": "6000", "ts": start}},
+            *({"topic": "orders", "key": who, "value": {"type": "fill",
+               "fill_id": f"hostile-{n}-{side}", "account": who, "symbol": symbol,
+               "side": side, "qty": "1", "price": "60000", "ts": start}}
+              for who, side in ((account, "buy"), ("mm", "sell"))),
+        ]  # fmt: skip
     opened = index[0] + 1
     first = records[:opened] + capital + hostile + records[opened:middle]
     return first, records[middle:bottom]
@@ -124,7 +126,7 @@ def summary_of(worker: Any) -> dict[str, Any]:
 def test_the_summary_is_the_replay_s_from_either_worker(crash: Crash):
     want = expected(crash.engines())
     assert want["levels"]["liquidation"] > 0 and want["closing"]["open"] > 0
-    assert any(entry["account"] == HOSTILE for entry in want["nearest"])
+    assert {HOSTILE, SPOOF} <= {entry["account"] for entry in want["nearest"]}
     for worker in crash.workers:
         assert worker.get("/risk/summary", headers={})[0] == 401
         body = summary_of(worker)
@@ -220,6 +222,16 @@ def polls(driver: Any) -> int:
     return int(driver.find_element(By.ID, "updated").get_attribute("data-polls") or 0)
 
 
+def shown_id(account: str) -> str:
+    """An id as the page writes it: bidi, format and control characters as code points."""
+    return re.sub(
+        "[\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e"
+        "\u2060-\u206f\ufeff\ufff9-\ufffb]",
+        lambda m: f"<U+{ord(m.group()):04X}>",
+        account,
+    )
+
+
 def assert_page_is(driver: Any, body: dict[str, Any]) -> None:
     """The page shows what the JSON says: fund, levels, ADL queue, nearest table."""
     fund = body["fund"]
@@ -230,7 +242,7 @@ def assert_page_is(driver: Any, body: dict[str, Any]) -> None:
     assert text(driver, "#closing-open") == str(body["closing"]["open"])
     shown = rows(driver, "nearest", ("account", "ratio", "level", "equity", "maintenance"))
     assert shown == [
-        (e["account"], e["ratio"], e["level"], e["equity"], e["maintenance"])
+        (shown_id(e["account"]), e["ratio"], e["level"], e["equity"], e["maintenance"])
         for e in body["nearest"]
     ]
     queue = driver.execute_script(
@@ -267,6 +279,7 @@ def test_the_page_in_a_real_browser_shows_and_follows_the_crash(crash: Crash):
             assert body[key] == want[key], key
         hostile = driver.find_elements(By.CSS_SELECTOR, "#nearest tr")
         assert any(HOSTILE in row.text for row in hostile)  # as text, not as an element
+        assert any("!<U+202E>10000-tcca" in row.text for row in hostile)  # not obeyed
         assert driver.title != "pwned" and not driver.find_elements(By.CSS_SELECTOR, "img")
 
         # A further fall liquidates more accounts: the page follows.
@@ -438,6 +451,31 @@ def test_prometheus_scrapes_a_live_worker_with_the_token(crash: Crash, tmp_path:
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+def test_a_frozen_worker_costs_the_summary_two_seconds_not_its_answer(crash: Crash):
+    """A worker frozen (SIGSTOP; a network cut looks the same): the other's summary comes
+    within the 2 s it gives each member, for 40 pages asking at once, with the frozen
+    worker's partitions missing, the fund blank, and the frozen worker `unreachable`."""
+    frozen, asked = crash.workers
+    owned = set(frozen.health()["partitions"])
+    assert owned
+    time.sleep(0.6)  # past the half second a gathered summary is served again
+    frozen.pause()
+    try:
+        began = time.monotonic()
+        with ThreadPoolExecutor(40) as pool:
+            answers = list(pool.map(lambda _: asked.get("/risk/summary"), range(40)))
+        took = time.monotonic() - began
+    finally:
+        frozen.resume()  # within the session timeout: no rebalance
+    assert took < 5.0, took
+    assert {status for status, _ in answers} == {200}
+    body = answers[0][1]
+    assert set(body["missing"]) == owned and body["fund"] is None
+    states = {w["url"]: w["status"] for w in body["workers"]}
+    assert states == {frozen.url: "unreachable", asked.url: "ok"}
+    wait_settled(crash.deployment)
 
 
 def test_final_checks_against_the_replay(crash: Crash):

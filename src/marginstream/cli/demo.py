@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import tempfile
 import time
 from collections import Counter
@@ -124,7 +125,16 @@ async def feed(bootstrap: str, records: list[dict[str, Any]], counts: Counter) -
         await asyncio.gather(watcher, return_exceptions=True)
 
 
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def run(args: argparse.Namespace) -> int:
+    # SIGTERM (kill, a supervisor) and SIGHUP (the terminal closed) stop the demo as
+    # Ctrl-C does: through the finally below, which stops the worker and the broker (a
+    # 512 MiB Java process otherwise left behind) and removes the temporary directory.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupted)
     records = list(demo_events(DemoMarket(accounts=args.accounts)))
     with tempfile.TemporaryDirectory(prefix="marginstream-demo-") as directory:
         root = Path(directory)

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from marginstream.stream.runner import RiskService
 
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+ASK_TIMEOUT = 10.0  # seconds another worker has to answer a gathered view
 
 
 class Gatherer:
@@ -63,22 +64,35 @@ class Gatherer:
         }
 
     async def gathered(
-        self, request: faust_web.Request, path: str, local: dict[str, Any]
-    ) -> tuple[dict[str, Any], list[int], list[dict[str, Any]]]:
+        self,
+        request: faust_web.Request,
+        path: str,
+        local: dict[str, Any],
+        everyone: bool = False,
+        timeout: float = ASK_TIMEOUT,
+    ) -> tuple[dict[str, Any], list[int], dict[str, dict[str, Any]]]:
         """{partition: its answer} from every partition, the partitions missing, and the
-        other owners' whole answers (a routed request: none, it asks nobody)."""
-        service, answers, others = self.service, dict(local), []
+        other workers' whole answers by URL ({} for one that did not answer within
+        timeout). Asked: the owners of the partitions not answered here, or with
+        everyone, every member of the group. A routed request asks nobody."""
+        service, answers = self.service, dict(local)
+        others: dict[str, dict[str, Any]] = {}
         if not request.headers.get(ROUTED):
-            owners = {
+            asked = {
                 url for p, url in service.assignor.owners.items()
                 if str(p) not in answers and url and url != service.url
             }  # fmt: skip
-            asked = (_ask(url, path, self.forwarded) for url in sorted(owners))
-            for body in await asyncio.gather(*asked):
+            if everyone:
+                asked |= {url for url in service.assignor.members if url != service.url}
+            urls = sorted(asked)
+            bodies = await asyncio.gather(
+                *(_ask(url, path, self.forwarded, timeout) for url in urls)
+            )
+            for url, body in zip(urls, bodies, strict=True):
                 answers.update(body.get("partitions", {}))
-                others.append(body)
+                others[url] = body
         missing = [p for p in range(service.settings.partitions) if str(p) not in answers]
-        return answers, missing, [body for body in others if body]
+        return answers, missing, others
 
 
 def register(app: faust.App, service: RiskService) -> None:
@@ -150,9 +164,9 @@ def register(app: faust.App, service: RiskService) -> None:
             return await answer(self, request, path, local, whole)
 
 
-async def _ask(url: str, path: str, headers: dict[str, str]) -> dict[str, Any]:
+async def _ask(url: str, path: str, headers: dict[str, str], seconds: float) -> dict[str, Any]:
     """Another owner's answer for its partitions ({} if it cannot be asked now)."""
-    timeout = aiohttp.ClientTimeout(total=10)
+    timeout = aiohttp.ClientTimeout(total=seconds)
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,

@@ -111,6 +111,7 @@ class CoPartitionedAssignor(AbstractPartitionAssignor):
         self.replicas = replicas
         self.held = Claim(url)
         self.owners: dict[int, str] = {}  # partition -> web URL of its active owner
+        self.members: list[str] = []  # every member's web URL, spares included
 
     def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
         held = self.held
@@ -135,7 +136,14 @@ class CoPartitionedAssignor(AbstractPartitionAssignor):
             member: ConsumerProtocolMemberAssignment(
                 self.version,
                 [(t, list(share.active)) for t in topics],
-                orjson.dumps({"epoch": epoch, "standby": share.standby, "owners": owners}),
+                orjson.dumps(
+                    {
+                        "epoch": epoch,
+                        "standby": share.standby,
+                        "owners": owners,
+                        "members": sorted({c.url for c in claims.values() if c.url}),
+                    }
+                ),
             )
             for member, share in shares.items()
         }
@@ -145,3 +153,5 @@ class CoPartitionedAssignor(AbstractPartitionAssignor):
         active = sorted({tp.partition for tp in assignment.partitions()})
         self.held = Claim(self.url, tuple(active), tuple(data.get("standby", ())), data["epoch"])
         self.owners = {int(p): url for p, url in data.get("owners", {}).items()}
+        # A leader of an earlier version sends no members: the owners are all it knows.
+        self.members = list(data.get("members", ())) or sorted(set(self.owners.values()))

@@ -18,6 +18,7 @@ partition's overview at most once a second (stream/overviews.py).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 SUMMARY_PATH = "/risk/summary"
 SUMMARY_MAX_AGE = 0.5  # seconds a gathered summary is served again: pages polling together
+ASK_SECONDS = 2.0  # another worker's time to answer: past it, its partitions are missing
 
 
 def page() -> tuple[bytes, str]:
@@ -73,26 +75,49 @@ def register(app: faust.App, service: RiskService) -> None:
         async def get(self, request: faust_web.Request) -> faust_web.Response:
             return self.bytes(body, headers=headers)
 
-    last: list[Any] = [0.0, None]  # when the last gathered summary was made, and it
+    made: list[Any] = [0.0, None]  # when the last gathered summary was made, and it
+    making: list[asyncio.Task[dict[str, Any]] | None] = [None]  # the gathering under way
+
+    async def gathered(request: faust_web.Request) -> dict[str, Any]:
+        """The deployment's summary: this worker's part (taken before the others are
+        asked, so nothing in it is older than theirs) and every other member's, each
+        given ASK_SECONDS: a frozen worker makes its partitions `missing` and itself
+        `unreachable`, not every page wait for it."""
+        overviews = service.overviews.current(gatherer.engines())
+        local = {str(p): overview for p, overview in overviews.items()}
+        worker = await worker_part(service)
+        answers, missing, others = await gatherer.gathered(
+            request, SUMMARY_PATH, local, everyone=True, timeout=ASK_SECONDS
+        )
+        workers = [worker] + [
+            body["worker"] if isinstance(body.get("worker"), dict) else unreachable(url)
+            for url, body in others.items()
+        ]
+        body = summary(answers, missing, workers, service.settings.partitions)
+        made[:] = [time.monotonic(), body]
+        return body
 
     @app.page(SUMMARY_PATH)
     class SummaryView(faust_web.View):
         async def get(self, request: faust_web.Request) -> faust_web.Response:
             if not authorized(request, token):
                 return self.json({"error": "unauthorized"}, status=401, headers=CHALLENGE)
-            routed = bool(request.headers.get(ROUTED))
-            if not routed and time.monotonic() - last[0] < SUMMARY_MAX_AGE:
-                return self.json(last[1])
-            overviews = service.overviews.current(gatherer.engines())
-            local = {str(p): overview for p, overview in overviews.items()}
-            answers, missing, others = await gatherer.gathered(request, SUMMARY_PATH, local)
-            worker = await worker_part(service)
-            if routed:
-                return self.json({"partitions": answers, "worker": worker})
-            workers = [worker, *(b["worker"] for b in others if isinstance(b.get("worker"), dict))]
-            body = summary(answers, missing, workers, service.settings.partitions)
-            last[:] = [time.monotonic(), body]
-            return self.json(body)
+            if request.headers.get(ROUTED):  # another worker gathering: this one's part
+                overviews = service.overviews.current(gatherer.engines())
+                local = {str(p): overview for p, overview in overviews.items()}
+                return self.json({"partitions": local, "worker": await worker_part(service)})
+            if time.monotonic() - made[0] < SUMMARY_MAX_AGE:
+                return self.json(made[1])
+            if making[0] is None or making[0].done():  # pages asking together share one
+                making[0] = asyncio.ensure_future(gathered(request))
+            return self.json(await asyncio.shield(making[0]))
+
+
+def unreachable(url: str) -> dict[str, Any]:
+    """A member of the group that did not answer in time (frozen, gone, cut off)."""
+    return {"url": url, "status": "unreachable", "failing": None, "partitions": [],
+            "standby": [], "accounts": None, "records": None, "commits": None,
+            "fenced": None, "alerts": {}}  # fmt: skip
 
 
 def summary(
