@@ -54,13 +54,18 @@ def test_it_is_an_executable_bash_script_make_test_runs():
     assert set(test.split(":", 1)[1].split()) == {"system-packages", "jars"}
 
 
-def test_nothing_to_do_when_every_program_is_there(tmp_path: Path):
-    root = tmp_path / "root"
+def installed(root: Path) -> Path:
+    """root with every program in place, as scripts."""
     for program in PROGRAMS:
         path = root / program.lstrip("/")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("#!/bin/sh\n")
         path.chmod(0o755)
+    return root
+
+
+def test_nothing_to_do_when_every_program_is_there(tmp_path: Path):
+    root = installed(tmp_path / "root")
     result, calls = _run(tmp_path, root)
     assert result.returncode == 0, result.stderr
     assert calls == [] and result.stdout == result.stderr == ""
@@ -88,12 +93,7 @@ def test_an_install_that_does_not_give_the_programs_fails(tmp_path: Path):
 
 
 def test_a_directory_is_not_a_program(tmp_path: Path):
-    root = tmp_path / "root"
-    for program in PROGRAMS:
-        path = root / program.lstrip("/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("#!/bin/sh\n")
-        path.chmod(0o755)
+    root = installed(tmp_path / "root")
     (root / "usr/bin/chromedriver").unlink()
     (root / "usr/bin/chromedriver").mkdir()
     result, _ = _run(tmp_path, root, provides=False)

@@ -1,6 +1,6 @@
 """The operator's view on the real broker, during the demo's crash: two workers with a
-token, the demo's accounts (and fund capital, and an account whose id is markup) down the
-demo's index fall.
+token, the demo's accounts (and fund capital, an account whose id is markup and one whose
+id holds a right-to-left override) down the demo's index fall.
 
 - /risk/summary, gathered by either worker, equals the same overview made from the
   replay's engines (core/overview.py), and its nearest accounts' figures are what
@@ -11,6 +11,7 @@ demo's index fall.
 - /metrics carries the new figures, Prometheus scrapes them with the token, and every
   expression of the alert rules and the dashboard names a metric a live worker exports,
   with labels it has;
+- a frozen worker costs 40 summaries asked at once 2 s, not their answer;
 - the harness's final checks against the replay.
 """
 

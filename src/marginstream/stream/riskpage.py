@@ -78,14 +78,18 @@ def register(app: faust.App, service: RiskService) -> None:
     made: list[Any] = [0.0, None]  # when the last gathered summary was made, and it
     making: list[asyncio.Task[dict[str, Any]] | None] = [None]  # the gathering under way
 
+    async def own_part() -> tuple[dict[str, Any], dict[str, Any]]:
+        """This worker's open partitions' overviews ({partition: overview}) and its part."""
+        overviews = service.overviews.current(gatherer.engines())
+        local = {str(p): overview for p, overview in overviews.items()}
+        return local, await worker_part(service)
+
     async def gathered(request: faust_web.Request) -> dict[str, Any]:
         """The deployment's summary: this worker's part (taken before the others are
         asked, so nothing in it is older than theirs) and every other member's, each
         given ASK_SECONDS: a frozen worker makes its partitions `missing` and itself
         `unreachable`, not every page wait for it."""
-        overviews = service.overviews.current(gatherer.engines())
-        local = {str(p): overview for p, overview in overviews.items()}
-        worker = await worker_part(service)
+        local, worker = await own_part()
         answers, missing, others = await gatherer.gathered(
             request, SUMMARY_PATH, local, everyone=True, timeout=ASK_SECONDS
         )
@@ -103,9 +107,8 @@ def register(app: faust.App, service: RiskService) -> None:
             if not authorized(request, token):
                 return self.json({"error": "unauthorized"}, status=401, headers=CHALLENGE)
             if request.headers.get(ROUTED):  # another worker gathering: this one's part
-                overviews = service.overviews.current(gatherer.engines())
-                local = {str(p): overview for p, overview in overviews.items()}
-                return self.json({"partitions": local, "worker": await worker_part(service)})
+                local, worker = await own_part()
+                return self.json({"partitions": local, "worker": worker})
             if time.monotonic() - made[0] < SUMMARY_MAX_AGE:
                 return self.json(made[1])
             if making[0] is None or making[0].done():  # pages asking together share one
