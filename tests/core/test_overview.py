@@ -26,11 +26,9 @@ from marginstream.core.risk import figures
 from marginstream.core.shards import Shards
 from tests.stream.test_liquidation import (
     CRASH_AT,
-    REISSUE_AT,
     SYMBOL,
-    fills_for,
+    fills_and_reissue,
     market,
-    open_orders,
     replayed,
     setup,
 )
@@ -39,22 +37,16 @@ SMALL = Limits(nearest=7, closing=5, ranked=3, history=4)
 
 
 def stages() -> list[Shards]:
-    """The scenario's engines before the crash, after it, after the first fills, and
-    after the re-issue and the last fills."""
+    """The scenario's engines before the crash, after it, after the first fills and the
+    re-issue, and after the last fills."""
     rng = random.Random(13)
-    found = []
-    records = setup(4, rng)
-    found.append(replayed(records, 4)[0])
-    records += market("54000", CRASH_AT)
-    shards = replayed(records, 4)[0]
-    found.append(shards)
-    records += fills_for(open_orders(shards), rng, CRASH_AT + 5_000, leave_some=True)
-    records += market("54000", REISSUE_AT)
-    shards = replayed(records, 4)[0]
-    found.append(shards)
-    records += fills_for(open_orders(shards), rng, REISSUE_AT + 5_000, leave_some=False)
-    found.append(replayed(records, 4)[0])
-    return found
+    before = setup(4, rng)
+    crashed = before + market("54000", CRASH_AT)
+    first, later, second = fills_and_reissue(crashed, 4, rng, "54000")
+    return [
+        replayed(records, 4)[0]
+        for records in (before, crashed, crashed + first + later, crashed + first + later + second)
+    ]
 
 
 STAGES = stages()

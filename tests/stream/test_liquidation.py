@@ -124,6 +124,20 @@ def fills_for(orders: list[dict[str, Any]], rng: random.Random, ts: int,
     return records
 
 
+def fills_and_reissue(
+    before: list[dict[str, Any]], partitions: int, rng: random.Random, price: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """After `before` (ending in the crash at CRASH_AT): the venue's fills of the closing
+    orders, some left unfilled; the market at `price` again past the sets' deadline (the
+    unfilled are re-issued); and the fills of every order then open."""
+    shards, _ = replayed(before, partitions)
+    first = fills_for(open_orders(shards), rng, CRASH_AT + 5_000, leave_some=True)
+    later = market(price, REISSUE_AT)
+    shards, _ = replayed(before + first + later, partitions)
+    second = fills_for(open_orders(shards), rng, REISSUE_AT + 5_000, leave_some=False)
+    return first, later, second
+
+
 def replayed(records: list[dict[str, Any]], partitions: int) -> tuple[Shards, list[Any]]:
     import orjson
 
@@ -150,11 +164,7 @@ def test_an_index_crash_liquidates_hundreds_and_everything_equals_the_replay(
     partitions = deployment.partitions
     rng = random.Random(13)
     before = setup(partitions, rng) + market("54000", CRASH_AT)
-    shards, _ = replayed(before, partitions)
-    first = fills_for(open_orders(shards), rng, CRASH_AT + 5_000, leave_some=True)
-    later = market("54000", REISSUE_AT)
-    shards, _ = replayed(before + first + later, partitions)
-    second = fills_for(open_orders(shards), rng, REISSUE_AT + 5_000, leave_some=False)
+    first, later, second = fills_and_reissue(before, partitions, rng, "54000")
     records = before + first + later + second
     reference_shards = Shards(EngineConfig(partitions=partitions), partitions)
     reference = Reference.of(records, reference_shards)  # type: ignore[arg-type]

@@ -21,11 +21,8 @@ from marginstream.core.instruments import parse_expiry
 from marginstream.core.pricing import black76_price, years_to_expiry
 from marginstream.core.shards import Shards
 from tests.stream.harness import Deployment, Reference, final_checks, wait_settled
-from tests.stream.test_liquidation import fill, fills_for, market, open_orders, rec, replayed
+from tests.stream.test_liquidation import CRASH_AT, T0, fill, fills_and_reissue, market, rec
 
-T0 = 1_790_000_000_000  # 2026-09-21
-CRASH_AT = T0 + 60_000
-REISSUE_AT = CRASH_AT + 31_000  # past the closing sets' deadline (30 s of event time)
 PERP = "BTC-PERP"
 NEAR, FAR = "2026-10-30T08:00:00Z", "2026-12-17T08:00:00Z"
 # symbol: (expiry, put?, strike, iv)
@@ -202,11 +199,7 @@ def test_portfolio_margin_through_an_index_crash_equals_the_replay(deployment: D
     rng = random.Random(7)
     setup = Setup(partitions, rng)
     before = setup.records + market("52000", CRASH_AT)
-    shards, _ = replayed(before, partitions)
-    first = fills_for(open_orders(shards), rng, CRASH_AT + 5_000, leave_some=True)
-    later = market("52000", REISSUE_AT)
-    shards, _ = replayed(before + first + later, partitions)
-    second = fills_for(open_orders(shards), rng, REISSUE_AT + 5_000, leave_some=False)
+    first, later, second = fills_and_reissue(before, partitions, rng, "52000")
     records = before + first + later + second
     reference = Reference.of(records, Shards(EngineConfig(partitions=partitions), partitions))  # type: ignore[arg-type]
     assert reference.states["hedge0"]["margin_model"] == "portfolio"
