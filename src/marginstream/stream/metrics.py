@@ -14,7 +14,6 @@ a few fixed words, partition one of the deployment's partitions.
 from __future__ import annotations
 
 import asyncio
-import collections
 import re
 import time
 from bisect import bisect_left
@@ -96,7 +95,6 @@ class StreamMetrics:
             "marginstream_alerts", "Alerts published, by level", ["level"], registry=registry
         )
         self._alerts = {level: alerts.labels(level) for level in ALERT_LEVELS}  # from 0
-        self.published: collections.Counter[str] = collections.Counter()  # alerts, by type
         self._liquidation_counter = liquidation = Counter(
             "marginstream_liquidation_records", "Records published on liquidation-orders, by "
             "type (liquidation_order, liquidation_cancel, adl)", ["type"], registry=registry,
@@ -152,7 +150,6 @@ class StreamMetrics:
     def output(self, output: Output) -> None:
         """An output about to be sent."""
         if output.topic == ALERTS:
-            self.published[output.value.get("type")] += 1
             child = self._alerts.get(output.value.get("type"))
             (child or self._alert_counter.labels("other")).inc()
         elif output.topic == LIQUIDATION_ORDERS:
@@ -174,8 +171,13 @@ class StreamMetrics:
 
     def alert_counts(self) -> dict[str, int]:
         """Alerts published by this worker since it started, by level (the risk page's
-        rates come from these)."""
-        return {level: self.published[level] for level in ALERT_LEVELS}
+        rates come from these): the alert counter's own samples."""
+        counts = dict.fromkeys(ALERT_LEVELS, 0)
+        for family in self._alert_counter.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total") and sample.labels["level"] in counts:
+                    counts[sample.labels["level"]] = int(sample.value)
+        return counts
 
     def _label(self, topic: str) -> str:
         if self.service is None:
