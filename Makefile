@@ -37,9 +37,11 @@ test: system-packages jars
 soak: jars
 	$(BIN)/python -m tests.stream.soak
 
+# ruff, and the import contracts of pyproject.toml's [tool.importlinter] (the layers).
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
 
 kafka-up: jars
 	$(BIN)/marginstream kafka up --port $(KAFKA_PORT)

@@ -37,8 +37,8 @@ from bench.recovery import write_parts
 from bench.remargin import T0, Book, build
 from marginstream.core import Envelope, RiskEngine
 from marginstream.core.delivery.parts import StateKey
-from marginstream.core.margin import ShortOptionRates
-from marginstream.core.market import Market
+from marginstream.core.risk.margin import ShortOptionRates
+from marginstream.core.risk.market import Market
 from marginstream.localworker import LocalDeployment, LocalWorker
 
 UP, DOWN = 60_000.0, 48_000.0

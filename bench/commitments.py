@@ -20,7 +20,7 @@ from bench.remargin import Book, build
 from marginstream.core.commitments import leaf
 from marginstream.core.commitments.record import Commitments
 from marginstream.core.commitments.tree import SumTree, leaf_node
-from marginstream.core.records import IndexRecord, MarkRecord
+from marginstream.core.inputs.records import IndexRecord, MarkRecord
 
 
 def tree_figures(leaves: int, seed: int = 1) -> dict[str, Any]:

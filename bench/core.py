@@ -40,24 +40,27 @@ from bench.common import write_result
 from bench.oldcode import worktree
 from bench.streams import deposits, market, trading
 from marginstream import core
-from marginstream.core import EngineConfig, RiskEngine, intake
+from marginstream.core import EngineConfig, RiskEngine
 from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.store import MemoryPartStore
 from marginstream.core.delivery.unit import PartitionState
-from marginstream.core.keys import account_partition
+from marginstream.core.inputs import intake
+from marginstream.core.inputs.keys import account_partition
 
 PARTITIONS = 8  # as the throughput bench's topics: each record on its key's partition
 # Module groups of the CPU split, by the file a function is defined in (first match).
 GROUPS = (
-    ("records parsing", ("core/records.py", "core/numbers.py", "core/instruments.py")),
-    ("requests/ledger", ("core/requests.py", "core/ledger.py", "core/decisions.py",
-                         "core/alerts.py", "core/reports.py")),
-    ("risk/margin", ("core/risk.py", "core/margin.py", "core/riskview.py", "core/market.py",
-                     "core/pricing.py")),
+    ("records parsing", ("core/inputs/records.py", "core/inputs/numbers.py",
+                         "core/risk/instruments.py")),
+    ("requests/ledger", ("core/books/requests.py", "core/books/ledger.py",
+                         "core/outputs/decisions.py", "core/outputs/alerts.py",
+                         "core/outputs/reports.py")),
+    ("risk/margin", ("core/risk/figures.py", "core/risk/margin.py", "core/risk/view.py",
+                     "core/risk/market.py", "core/risk/pricing.py")),
     ("seal/encode", ("core/delivery/unit.py", "core/delivery/parts.py",
                      "core/delivery/store.py")),
-    ("seen ids", ("core/seenids.py",)),
-    ("intake", ("core/intake.py", "core/envelope.py", "core/keys.py")),
+    ("seen ids", ("core/books/seenids.py",)),
+    ("intake", ("core/inputs/intake.py", "core/inputs/envelope.py", "core/inputs/keys.py")),
     ("engine", ("core/engine.py", "core/delivery/guard.py")),
 )  # fmt: skip
 

@@ -31,11 +31,11 @@ from typing import Any
 from bench.common import write_result
 from bench.oldcode import worktree
 from bench.recovery import perpetual
+from marginstream.core.books.ledger import Account
 from marginstream.core.delivery import unit
 from marginstream.core.delivery.parts import encode_part, part_key
-from marginstream.core.ledger import Account
-from marginstream.core.market import Market
-from marginstream.core.records import FillRecord, MarkRecord
+from marginstream.core.inputs.records import FillRecord, MarkRecord
+from marginstream.core.risk.market import Market
 from marginstream.stream.store import RocksPartStore
 
 TIERS = [

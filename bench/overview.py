@@ -1,4 +1,4 @@
-"""What the risk page costs a partition: one overview (core/overview.py) of 100k accounts
+"""What the risk page costs a partition: one overview (core/outputs/overview.py) of 100k accounts
 after a 10% fall, all on standard margin and half on portfolio margin, and its parts.
 
 Why: a worker makes each partition's overview at most once a second (stream/overviews.py)
@@ -23,7 +23,7 @@ import orjson
 from bench.common import write_result
 from bench.remargin import T0, build, engine_move
 from marginstream.core.liquidation import adl
-from marginstream.core.overview import partition_overview
+from marginstream.core.outputs.overview import partition_overview
 
 
 def timed(run: Callable[[], Any], repeats: int = 5) -> tuple[float, Any]:

@@ -18,7 +18,7 @@ import marginstream.core.portfolio.prices as grid_prices
 from bench.common import write_result
 from bench.remargin import T0, build, engine_move
 from marginstream.core.liquidation.prices import many_portfolio_prices
-from marginstream.core.risk import risk_rows
+from marginstream.core.risk.figures import risk_rows
 
 
 def _with_step(step: float) -> None:

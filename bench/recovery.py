@@ -29,12 +29,12 @@ from aiokafka.partitioner import DefaultPartitioner
 from bench.cluster import InFlight, bench_deployment, broker, create_topics
 from bench.common import write_result
 from bench.streams import TIERS, mark_of, symbols
+from marginstream.core.books.ledger import Account
 from marginstream.core.delivery.parts import encode_part, part_key
 from marginstream.core.engine import FIRST_LEAF
-from marginstream.core.instruments import Instrument, parse_instrument
-from marginstream.core.ledger import Account
-from marginstream.core.market import Market
-from marginstream.core.records import FillRecord, MarkRecord
+from marginstream.core.inputs.records import FillRecord, MarkRecord
+from marginstream.core.risk.instruments import Instrument, parse_instrument
+from marginstream.core.risk.market import Market
 from marginstream.localworker import LocalDeployment, LocalWorker
 
 PARTITIONS = 8

@@ -18,8 +18,8 @@ from decimal import Decimal
 
 from bench.common import write_result
 from marginstream.core import Envelope, RiskEngine
-from marginstream.core.records import IndexRecord, MarkRecord
-from marginstream.core.risk import assess
+from marginstream.core.inputs.records import IndexRecord, MarkRecord
+from marginstream.core.risk.figures import assess
 
 T0 = 1_795_000_000_000
 TIERS = [

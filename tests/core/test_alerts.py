@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from marginstream.core.alerts import Thresholds
 from marginstream.core.engine import EngineConfig
+from marginstream.core.outputs.alerts import Thresholds
 from tests.core.venue import Venue, alert_kinds, only, only_alert
 
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from marginstream.core import EngineConfig, Envelope, intake
+from marginstream.core import EngineConfig, Envelope
 from marginstream.core.commitments import leaf, proof
 from marginstream.core.commitments.audit import Audit, parsed
 from marginstream.core.commitments.chain import (
@@ -43,7 +43,8 @@ from marginstream.core.delivery.parts import encode_part, part_key
 from marginstream.core.delivery.store import MemoryPartStore
 from marginstream.core.delivery.unit import PartitionState, load, load_eager, save_view
 from marginstream.core.engine import drive
-from marginstream.core.records import MARKET_TOPICS
+from marginstream.core.inputs import intake
+from marginstream.core.inputs.records import MARKET_TOPICS
 from tests.core.operations import envelopes, histories, opened_venue
 
 PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

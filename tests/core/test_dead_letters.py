@@ -9,10 +9,11 @@ import orjson
 import pytest
 from aiokafka.partitioner import murmur2 as kafka_murmur2
 
-from marginstream.core import DEAD_LETTERS, EngineConfig, Envelope, intake
-from marginstream.core.deadletters import EXCERPT_BYTES, MAX_KEY_CHARS
+from marginstream.core import DEAD_LETTERS, EngineConfig, Envelope
 from marginstream.core.delivery.guard import GUARD_KEY
-from marginstream.core.keys import account_partition, murmur2
+from marginstream.core.inputs import intake
+from marginstream.core.inputs.deadletters import EXCERPT_BYTES, MAX_KEY_CHARS
+from marginstream.core.inputs.keys import account_partition, murmur2
 from tests.core.venue import T0, Venue, only
 
 FILL = {

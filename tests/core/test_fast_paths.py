@@ -11,9 +11,8 @@ from decimal import Decimal, InvalidOperation
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from marginstream.core.instruments import Instrument, Kind, ShortOptionMargin, Tier
-from marginstream.core.ledger import OpenOrder
-from marginstream.core.numbers import (
+from marginstream.core.books.ledger import OpenOrder
+from marginstream.core.inputs.numbers import (
     RecordError,
     _checked,
     _rounding,
@@ -23,8 +22,9 @@ from marginstream.core.numbers import (
     parse_decimal,
     risk_text,
 )
-from marginstream.core.pricing import black76, black76_price
-from marginstream.core.risk import _order_totals
+from marginstream.core.risk.figures import _order_totals
+from marginstream.core.risk.instruments import Instrument, Kind, ShortOptionMargin, Tier
+from marginstream.core.risk.pricing import black76, black76_price
 
 RATE = Decimal("0.1")
 PERPETUAL = Instrument("P", Kind.PERPETUAL, "U", Decimal("0.01"), tiers=(Tier(None, RATE, RATE),))

@@ -16,11 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from marginstream.cli.replay import replay_lines
-from marginstream.core import DEAD_LETTERS, EngineConfig, RiskEngine, intake
-from marginstream.core.deadletters import EXCERPT_BYTES
+from marginstream.core import DEAD_LETTERS, EngineConfig, RiskEngine
 from marginstream.core.delivery.parts import encode_part, part_key
 from marginstream.core.delivery.store import MemoryPartStore
 from marginstream.core.delivery.unit import load
+from marginstream.core.inputs import intake
+from marginstream.core.inputs.deadletters import EXCERPT_BYTES
 from tests.core.venue import T0, Venue
 
 OFFSETS = itertools.count(10_000)  # past the venue's own records: never seen before

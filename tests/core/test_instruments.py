@@ -6,8 +6,8 @@ from decimal import Decimal as D
 
 import pytest
 
-from marginstream.core.instruments import Kind, Status, parse_instrument
-from marginstream.core.numbers import RecordError
+from marginstream.core.inputs.numbers import RecordError
+from marginstream.core.risk.instruments import Kind, Status, parse_instrument
 from tests.core.venue import SPEC_TIERS
 
 PERP = {

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from marginstream.core import EngineConfig, Envelope, RiskEngine, accounts
+from marginstream.core import EngineConfig, Envelope, RiskEngine
+from marginstream.core.books import accounts
 from marginstream.core.delivery import viewsnapshot
 from marginstream.core.delivery.parts import encode_part, part_key
 from marginstream.core.delivery.store import MemoryPartStore

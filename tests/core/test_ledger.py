@@ -6,9 +6,9 @@ from decimal import Decimal as D
 
 import orjson
 
-from marginstream.core.instruments import parse_instrument
-from marginstream.core.ledger import Account
-from marginstream.core.records import FillRecord
+from marginstream.core.books.ledger import Account
+from marginstream.core.inputs.records import FillRecord
+from marginstream.core.risk.instruments import parse_instrument
 from tests.core.venue import SPEC_TIERS, Venue
 
 PERP = parse_instrument(

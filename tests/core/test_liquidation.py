@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from marginstream.core import EngineConfig, Envelope, Outcome, RiskEngine
-from marginstream.core.keys import account_partition
+from marginstream.core.inputs.keys import account_partition
+from marginstream.core.inputs.records import ACCOUNT_TOPICS
 from marginstream.core.liquidation import adl
 from marginstream.core.liquidation.closeout import (
     BANKRUPTCY,
@@ -24,9 +25,8 @@ from marginstream.core.liquidation.closeout import (
 )
 from marginstream.core.liquidation.fund import FUND_ACCOUNT, FUND_KEY
 from marginstream.core.liquidation.prices import TOLERANCE, position_prices
-from marginstream.core.pricing import black76, years_to_expiry
-from marginstream.core.records import ACCOUNT_TOPICS
-from marginstream.core.risk import risk_rows
+from marginstream.core.risk.figures import risk_rows
+from marginstream.core.risk.pricing import black76, years_to_expiry
 from marginstream.core.shards import Shards
 from tests.core.venue import T0, Venue, alert_kinds, kinds, only
 

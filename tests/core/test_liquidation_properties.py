@@ -14,13 +14,13 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from marginstream.core.ledger import Account
+from marginstream.core.books.ledger import Account
+from marginstream.core.inputs.numbers import ZERO
+from marginstream.core.inputs.records import FillRecord
 from marginstream.core.liquidation.closeout import LiquidationPolicy, after_closing, plan
 from marginstream.core.liquidation.prices import position_prices
-from marginstream.core.market import Market
-from marginstream.core.numbers import ZERO
-from marginstream.core.records import FillRecord
-from marginstream.core.risk import figures, risk_rows
+from marginstream.core.risk.figures import figures, risk_rows
+from marginstream.core.risk.market import Market
 from tests.core.venue import Venue
 
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

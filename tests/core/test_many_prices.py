@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from marginstream.core.liquidation.manyprices import many_position_prices
 from marginstream.core.liquidation.prices import PositionPrices, position_prices
-from marginstream.core.risk import risk_rows
+from marginstream.core.risk.figures import risk_rows
 from tests.core.venue import Venue
 
 STRIKES = ("40000", "55000", "60000", "65000", "90000")

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from marginstream.core.instruments import parse_instrument
-from marginstream.core.margin import ShortOptionRates, TierTable, short_option_margin
+from marginstream.core.risk.instruments import parse_instrument
+from marginstream.core.risk.margin import ShortOptionRates, TierTable, short_option_margin
 from tests.core.venue import SPEC_TIERS
 
 SPEC_TABLE = TierTable.of(

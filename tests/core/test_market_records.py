@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from marginstream.core.pricing import black76, years_to_expiry
-from marginstream.core.reports import account_state
-from marginstream.core.risk import assess
+from marginstream.core.outputs.reports import account_state
+from marginstream.core.risk.figures import assess
+from marginstream.core.risk.pricing import black76, years_to_expiry
 from tests.core.venue import Venue, kinds, only
 
 EXPIRY_MS = 1_798_185_600_000  # 2026-12-25T08:00:00Z

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from marginstream.core.numbers import (
+from marginstream.core.inputs.numbers import (
     LEDGER_CONTEXT,
     RecordError,
     decimal_text,

@@ -1,4 +1,4 @@
-"""The operator's overview (core/overview.py) against figures made the slow way: every
+"""The operator's overview (core/outputs/overview.py) against figures made the slow way: every
 account decoded and figured by the exact path, over the liquidation scenario of the
 stream tests (a crash, fills back, re-issues, deficits, ADL) at each of its stages; and
 the ADL queues' heads against the whole ranking, ties included."""
@@ -13,16 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from marginstream.core.alerts import LEVELS
 from marginstream.core.liquidation import adl
-from marginstream.core.overview import (
+from marginstream.core.outputs.alerts import LEVELS
+from marginstream.core.outputs.overview import (
     RATIO_BUCKETS,
     RATIO_EDGES,
     Limits,
     merged,
     partition_overview,
 )
-from marginstream.core.risk import figures
+from marginstream.core.risk.figures import figures
 from marginstream.core.shards import Shards
 from tests.stream.test_liquidation import (
     CRASH_AT,

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from marginstream.core.portfolio.margin import grid, portfolio_margin
 from marginstream.core.portfolio.params import DEFAULT
 from marginstream.core.portfolio.scenarios import exposure, scenarios
-from marginstream.core.pricing import black76_price
-from marginstream.core.risk import figures, risk_rows
+from marginstream.core.risk.figures import figures, risk_rows
+from marginstream.core.risk.pricing import black76_price
 from tests.core.venue import Venue, only
 
 INDEX = 65_000.0

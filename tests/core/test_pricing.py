@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from marginstream.core.pricing import MS_PER_YEAR, black76, norm_cdf, years_to_expiry
+from marginstream.core.risk.pricing import MS_PER_YEAR, black76, norm_cdf, years_to_expiry
 
 # F = K = 100, T = 1 year, sigma = 0.2:
 #   d1 = (ln(1) + 0.02) / 0.2 = 0.1, d2 = -0.1

@@ -12,13 +12,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from marginstream.core import LIQUIDATIONS
-from marginstream.core.alerts import RECOVERED
-from marginstream.core.instruments import Kind, parse_instrument
-from marginstream.core.ledger import Account, OpenOrder
-from marginstream.core.margin import TierTable
-from marginstream.core.numbers import LEDGER_CONTEXT
-from marginstream.core.records import FillRecord
-from marginstream.core.risk import assess, figures, risk_rows, total, with_order
+from marginstream.core.books.ledger import Account, OpenOrder
+from marginstream.core.inputs.numbers import LEDGER_CONTEXT
+from marginstream.core.inputs.records import FillRecord
+from marginstream.core.outputs.alerts import RECOVERED
+from marginstream.core.risk.figures import assess, figures, risk_rows, total, with_order
+from marginstream.core.risk.instruments import Kind, parse_instrument
+from marginstream.core.risk.margin import TierTable
 from tests.core.operations import ACCOUNTS, envelopes, histories, opened_venue, play
 from tests.core.venue import Venue
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from marginstream.core import EngineConfig, RiskEngine, intake
+from marginstream.core import EngineConfig, RiskEngine
 from marginstream.core.delivery.guard import GUARD_KEY, ReplayGuard
 from marginstream.core.delivery.repartition import (
     MoveRefused,
@@ -17,7 +17,8 @@ from marginstream.core.delivery.repartition import (
     start_offsets,
 )
 from marginstream.core.delivery.sources import Source
-from marginstream.core.keys import account_partition
+from marginstream.core.inputs import intake
+from marginstream.core.inputs.keys import account_partition
 from marginstream.core.liquidation.fund import FUND_KEY
 from marginstream.core.shards import Shards
 

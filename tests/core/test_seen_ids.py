@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from marginstream.core import DEAD_LETTERS, EngineConfig, Envelope
+from marginstream.core.books.seenids import CHUNK_IDS, SeenIds
 from marginstream.core.delivery.guard import GUARD_KEY
 from marginstream.core.delivery.parts import FORMAT, decode_part, encode_part, part_key
 from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.store import MemoryPartStore
 from marginstream.core.delivery.unit import PartitionState, load
-from marginstream.core.seenids import CHUNK_IDS, SeenIds
 from tests.core.venue import T0, Venue
 
 RETENTION = 10_000

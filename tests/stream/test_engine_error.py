@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from marginstream.core.keys import account_partition
+from marginstream.core.inputs.keys import account_partition
 from marginstream.feeds.demo import DemoMarket, demo_events
 from tests.stream.harness import Deployment, Reference, final_checks
 

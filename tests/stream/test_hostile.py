@@ -12,9 +12,10 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from marginstream.core import DEAD_LETTERS, EngineConfig, RiskEngine, intake
-from marginstream.core.envelope import NotJson
-from marginstream.core.keys import account_partition
+from marginstream.core import DEAD_LETTERS, EngineConfig, RiskEngine
+from marginstream.core.inputs import intake
+from marginstream.core.inputs.envelope import NotJson
+from marginstream.core.inputs.keys import account_partition
 from marginstream.feeds.demo import DemoMarket, demo_events
 from tests.stream.harness import Deployment, Reference, final_checks
 

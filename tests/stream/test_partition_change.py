@@ -27,7 +27,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
 from marginstream.core import EngineConfig
-from marginstream.core.keys import account_partition
+from marginstream.core.inputs.keys import account_partition
 from marginstream.core.shards import Shards
 from marginstream.localworker import LocalWorker
 from marginstream.stream.runner import LAYOUT_EXIT_SECONDS

@@ -17,8 +17,8 @@ from decimal import Decimal
 from typing import Any
 
 from marginstream.core import EngineConfig
-from marginstream.core.instruments import parse_expiry
-from marginstream.core.pricing import black76_price, years_to_expiry
+from marginstream.core.risk.instruments import parse_expiry
+from marginstream.core.risk.pricing import black76_price, years_to_expiry
 from marginstream.core.shards import Shards
 from tests.stream.harness import Deployment, Reference, final_checks, wait_settled
 from tests.stream.test_liquidation import CRASH_AT, T0, fill, fills_and_reissue, market, rec

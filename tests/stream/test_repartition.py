@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from marginstream.core import EngineConfig
-from marginstream.core.keys import account_partition
+from marginstream.core.inputs.keys import account_partition
 from marginstream.core.shards import Shards
 from tests.stream.harness import Deployment, Reference, final_checks
 from tests.stream.test_engine_error import wait_for_failed

@@ -3,7 +3,7 @@ token, the demo's accounts (and fund capital, an account whose id is markup and 
 id holds a right-to-left override) down the demo's index fall.
 
 - /risk/summary, gathered by either worker, equals the same overview made from the
-  replay's engines (core/overview.py), and its nearest accounts' figures are what
+  replay's engines (core/outputs/overview.py), and its nearest accounts' figures are what
   GET /accounts/{id}/ and the replay say;
 - the page, in Debian's Chromium driven by Selenium, shows "unauthorized" and no data
   without the token, then the fund, the ADL queue and the nearest table the JSON says,
@@ -36,7 +36,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from marginstream.core import EngineConfig
-from marginstream.core.overview import merged, partition_overview
+from marginstream.core.outputs.overview import merged, partition_overview
 from marginstream.core.shards import Shards
 from marginstream.feeds.demo import START_MS, DemoMarket, demo_events
 from marginstream.localbroker import free_port

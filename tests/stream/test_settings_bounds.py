@@ -16,16 +16,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from marginstream.core import intake
-from marginstream.core.alerts import Thresholds
+from marginstream.core.books.ledger import Account, OpenOrder
 from marginstream.core.delivery.parts import encode_part
 from marginstream.core.engine import RiskEngine
-from marginstream.core.ledger import Account, OpenOrder
+from marginstream.core.inputs import intake
 from marginstream.core.liquidation.closeout import LiquidationPolicy
+from marginstream.core.outputs.alerts import Thresholds
 from marginstream.feeds.demo import TIERS
 from marginstream.stream import bounds
-from marginstream.stream.bounds import SETTINGS, Setting
-from marginstream.stream.runner import STALL_SECONDS
+from marginstream.stream.bounds import SETTINGS, STALL_SECONDS, Setting
 from marginstream.stream.settings import (
     DEFAULTS,
     SettingsError,

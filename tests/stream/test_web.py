@@ -9,7 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from marginstream.core.keys import account_partition
+from marginstream.core.inputs.keys import account_partition
 from marginstream.feeds.demo import DemoMarket, demo_events
 from marginstream.localworker import LocalWorker
 from tests.stream.harness import Deployment, wait_settled

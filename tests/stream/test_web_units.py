@@ -11,7 +11,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from marginstream.core.engine import RiskEngine
-from marginstream.core.envelope import Envelope
+from marginstream.core.inputs.envelope import Envelope
 from marginstream.stream.commit import PartitionLost
 from marginstream.stream.metrics import (
     REASON_CLASSES,

@@ -7,7 +7,7 @@ sit on its key's partition among N, as the live worker checks; a line that names
 partition is put where Kafka's default partitioner would put its key. A line that is not JSON
 or lacks topic/value becomes a dead letter naming its line number; the replay goes on.
 
-Each value goes through the worker's own intake (core/intake.py) as the bytes
+Each value goes through the worker's own intake (core/inputs/intake.py) as the bytes
 `marginstream produce` would send, so size limits and JSON errors match the live system.
 
 Every worker setting that changes outputs or state has a flag of the same name
@@ -29,13 +29,14 @@ import orjson
 
 from marginstream.cli.errors import CommandError
 from marginstream.cli.flags import range_words, setting_type
-from marginstream.core import DEAD_LETTERS, Output, RiskEngine, intake
+from marginstream.core import DEAD_LETTERS, Output, RiskEngine
 from marginstream.core.commitments.record import Commitments
-from marginstream.core.deadletters import original
-from marginstream.core.intake import MAX_RECORD_BYTES
-from marginstream.core.keys import account_partition
+from marginstream.core.inputs import intake
+from marginstream.core.inputs.deadletters import original
+from marginstream.core.inputs.intake import MAX_RECORD_BYTES
+from marginstream.core.inputs.keys import account_partition
+from marginstream.core.inputs.records import ACCOUNT_TOPICS
 from marginstream.core.liquidation import adl
-from marginstream.core.records import ACCOUNT_TOPICS
 from marginstream.core.shards import Shards
 from marginstream.stream.bounds import SETTINGS, relation_problem
 from marginstream.stream.settings import DEFAULTS, engine_config

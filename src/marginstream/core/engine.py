@@ -9,11 +9,11 @@ instrument, per index, per sealed chunk of an account's used ids, and the replay
 guard. An Outcome names the parts a record changed; the shell commits exactly
 those (core/delivery).
 
-Records enter through core/intake.py (size limit, JSON); an account record must be
-keyed by its account, on that key's partition (core/keys.py).
+Records enter through core/inputs/intake.py (size limit, JSON); an account record must be
+keyed by its account, on that key's partition (core/inputs/keys.py).
 
 A worker's engine is loaded lazily (core/delivery/unit.py load): its accounts are decoded
-from the partition's store when first touched (core/accounts.py), and clean ones are
+from the partition's store when first touched (core/books/accounts.py), and clean ones are
 evicted again at a commit past EngineConfig.resident_accounts; from_parts and replay
 hold every account in memory. Both give the same outputs and parts (tests/core/
 test_lazy_state.py).
@@ -30,24 +30,18 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from marginstream.core.accounts import Accounts
-from marginstream.core.alerts import LIQUIDATION, Thresholds
-from marginstream.core.deadletters import dead_letter
+from marginstream.core.books.accounts import Accounts
+from marginstream.core.books.ledger import Account
+from marginstream.core.books.requests import Desk
+from marginstream.core.books.seenids import SeenIds
 from marginstream.core.delivery.guard import GUARD_KEY, ReplayGuard
 from marginstream.core.delivery.parts import StateKey, decode_part, part_key
 from marginstream.core.delivery.store import PartReader
-from marginstream.core.envelope import Envelope, Output
-from marginstream.core.keys import account_partition
-from marginstream.core.ledger import Account
-from marginstream.core.liquidation import adl
-from marginstream.core.liquidation.closeout import LiquidationPolicy
-from marginstream.core.liquidation.desk import Liquidator, Loss
-from marginstream.core.liquidation.fund import FUND_ACCOUNT, FUND_KEY, InsuranceFund
-from marginstream.core.liquidation.manyprices import many_position_prices
-from marginstream.core.liquidation.prices import PositionPrices, position_prices
-from marginstream.core.market import MARKET_KINDS, Market
-from marginstream.core.numbers import RecordError
-from marginstream.core.records import (
+from marginstream.core.inputs.deadletters import dead_letter
+from marginstream.core.inputs.envelope import Envelope, Output
+from marginstream.core.inputs.keys import account_partition
+from marginstream.core.inputs.numbers import RecordError
+from marginstream.core.inputs.records import (
     ACCOUNT_TOPICS,
     FundingRecord,
     IndexRecord,
@@ -59,9 +53,15 @@ from marginstream.core.records import (
     TransferRecord,
     parse_record,
 )
-from marginstream.core.reports import account_state
-from marginstream.core.requests import Desk
-from marginstream.core.risk import (
+from marginstream.core.liquidation import adl
+from marginstream.core.liquidation.closeout import LiquidationPolicy
+from marginstream.core.liquidation.desk import Liquidator, Loss
+from marginstream.core.liquidation.fund import FUND_ACCOUNT, FUND_KEY, InsuranceFund
+from marginstream.core.liquidation.manyprices import many_position_prices
+from marginstream.core.liquidation.prices import PositionPrices, position_prices
+from marginstream.core.outputs.alerts import LIQUIDATION, Thresholds
+from marginstream.core.outputs.reports import account_state
+from marginstream.core.risk.figures import (
     Rows,
     assess,
     orders_by_symbol,
@@ -69,8 +69,8 @@ from marginstream.core.risk import (
     risk_symbols,
     total,
 )
-from marginstream.core.riskview import RiskView
-from marginstream.core.seenids import SeenIds
+from marginstream.core.risk.market import MARKET_KINDS, Market
+from marginstream.core.risk.view import RiskView
 
 DAY_MS = 86_400_000
 # The closing work a market record's alerts call for, when a shell commits the alerts
@@ -252,7 +252,7 @@ class RiskEngine:
         return parts
 
     def _account_part(self, account_id: str) -> dict[str, Any]:
-        """The account, and the newest chunk of its used ids (core/seenids.py)."""
+        """The account, and the newest chunk of its used ids (core/books/seenids.py)."""
         data = self.accounts[account_id].to_dict()
         newest = self.ids.newest(account_id)
         if newest:

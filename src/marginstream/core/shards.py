@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections import ChainMap
 from typing import Any
 
+from marginstream.core.books.ledger import Account
 from marginstream.core.engine import EngineConfig, Outcome, RiskEngine
-from marginstream.core.envelope import Envelope, published_by
-from marginstream.core.ledger import Account
+from marginstream.core.inputs.envelope import Envelope, published_by
+from marginstream.core.inputs.records import ACCOUNT_TOPICS
 from marginstream.core.liquidation import adl
-from marginstream.core.records import ACCOUNT_TOPICS
 
 
 class Shards:

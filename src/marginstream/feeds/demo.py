@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from marginstream.core.pricing import black76, years_to_expiry
+from marginstream.core.risk.pricing import black76, years_to_expiry
 
 START_MS = 1_795_000_000_000  # 2026-11-17T...Z: a fixed event time, so replays are identical
 DAY_MS = 86_400_000

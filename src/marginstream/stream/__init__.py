@@ -1,9 +1,9 @@
-"""The stream shell: Faust topics, tables, the fan-out agent, the risk handler and web
-views around the margin core.
+"""The stream shell: Kafka consumers and transactional producers around the margin core.
 
-Nothing here computes risk. `consumer` hands records from faust's fetch loop to the
-risk handler; `partitions` feeds them to one core engine per Kafka partition and stores
-the state parts each record changed; `store` keeps those parts from going backwards
-when a changelog is restored over a local RocksDB; `producer` refuses a commit after a
-failed send; `topics` creates and checks the topics; `web` serves account views.
+Nothing here computes risk. worker starts a RiskService (runner), which opens one
+OwnedPartition (partition) per assigned partition, feeds it records and commits each in
+its own fenced transaction (commit); changelog restores and follows state, store keeps
+it in RocksDB, fanout copies market records to every partition, web, riskpage and
+metrics serve the views. docs/architecture.md names the module for every step.
+No import cycle among these modules, and none imports cli or feeds (pyproject's contracts).
 """

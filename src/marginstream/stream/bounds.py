@@ -49,6 +49,10 @@ RECORD_BYTES_LIMIT = MAX_REQUEST_BYTES - HEADROOM_BYTES
 # the 1 MiB Kafka takes.
 OPEN_ORDERS_LIMIT = 1600
 SHOWN_CHARACTERS = 100  # of a refused value, in its line
+# Records applied and not committed for this long mean a commit that hangs somewhere the
+# timeouts do not reach: the worker stops, and its successor starts from what Kafka holds
+# (runner.py's stall check). Here because commit_interval's range is stated against it.
+STALL_SECONDS = 60.0
 
 
 class SettingsError(ValueError):
@@ -182,9 +186,6 @@ def _token(value: str) -> bool:
 
 
 def _commit_interval_note() -> str:
-    # Imported when first needed: the runner imports the settings that import this table.
-    from marginstream.stream.runner import STALL_SECONDS  # noqa: PLC0415
-
     return (
         f"a partition's records must commit well within the worker's {STALL_SECONDS:g} s "
         f"stall check and the producers' {TRANSACTION_TIMEOUT_MS / 1000:g} s transaction timeout"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,6 @@ from marginstream.core.delivery.parts import version_of
 from marginstream.core.delivery.restore import Restored, restore_batch
 from marginstream.core.delivery.store import PartStore
 from marginstream.stream.faults import FAULTS
-from marginstream.stream.metrics import StreamMetrics
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,9 @@ class ChangelogReader:
     topic: str
     counts: Counts = field(default_factory=Counts)
     options: dict[str, Any] = field(default_factory=dict)  # security: settings.kafka_options()
-    metrics: StreamMetrics = field(default_factory=StreamMetrics)
+    # Called with (partition, records read, records kept) after each batch: the worker's
+    # metrics count restores through it (a callback, so this module needs no metrics).
+    restored: Callable[[int, int, int], None] = field(default=lambda *_: None)
 
     def __post_init__(self) -> None:
         self.readings: dict[int, Reading] = {}
@@ -207,7 +209,7 @@ class ChangelogReader:
         self.counts.read += restored.read
         self.counts.applied += restored.kept
         self.counts.stale += restored.stale
-        self.metrics.restored(partition, restored.read, restored.kept)
+        self.restored(partition, restored.read, restored.kept)
         if restored.stale:
             log.error("partition %d: %d changelog records older than the store's", partition,
                       restored.stale)  # fmt: skip

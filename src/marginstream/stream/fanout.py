@@ -28,7 +28,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from marginstream.core import intake
+from marginstream.core.inputs import intake
 from marginstream.stream.commit import delivered
 from marginstream.stream.layout import LayoutWatch
 from marginstream.stream.partition import origin_headers

@@ -28,9 +28,9 @@ import aiohttp
 from faust import web as faust_web
 from yarl import URL
 
-from marginstream.core.instruments import MAX_SYMBOL_LENGTH
+from marginstream.core.inputs.numbers import decimal_text
 from marginstream.core.liquidation import adl
-from marginstream.core.numbers import decimal_text
+from marginstream.core.risk.instruments import MAX_SYMBOL_LENGTH
 from marginstream.stream.web import CHALLENGE, ROUTED, authorized
 
 if TYPE_CHECKING:

@@ -9,30 +9,30 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaConsumer
 
 if TYPE_CHECKING:
-    from marginstream.stream.runner import RiskService
+    from marginstream.stream.views import WorkerView
 
 
-def report(service: RiskService) -> dict[str, Any]:
+def report(worker: WorkerView) -> dict[str, Any]:
     """/health/: the status (RiskService.status, whose rules are in runner.py's docstring),
     what the worker owns, and its counters."""
-    counts = service.changelog.counts
-    owned = service.partitions.values()
+    counts = worker.changelog.counts
+    owned = worker.partitions.values()
     return {
-        "status": service.status(),
-        "failing": service.failing(),
-        "assigned": sorted(service.partitions),
+        "status": worker.status(),
+        "failing": worker.failing(),
+        "assigned": sorted(worker.partitions),
         "partitions": sorted(o.number for o in owned if o.active),
-        "standby": service.changelog.following(),
+        "standby": worker.changelog.following(),
         "accounts": sum(len(o.work.engine.accounts) for o in owned if o.work),
         "records": sum(o.applied for o in owned),
         "commits": sum(o.commits for o in owned),
-        "engine_loads": service.loads,
-        "fenced": service.fenced,
-        "reopened": service.reopened,
+        "engine_loads": worker.loads,
+        "fenced": worker.fenced,
+        "reopened": worker.reopened,
         "changelog_records_read": counts.read,
         "changelog_records_applied": counts.applied,
         "changelog_records_stale": counts.stale,
-        "market_copies": service.fanout.copied,
+        "market_copies": worker.fanout.copied,
         "commit_lag": {  # per partition: records applied, not committed; last delay
             o.number: {
                 "pending": o.work.records if o.work else 0,

@@ -3,7 +3,7 @@
 Every app has its own registry (never prometheus_client's global one): two apps in one
 process count apart. The processing loop calls in once per batch of one input (records
 applied, their processing time) and once per output sent (alerts, dead letters); what
-the service already counts (engine loads, consumer positions, restores under way) is
+the worker already counts (engine loads, consumer positions, restores under way) is
 read when /metrics is scraped.
 
 Labels are bounded: topic is one of the worker's inputs, level one of the alert types,
@@ -28,15 +28,14 @@ from prometheus_client.core import (
     Metric,
 )
 
-from marginstream.core.alerts import LIQUIDATION, MARGIN_CALL, RECOVERED
-from marginstream.core.envelope import DEAD_LETTERS, LIQUIDATION_ORDERS
+from marginstream.core.inputs.envelope import DEAD_LETTERS, LIQUIDATION_ORDERS
+from marginstream.core.outputs.alerts import LIQUIDATION, MARGIN_CALL, RECOVERED
 from marginstream.stream.commit import DeliveryRefused, PartitionLost, classified
 from marginstream.stream.store import StoreFailed
 
 if TYPE_CHECKING:
-    from marginstream.core.envelope import Output
-    from marginstream.stream.partition import OwnedPartition
-    from marginstream.stream.runner import RiskService
+    from marginstream.core.inputs.envelope import Output
+    from marginstream.stream.views import PartitionView, WorkerView
 
 ALERTS = "liquidations"  # the SPEC topic of alerts
 LIQUIDATION_TYPES = ("liquidation_order", "liquidation_cancel", "adl")
@@ -83,8 +82,8 @@ def reason_class(reason: str) -> str:
 
 
 class StreamMetrics:
-    def __init__(self, service: RiskService | None = None) -> None:
-        self.service = service
+    def __init__(self, worker: WorkerView | None = None) -> None:
+        self.worker = worker
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self._records = Counter(
             "marginstream_records_applied", "Input records applied, by input topic "
@@ -134,7 +133,7 @@ class StreamMetrics:
         registry.register(self.seconds)
         self._by_topic: dict[str, Any] = {}
         self.lag: dict[tuple[str, int], int] = {}  # (input topic, partition): records behind
-        registry.register(_ServiceCollector(self))
+        registry.register(_WorkerCollector(self))
 
     # -- the processing loop's hooks -------------------------------------------------
 
@@ -180,22 +179,22 @@ class StreamMetrics:
         return counts
 
     def _label(self, topic: str) -> str:
-        if self.service is None:
+        if self.worker is None:
             return topic
-        spec = self.service.names.spec(topic)
-        return "market" if topic == self.service.names.fanout else spec
+        spec = self.worker.names.spec(topic)
+        return "market" if topic == self.worker.names.fanout else spec
 
     # -- scraping --------------------------------------------------------------------
 
     async def refresh(self) -> None:
         """Before a scrape: each open partition's consumer lag, per input, from the last
         stable offset the broker reported (read_committed) and the consumer's position."""
-        service, lag = self.service, {}
-        if service is None or not hasattr(service, "consumer"):
+        worker, lag = self.worker, {}
+        if worker is None or not hasattr(worker, "consumer"):
             self.lag = lag
             return
-        consumer = service.consumer
-        for owned in list(service.partitions.values()):
+        consumer = worker.consumer
+        for owned in list(worker.partitions.values()):
             if not owned.active:
                 continue
             for tp in owned.inputs:
@@ -240,8 +239,8 @@ def _bound_text(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(bound)
 
 
-class _ServiceCollector:
-    """What the service counts anyway, read at scrape time."""
+class _WorkerCollector:
+    """What the worker counts anyway, read at scrape time."""
 
     def __init__(self, metrics: StreamMetrics) -> None:
         self.metrics = metrics
@@ -250,14 +249,14 @@ class _ServiceCollector:
         return []  # unchecked: the families are only known at collect time
 
     def collect(self) -> Iterator[Metric]:
-        service = self.metrics.service
-        if service is None:
+        worker = self.metrics.worker
+        if worker is None:
             return
         yield CounterMetricFamily(
             "marginstream_engine_loads", "Engines loaded from the local store (one per "
-            "partition opened: at each assignment and after each reopen)", value=service.loads,
+            "partition opened: at each assignment and after each reopen)", value=worker.loads,
         )  # fmt: skip
-        owned = list(service.partitions.values())
+        owned = list(worker.partitions.values())
         yield GaugeMetricFamily(
             "marginstream_partitions_open", "Owned partitions open and applying records",
             value=sum(o.active for o in owned),
@@ -271,7 +270,7 @@ class _ServiceCollector:
             "marginstream_restore_remaining_offsets", "Changelog offsets a restore under "
             "way has still to read, by partition", labels=["partition"],
         )  # fmt: skip
-        for partition, reading in sorted(service.changelog.readings.items()):
+        for partition, reading in sorted(worker.changelog.readings.items()):
             if reading.until is not None:
                 left = max(0, reading.until - reading.store.changelog_offset())
                 remaining.add_metric([str(partition)], left)
@@ -285,10 +284,10 @@ class _ServiceCollector:
             lag.add_metric([topic, str(partition)], behind)
         yield lag
         yield from _commit_figures(owned)
-        yield from _risk_figures(service)
+        yield from _risk_figures(worker)
 
 
-def _commit_figures(owned: list[OwnedPartition]) -> Iterator[Metric]:
+def _commit_figures(owned: list[PartitionView]) -> Iterator[Metric]:
     pending = GaugeMetricFamily(
         "marginstream_commit_pending_seconds", "Age of an open partition's oldest record "
         "applied and not yet committed (0: none), by partition", labels=["partition"],
@@ -306,7 +305,7 @@ def _commit_figures(owned: list[OwnedPartition]) -> Iterator[Metric]:
     yield delay
 
 
-def _risk_figures(service: RiskService) -> Iterator[Metric]:
+def _risk_figures(worker: WorkerView) -> Iterator[Metric]:
     """The risk page's figures that make metrics with bounded labels (never an account):
     per open partition, its fund slice, accounts by level and by ratio bucket, and its
     open closing sets; and the worker's status."""
@@ -314,7 +313,7 @@ def _risk_figures(service: RiskService) -> Iterator[Metric]:
         "marginstream_worker_status", "1 for the worker's status (as /health/ says it), 0 "
         "for the others", labels=["status"],
     )  # fmt: skip
-    now = service.status()
+    now = worker.status()
     for name in WORKER_STATUSES:
         status.add_metric([name], 1.0 if name == now else 0.0)
     yield status
@@ -344,10 +343,10 @@ def _risk_figures(service: RiskService) -> Iterator[Metric]:
     }  # fmt: skip
     engines = {
         o.number: o.work.engine
-        for o in service.partitions.values()
+        for o in worker.partitions.values()
         if o.active and o.work is not None
     }
-    overviews = service.overviews.current(engines)
+    overviews = worker.overviews.current(engines)
     for number, engine in sorted(engines.items()):
         partition = str(number)
         figures = overviews[number]

@@ -4,7 +4,7 @@ partitioner would pick.
 An index move can raise thousands of alerts in one record, and every order has its
 decision. aiokafka's own partitioner hashes every key with a murmur2 written in Python,
 which cost more than the rest of a send: here the output partition is computed once per
-key (core/keys.py, cached) and passed with the record. A keyless output (the dead letter
+key (core/inputs/keys.py, cached) and passed with the record. A keyless output (the dead letter
 of a keyless record) goes to the first partition.
 
 Records are appended to the producer's open batch of their partition, in order. Handing
@@ -18,7 +18,7 @@ The futures go to the transaction's sends, which the commit waits for before com
 
 from __future__ import annotations
 
-from marginstream.core.keys import account_partition
+from marginstream.core.inputs.keys import account_partition
 from marginstream.stream.commit import Transaction, classified
 
 

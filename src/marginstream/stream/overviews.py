@@ -1,4 +1,4 @@
-"""Partitions' overviews (core/overview.py), made at most once a second each.
+"""Partitions' overviews (core/outputs/overview.py), made at most once a second each.
 
 The risk page asks every second, from every browser that has it open, and each scrape of
 /metrics reads the same figures: one overview per partition per second bounds what they
@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from marginstream.core.overview import partition_overview
+from marginstream.core.outputs.overview import partition_overview
 
 if TYPE_CHECKING:
     from marginstream.core.engine import RiskEngine

@@ -29,13 +29,14 @@ from typing import Any, TypeVar
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from marginstream.core import EngineConfig, Envelope, intake
+from marginstream.core import EngineConfig, Envelope
 from marginstream.core.commitments.chain import digest_of
 from marginstream.core.delivery.guard import GUARD_KEY
 from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.unit import PartitionState, load, save_view
 from marginstream.core.engine import Steps
-from marginstream.core.envelope import NotJson, Output, published_by
+from marginstream.core.inputs import intake
+from marginstream.core.inputs.envelope import NotJson, Output, published_by
 from marginstream.stream.changelog import ChangelogReader
 from marginstream.stream.commit import PartitionLost, Transaction, classified, commit
 from marginstream.stream.faults import FAULTS

@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import KafkaError
 
-from marginstream.core import EngineConfig, RiskEngine, intake
+from marginstream.core import EngineConfig, RiskEngine
 from marginstream.core.delivery.guard import GUARD_KEY, ReplayGuard
 from marginstream.core.delivery.parts import decode_part, encode_part, format_of, part_key
 from marginstream.core.delivery.repartition import (
@@ -56,7 +56,8 @@ from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.store import MemoryPartStore
 from marginstream.core.delivery.unit import load_eager
 from marginstream.core.engine import drive
-from marginstream.core.envelope import Output, published_by
+from marginstream.core.inputs import intake
+from marginstream.core.inputs.envelope import Output, published_by
 from marginstream.stream.changelog import ChangelogReader
 from marginstream.stream.commit import Transaction, delivered
 from marginstream.stream.outputs import Outputs

@@ -7,7 +7,7 @@ an account id is venue users' text, and the page writes it as text, never as mar
 /risk/summary takes the token as /accounts/ does; the page asks for it once and sends it
 with fetch() (a browser's EventSource cannot send a header).
 
-The summary: the deployment's overview (core/overview.py: counts by level, the ratio
+The summary: the deployment's overview (core/outputs/overview.py: counts by level, the ratio
 histogram, the nearest to liquidation, open closing sets, the fund, the ADL queues'
 heads), every partition's lag, commit delay and owner, and every worker's health and
 alert counters (the page turns them into rates). It is 200 while partitions are missing
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from faust import web as faust_web
 
-from marginstream.core.overview import merged
+from marginstream.core.outputs.overview import merged
 from marginstream.stream.gather import Gatherer
 from marginstream.stream.web import CHALLENGE, ROUTED, authorized
 

@@ -56,6 +56,7 @@ from aiokafka.errors import InvalidSessionTimeoutError, KafkaError
 from mode import Service
 
 from marginstream.core import EngineConfig
+from marginstream.stream.bounds import STALL_SECONDS
 from marginstream.stream.changelog import ChangelogReader
 from marginstream.stream.commit import DeliveryRefused, PartitionLost, classified
 from marginstream.stream.fanout import FanOut
@@ -74,9 +75,6 @@ log = logging.getLogger(__name__)
 APPLY_CHUNK = 100  # records of one input applied between two looks at what is due to commit
 
 MAX_RECORDS = 5000  # per fetch
-# Records applied and not committed for this long mean a commit that hangs somewhere the
-# timeouts do not reach: the worker stops, and its successor starts from what Kafka holds.
-STALL_SECONDS = 60.0
 # From finding the partition layout changed to the exit: /health/ says why meanwhile.
 LAYOUT_EXIT_SECONDS = 2.0
 # Not processing for this many session timeouts (membership unconfirmed past its session,
@@ -111,7 +109,7 @@ class RiskService(Service):
             settings.bootstrap_servers,
             self.names.changelog,
             options=settings.kafka_options(),
-            metrics=self.metrics,
+            restored=self.metrics.restored,
         )
         self.fanout = FanOut(settings, self.names)
         self.tasks: list[asyncio.Future[None]] = []

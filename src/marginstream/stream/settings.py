@@ -9,10 +9,10 @@ from dataclasses import MISSING, dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
-from marginstream.core.alerts import Thresholds
 from marginstream.core.engine import DAY_MS, MAX_OPEN_ORDERS, EngineConfig
-from marginstream.core.intake import MAX_RECORD_BYTES
+from marginstream.core.inputs.intake import MAX_RECORD_BYTES
 from marginstream.core.liquidation.closeout import LiquidationPolicy
+from marginstream.core.outputs.alerts import Thresholds
 from marginstream.stream import bounds
 from marginstream.stream.bounds import SettingsError
 from marginstream.stream.security import KafkaSecurity, SecurityError

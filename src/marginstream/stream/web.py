@@ -45,8 +45,8 @@ from yarl import URL
 from marginstream.core.commitments import leaf, proof
 from marginstream.core.commitments.tree import leaf_node
 from marginstream.core.delivery.parts import decode_part, part_key
-from marginstream.core.keys import account_partition
-from marginstream.core.records import MAX_ID_LENGTH
+from marginstream.core.inputs.keys import account_partition
+from marginstream.core.inputs.records import MAX_ID_LENGTH
 
 if TYPE_CHECKING:
     import faust

@@ -19,13 +19,13 @@ from typing import Any
 
 import orjson
 
-from marginstream.core import intake
 from marginstream.core.commitments.chain import digest_of
 from marginstream.core.commitments.record import RECORD_SCHEMA, Commitments, params_hash
 from marginstream.core.delivery.sources import Source
 from marginstream.core.delivery.unit import PartitionState
 from marginstream.core.engine import EngineConfig, RiskEngine, drive
-from marginstream.core.records import MARKET_TOPICS
+from marginstream.core.inputs import intake
+from marginstream.core.inputs.records import MARKET_TOPICS
 
 # (offset, key, value) of the committed records of a topic partition in [first, last]
 Reader = Callable[[str, int, int, int], Iterable[tuple[int, bytes | None, bytes | None]]]

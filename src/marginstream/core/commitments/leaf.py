@@ -27,11 +27,11 @@ from typing import Any
 
 import orjson
 
-from marginstream.core.instruments import Kind
-from marginstream.core.ledger import Account
+from marginstream.core.books.ledger import Account
+from marginstream.core.inputs.numbers import LEDGER_CONTEXT, decimal_text
 from marginstream.core.liquidation.fund import InsuranceFund
-from marginstream.core.market import Market
-from marginstream.core.numbers import LEDGER_CONTEXT, decimal_text
+from marginstream.core.risk.instruments import Kind
+from marginstream.core.risk.market import Market
 
 LEAF_FORMAT = 1
 SCALE = 8  # the sums' unit is 10^-8 of the settlement currency

@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 
 from marginstream import __version__
+from marginstream.core.books.ledger import Account
 from marginstream.core.commitments import leaf as leaves
 from marginstream.core.commitments.chain import GENESIS, InputChain
 from marginstream.core.commitments.tree import (
@@ -46,10 +47,9 @@ from marginstream.core.commitments.tree import (
     leaf_node,
     leaf_node_packed,
 )
-from marginstream.core.ledger import Account
+from marginstream.core.inputs.numbers import decimal_text
 from marginstream.core.liquidation.fund import InsuranceFund
-from marginstream.core.market import Market
-from marginstream.core.numbers import decimal_text
+from marginstream.core.risk.market import Market
 
 RECORD_SCHEMA = 1
 CHAIN_KEY = ("delivery", "chain")

@@ -15,5 +15,6 @@ to the core, and lives here:
     unit      a partition's work between two commits: apply, seal, committed
 
 Nothing here imports Kafka or Faust; the crash model in tests/core/test_recovery.py
-drives these same modules.
+drives these same modules. sources, parts and store are leaves the models may import;
+the rest may import any of core (it stores the engine's state), never the shell.
 """

@@ -10,7 +10,7 @@ the changelog of format 1 was a prefix of the writes in order, so a record is in
 state exactly when some part saw it or a later record of its source.
 
 Format 3 moves an account's used fill and transfer ids ("fills_seen", "transfers_seen")
-out of its account part into chunks of at most 128 (core/seenids.py; the newest travels
+out of its account part into chunks of at most 128 (core/books/seenids.py; the newest travels
 in the account part, the full ones in parts of their own), so that no part grows with
 the account's activity. Those ids are moved when read, and the account and
 its chunks are rewritten together at the partition's next commit (Upgraded.rewrite).
@@ -30,11 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from marginstream.core.books.seenids import SeenIds
 from marginstream.core.delivery.guard import GUARD_KEY, ReplayGuard
 from marginstream.core.delivery.parts import StateKey, StoredPart
 from marginstream.core.delivery.sources import Source
 from marginstream.core.engine import FIRST_LEAF, LEAVES_KEY, next_leaf
-from marginstream.core.seenids import SeenIds
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """How state parts are keyed and stored.
 
 A part is one account, one instrument (definition and quotes), one index, one chunk of
-an account's used fill or transfer ids (core/seenids.py), or the replay guard. Its key
+an account's used fill or transfer ids (core/books/seenids.py), or the replay guard. Its key
 is "kind/name"; its stored value is a format byte, an 8-byte big-endian version and the
 part as JSON (a deleted part is a Kafka tombstone, and gone from the store). The version
 is the partition's commit number: every part a commit writes carries it, so in a

@@ -28,15 +28,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from marginstream.core.books.seenids import chunk_owner
 from marginstream.core.delivery.guard import GUARD_KEY, ReplayGuard
 from marginstream.core.delivery.parts import StateKey
 from marginstream.core.delivery.sources import Source
 from marginstream.core.engine import FIRST_LEAF, LEAVES_KEY
-from marginstream.core.keys import account_partition
+from marginstream.core.inputs.keys import account_partition
+from marginstream.core.inputs.records import ACCOUNT_TOPICS, MARKET_TOPICS
 from marginstream.core.liquidation.fund import FUND_ACCOUNT, FUND_KEY
-from marginstream.core.market import MARKET_KINDS
-from marginstream.core.records import ACCOUNT_TOPICS, MARKET_TOPICS
-from marginstream.core.seenids import chunk_owner
+from marginstream.core.risk.market import MARKET_KINDS
 
 Placed = tuple[int, StateKey, Any]  # (new partition, key, part)
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from marginstream.core.accounts import view_columns
+from marginstream.core.books.accounts import view_columns
+from marginstream.core.books.seenids import chunk_owner
 from marginstream.core.commitments.chain import digest_of
 from marginstream.core.commitments.record import (
     CHAIN_KEY,
@@ -53,11 +54,10 @@ from marginstream.core.engine import (
     drive,
     next_leaf,
 )
-from marginstream.core.envelope import Envelope
+from marginstream.core.inputs.envelope import Envelope
+from marginstream.core.inputs.records import ACCOUNT_TOPICS, MARKET_TOPICS
 from marginstream.core.liquidation.fund import FUND_KEY, InsuranceFund
-from marginstream.core.market import MARKET_KINDS, Market
-from marginstream.core.records import ACCOUNT_TOPICS, MARKET_TOPICS
-from marginstream.core.seenids import chunk_owner
+from marginstream.core.risk.market import MARKET_KINDS, Market
 
 INPUTS = ACCOUNT_TOPICS | MARKET_TOPICS  # the SPEC inputs the input chain links
 
@@ -194,7 +194,7 @@ def load(
     A store wholly in the current format is loaded lazily: the market, the guard and the
     risk view (from the view's snapshot if it matches the store, else from the account
     parts, decoded to floats only); each account is decoded when first touched
-    (core/accounts.py). A store with parts of an earlier format is loaded whole, and
+    (core/books/accounts.py). A store with parts of an earlier format is loaded whole, and
     upgraded.
 
     partition: the account partition the store holds, to commit to its state (its tree

@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 
 from marginstream.core.delivery.store import META_PREFIX, PartReader, PartStore
-from marginstream.core.riskview import RiskView
+from marginstream.core.risk.view import RiskView
 
 SNAPSHOT_FORMAT = 4  # 2: the liquidation deadline column; 3: the state tree; 4: portfolio
 _PREFIX = META_PREFIX + b"view/"

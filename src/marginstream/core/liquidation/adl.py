@@ -24,9 +24,9 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from marginstream.core.ledger import Account
-from marginstream.core.numbers import decimal_text, risk_text
-from marginstream.core.riskview import RiskView
+from marginstream.core.books.ledger import Account
+from marginstream.core.inputs.numbers import decimal_text, risk_text
+from marginstream.core.risk.view import RiskView
 
 LONG, SHORT = "long", "short"
 SIDES = (LONG, SHORT)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from marginstream.core.numbers import decimal_text
-from marginstream.core.records import MAX_ID_LENGTH
+from marginstream.core.inputs.numbers import decimal_text
+from marginstream.core.inputs.records import MAX_ID_LENGTH
 
 
 @dataclass(slots=True)

@@ -33,12 +33,11 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import NamedTuple
 
-from marginstream.core.ledger import Account, Position
+from marginstream.core.books.ledger import Account, Position
+from marginstream.core.inputs.numbers import MAX_PLACES, ZERO
+from marginstream.core.inputs.records import FillRecord
 from marginstream.core.liquidation.prices import PositionPrices, position_prices
-from marginstream.core.market import Market
-from marginstream.core.numbers import MAX_PLACES, ZERO
-from marginstream.core.records import FillRecord
-from marginstream.core.risk import (
+from marginstream.core.risk.figures import (
     MarginFigures,
     RiskRow,
     Rows,
@@ -47,6 +46,7 @@ from marginstream.core.risk import (
     risk_rows,
     total,
 )
+from marginstream.core.risk.market import Market
 
 MAX_CLOSES = 100  # orders in one set: the next set goes on from where it stopped
 PENALTY = "penalty"

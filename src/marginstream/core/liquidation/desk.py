@@ -22,21 +22,21 @@ from collections.abc import Generator, Mapping
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from marginstream.core.alerts import LIQUIDATION, RECOVERED, Thresholds
+from marginstream.core.books.ledger import HEALTHY, Account
 from marginstream.core.delivery.parts import StateKey
-from marginstream.core.envelope import LIQUIDATION_ORDERS, Output
-from marginstream.core.ledger import HEALTHY, Account
+from marginstream.core.inputs.envelope import LIQUIDATION_ORDERS, Output
+from marginstream.core.inputs.numbers import ZERO, decimal_text, exact, risk_text
+from marginstream.core.inputs.records import FillRecord
 from marginstream.core.liquidation import adl
 from marginstream.core.liquidation.book import LiquidationOrder, LiquidationSet, id_name, set_id
 from marginstream.core.liquidation.closeout import Closeout, LiquidationPolicy, plan
 from marginstream.core.liquidation.fund import DEFICIT, SHORTFALL, InsuranceFund
 from marginstream.core.liquidation.manyprices import many_position_prices
 from marginstream.core.liquidation.prices import PositionPrices
-from marginstream.core.market import Market
-from marginstream.core.numbers import ZERO, decimal_text, exact, risk_text
-from marginstream.core.records import FillRecord
-from marginstream.core.risk import MarginFigures, Rows, risk_rows
-from marginstream.core.riskview import RiskView
+from marginstream.core.outputs.alerts import LIQUIDATION, RECOVERED, Thresholds
+from marginstream.core.risk.figures import MarginFigures, Rows, risk_rows
+from marginstream.core.risk.market import Market
+from marginstream.core.risk.view import RiskView
 
 UNTIMED = -1  # the deadline of a set issued on a record without a time (an instrument)
 # What catch_up does to an account's set (else: cancel it, for the account's new level).

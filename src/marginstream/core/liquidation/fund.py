@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from marginstream.core.numbers import LEDGER_CONTEXT, ZERO, decimal_text
+from marginstream.core.inputs.numbers import LEDGER_CONTEXT, ZERO, decimal_text
 
 FUND_ACCOUNT = "insurance-fund"
 FUND_KEY = ("fund", "insurance")

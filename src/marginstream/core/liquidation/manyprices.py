@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from marginstream.core.ledger import Account
+from marginstream.core.books.ledger import Account
 from marginstream.core.liquidation.prices import (
     _LADDER,
     TOLERANCE,
@@ -36,9 +36,9 @@ from marginstream.core.liquidation.prices import (
     many_portfolio_prices,
     prices_to_solve,
 )
-from marginstream.core.market import Market
-from marginstream.core.pricing import black76_prices
-from marginstream.core.risk import Rows
+from marginstream.core.risk.figures import Rows
+from marginstream.core.risk.market import Market
+from marginstream.core.risk.pricing import black76_prices
 
 Gap = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (spots, which accounts) -> gaps
 

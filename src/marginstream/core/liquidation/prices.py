@@ -27,13 +27,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from marginstream.core.ledger import Account
-from marginstream.core.margin import ShortOptionRates, short_option_margin
-from marginstream.core.market import Market
+from marginstream.core.books.ledger import Account
 from marginstream.core.portfolio.margin import by_underlying, portfolio_margin
 from marginstream.core.portfolio.prices import Book, book_of, portfolio_scales
-from marginstream.core.pricing import black76_price
-from marginstream.core.risk import MarginFigures, RiskRow, Rows, risk_rows, total
+from marginstream.core.risk.figures import MarginFigures, RiskRow, Rows, risk_rows, total
+from marginstream.core.risk.margin import ShortOptionRates, short_option_margin
+from marginstream.core.risk.market import Market
+from marginstream.core.risk.pricing import black76_price
 
 TOLERANCE = 1e-9  # of the index: the bisection's final bracket, for option positions
 _DOWN = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 0.9, 0.99, 0.999)

@@ -2,6 +2,6 @@
 
 Holds the parameters (params.py), each instrument's P&L per scenario (scenarios.py), an
 account's margin from them (margin.py), the same for many accounts at once (many.py),
-and a portfolio account's liquidation prices (prices.py). Imports core modules below the
-engine (instruments, market, pricing, risk rows), never the engine or the shell.
+and a portfolio account's liquidation prices (prices.py). May import inputs and risk;
+never the engine, shards, commitments or the shell (pyproject's import contracts).
 """

@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from marginstream.core.market import Market
 from marginstream.core.portfolio.scenarios import Exposure, exposure
+from marginstream.core.risk.market import Market
 
 
 class Rows(NamedTuple):

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from marginstream.core.market import Market
 from marginstream.core.portfolio.scenarios import Exposure, exposure
+from marginstream.core.risk.market import Market
 
 if TYPE_CHECKING:  # risk.py uses this module: its rows are only read here
-    from marginstream.core.risk import RiskRow, Rows
+    from marginstream.core.risk.figures import RiskRow, Rows
 
 
 class Grid(NamedTuple):

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from typing import Any
 
-from marginstream.core.numbers import RecordError, parse_decimal
+from marginstream.core.inputs.numbers import RecordError, parse_decimal
 
 MAX_BUCKETS = 20  # points a side: the grid is (2 x buckets + 1) x 3 scenarios
 MAX_EXTENDED = 8

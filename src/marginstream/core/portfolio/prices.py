@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from marginstream.core.market import Market
 from marginstream.core.portfolio.many import Table, grid_initial
 from marginstream.core.portfolio.margin import grid
 from marginstream.core.portfolio.scenarios import exposures_at
-from marginstream.core.pricing import black76_price, black76_prices
+from marginstream.core.risk.market import Market
+from marginstream.core.risk.pricing import black76_price, black76_prices
 
 if TYPE_CHECKING:
-    from marginstream.core.risk import MarginFigures, RiskRow
+    from marginstream.core.risk.figures import MarginFigures, RiskRow
 
 STEP = 1.001
 _SPAN = 1 << 32  # a (symbol, point) pair as one integer: symbol x _SPAN + point + _SPAN / 2

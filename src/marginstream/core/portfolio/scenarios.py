@@ -26,10 +26,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from marginstream.core.instruments import Kind
-from marginstream.core.market import Market
 from marginstream.core.portfolio.params import PortfolioParams
-from marginstream.core.pricing import black76_price, black76_prices, years_to_expiry
+from marginstream.core.risk.instruments import Kind
+from marginstream.core.risk.market import Market
+from marginstream.core.risk.pricing import black76_price, black76_prices, years_to_expiry
 
 VOL_CASES = ("up", "same", "down")
 _SHORT_TERM_DAYS = 30.0

@@ -19,12 +19,12 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from marginstream.core.alerts import LEVELS, Thresholds
-from marginstream.core.instruments import Kind
-from marginstream.core.ledger import Account, OpenOrder
-from marginstream.core.market import Market
+from marginstream.core.books.ledger import Account, OpenOrder
+from marginstream.core.outputs.alerts import LEVELS, Thresholds
 from marginstream.core.portfolio import many
-from marginstream.core.risk import RowInputs, Rows, orders_by_symbol, risk_row
+from marginstream.core.risk.figures import RowInputs, Rows, orders_by_symbol, risk_row
+from marginstream.core.risk.instruments import Kind
+from marginstream.core.risk.market import Market
 
 _NEAR = 1e-9  # relative distance to a threshold below which the exact path decides
 _LIQUIDATING = LEVELS.index("liquidation")
@@ -272,7 +272,7 @@ class RiskView:
 
     def account_column(self, name: str) -> np.ndarray:
         """One of the account columns (cash, level, deadline, portfolio) by account
-        number, read-only: what the operator's overview counts (core/overview.py)."""
+        number, read-only: what the operator's overview counts (core/outputs/overview.py)."""
         column = self._accounts[name][: self._accounts.size].view()
         column.flags.writeable = False
         return column

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from marginstream.core.ledger import HEALTHY, Account
-from marginstream.core.numbers import risk_text
-from marginstream.core.reports import position_lines
-from marginstream.core.risk import MarginFigures, PositionRisk
+from marginstream.core.books.ledger import HEALTHY, Account
+from marginstream.core.inputs.numbers import risk_text
+from marginstream.core.outputs.reports import position_lines
+from marginstream.core.risk.figures import MarginFigures, PositionRisk
 
 MARGIN_CALL = "margin_call"
 LIQUIDATION = "liquidation"

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple
 
-from marginstream.core.instruments import Instrument, Kind
-from marginstream.core.ledger import Account, OpenOrder, Position
-from marginstream.core.margin import short_option_margin
-from marginstream.core.market import Market
-from marginstream.core.numbers import LEDGER_CONTEXT, ZERO, exact
+from marginstream.core.books.ledger import Account, OpenOrder, Position
+from marginstream.core.inputs.numbers import LEDGER_CONTEXT, ZERO, exact
 from marginstream.core.portfolio.margin import PortfolioMargin, portfolio_margin
+from marginstream.core.risk.instruments import Instrument, Kind
+from marginstream.core.risk.margin import short_option_margin
+from marginstream.core.risk.market import Market
 
 # Named tuples built several times per record are made with tuple.__new__: their own
 # __new__ is a Python function, which costs twice the tuple.

@@ -17,18 +17,18 @@ from decimal import Decimal
 from typing import Any
 
 from marginstream.core.delivery.parts import StateKey
-from marginstream.core.instruments import Instrument, Kind, Status, parse_instrument
-from marginstream.core.margin import ShortOptionRates, TierTable
-from marginstream.core.numbers import ZERO, RecordError, decimal_text, exact, risk_text
-from marginstream.core.portfolio.params import DEFAULT, PortfolioParams
-from marginstream.core.pricing import OptionValue, black76, years_to_expiry
-from marginstream.core.records import (
+from marginstream.core.inputs.numbers import ZERO, RecordError, decimal_text, exact, risk_text
+from marginstream.core.inputs.records import (
     FundingRecord,
     IndexRecord,
     MarkRecord,
     PortfolioParamsRecord,
     SettlementRecord,
 )
+from marginstream.core.portfolio.params import DEFAULT, PortfolioParams
+from marginstream.core.risk.instruments import Instrument, Kind, Status, parse_instrument
+from marginstream.core.risk.margin import ShortOptionRates, TierTable
+from marginstream.core.risk.pricing import OptionValue, black76, years_to_expiry
 
 PORTFOLIO_KIND = "portfolio"  # an underlying's portfolio-margin parameters
 MARKET_KINDS = ("instrument", "index", PORTFOLIO_KIND)  # the market's part kinds
@@ -195,7 +195,7 @@ class Market:
 
     def clock(self) -> int:
         """The venue's event time as its market data tells it: the newest index time (0
-        before any). What drops used ids (core/seenids.py), which an account's own
+        before any). What drops used ids (core/books/seenids.py), which an account's own
         records must not move."""
         if not self.index:
             return 0

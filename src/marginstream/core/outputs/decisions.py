@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from marginstream.core.instruments import Status
-from marginstream.core.ledger import Account
-from marginstream.core.market import Market
-from marginstream.core.numbers import decimal_text, exact, risk_text
-from marginstream.core.records import OrderRecord
+from marginstream.core.books.ledger import Account
+from marginstream.core.inputs.numbers import decimal_text, exact, risk_text
+from marginstream.core.inputs.records import OrderRecord
+from marginstream.core.risk.instruments import Status
+from marginstream.core.risk.market import Market
 
 
 def order_rejection(

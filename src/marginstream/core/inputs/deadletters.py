@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from marginstream.core.envelope import DEAD_LETTERS, Envelope, NotJson, Output
+from marginstream.core.inputs.envelope import DEAD_LETTERS, Envelope, NotJson, Output
 
 EXCERPT_BYTES = 1024
 MAX_KEY_CHARS = 256

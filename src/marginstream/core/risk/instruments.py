@@ -8,7 +8,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from marginstream.core.numbers import (
+from marginstream.core.inputs.numbers import (
     RecordError,
     decimal_text,
     non_negative,

@@ -19,14 +19,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from marginstream.core.accounts import Accounts
-from marginstream.core.alerts import LEVELS
+from marginstream.core.books.accounts import Accounts
+from marginstream.core.inputs.numbers import decimal_text, risk_text
 from marginstream.core.liquidation import adl
 from marginstream.core.liquidation.fund import InsuranceFund
-from marginstream.core.market import Market
-from marginstream.core.numbers import decimal_text, risk_text
-from marginstream.core.risk import figures
-from marginstream.core.riskview import RiskView, margin_ratios
+from marginstream.core.outputs.alerts import LEVELS
+from marginstream.core.risk.figures import figures
+from marginstream.core.risk.market import Market
+from marginstream.core.risk.view import RiskView, margin_ratios
 
 # Margin ratio (maintenance / equity) buckets: tenths up to 1.0, where liquidation starts
 # at the default threshold, then everything at or past it (equity <= 0 included).

@@ -9,10 +9,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from marginstream.core.envelope import NotJson
-from marginstream.core.instruments import Instrument, parse_instrument
-from marginstream.core.numbers import ZERO, RecordError, parse_decimal, positive
+from marginstream.core.inputs.envelope import NotJson
+from marginstream.core.inputs.numbers import ZERO, RecordError, parse_decimal, positive
 from marginstream.core.portfolio.params import PortfolioParams, parse_params
+from marginstream.core.risk.instruments import Instrument, parse_instrument
 
 MAX_ID_LENGTH = 128
 MAX_TS = 10**14  # milliseconds: about the year 5138

@@ -8,24 +8,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from marginstream.core.alerts import LIQUIDATION, Thresholds, raise_alert
-from marginstream.core.decisions import decision_value, order_rejection
-from marginstream.core.envelope import DECISIONS, LIQUIDATIONS, Output
-from marginstream.core.ledger import Account, OpenOrder
-from marginstream.core.liquidation.closeout import Close, after_closing
-from marginstream.core.liquidation.desk import Liquidator
-from marginstream.core.liquidation.prices import PositionPrices, position_prices
-from marginstream.core.market import Market
-from marginstream.core.numbers import RecordError, decimal_text, risk_text
-from marginstream.core.records import (
+from marginstream.core.books.ledger import Account, OpenOrder
+from marginstream.core.books.seenids import SeenIds
+from marginstream.core.inputs.envelope import DECISIONS, LIQUIDATIONS, Output
+from marginstream.core.inputs.numbers import RecordError, decimal_text, risk_text
+from marginstream.core.inputs.records import (
     CancelRecord,
     FillRecord,
     MarginModeRecord,
     OrderRecord,
     TransferRecord,
 )
-from marginstream.core.reports import add_prices
-from marginstream.core.risk import (
+from marginstream.core.liquidation.closeout import Close, after_closing
+from marginstream.core.liquidation.desk import Liquidator
+from marginstream.core.liquidation.prices import PositionPrices, position_prices
+from marginstream.core.outputs.alerts import LIQUIDATION, Thresholds, raise_alert
+from marginstream.core.outputs.decisions import decision_value, order_rejection
+from marginstream.core.outputs.reports import add_prices
+from marginstream.core.risk.figures import (
     MarginFigures,
     Rows,
     cash_with_funding,
@@ -35,8 +35,8 @@ from marginstream.core.risk import (
     total,
     with_order,
 )
-from marginstream.core.riskview import RiskView
-from marginstream.core.seenids import SeenIds
+from marginstream.core.risk.market import Market
+from marginstream.core.risk.view import RiskView
 
 
 class Desk:
@@ -270,7 +270,7 @@ class Desk:
             outputs += self.level_check(account, trigger, record.ts, rows)
         return outputs
 
-    # -- used ids (core/seenids.py) ----------------------------------------------------
+    # -- used ids (core/books/seenids.py) ----------------------------------------------------
 
     def _check_new_id(self, account: Account, kind: str, identifier: str, ts: int) -> None:
         if self.ids.seen(account.account_id, kind, identifier, ts):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from marginstream.core.ledger import Account
+from marginstream.core.books.ledger import Account
+from marginstream.core.inputs.numbers import decimal_text, risk_text
 from marginstream.core.liquidation.prices import PositionPrices
-from marginstream.core.market import Market
-from marginstream.core.numbers import decimal_text, risk_text
 from marginstream.core.portfolio.margin import PortfolioMargin
 from marginstream.core.portfolio.scenarios import scenarios
-from marginstream.core.risk import AccountRisk, Greeks, PositionRisk
+from marginstream.core.risk.figures import AccountRisk, Greeks, PositionRisk
+from marginstream.core.risk.market import Market
 
 
 def _price(value: Any) -> str | None:

@@ -11,8 +11,8 @@ import hashlib
 
 import orjson
 
-from marginstream.core.deadletters import EXCERPT_BYTES
-from marginstream.core.envelope import Envelope, NotJson
+from marginstream.core.inputs.deadletters import EXCERPT_BYTES
+from marginstream.core.inputs.envelope import Envelope, NotJson
 
 MAX_RECORD_BYTES = 64 * 1024  # key and value together; SPEC section 4's default
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from marginstream.core.alerts import LEVELS
+from marginstream.core.books.ledger import PORTFOLIO, Account, OpenOrder, Position
 from marginstream.core.delivery.parts import (
     FORMAT,
     HEADER_BYTES,
@@ -29,10 +29,10 @@ from marginstream.core.delivery.parts import (
     version_of,
 )
 from marginstream.core.delivery.store import PartReader
-from marginstream.core.ledger import PORTFOLIO, Account, OpenOrder, Position
-from marginstream.core.market import Market
-from marginstream.core.risk import row_inputs
-from marginstream.core.riskview import RiskView
+from marginstream.core.outputs.alerts import LEVELS
+from marginstream.core.risk.figures import row_inputs
+from marginstream.core.risk.market import Market
+from marginstream.core.risk.view import RiskView
 
 
 class Accounts(MutableMapping[str, Account]):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from marginstream.core.instruments import Instrument
+from marginstream.core.risk.instruments import Instrument
 
 
 @dataclass(frozen=True, slots=True)

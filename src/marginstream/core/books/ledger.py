@@ -18,10 +18,16 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from marginstream.core.instruments import Instrument, Kind
+from marginstream.core.inputs.numbers import (
+    LEDGER_CONTEXT,
+    ZERO,
+    decimal_text,
+    divide_rounded,
+    exact,
+)
+from marginstream.core.inputs.records import FillRecord, OrderRecord
 from marginstream.core.liquidation.book import LiquidationSet
-from marginstream.core.numbers import LEDGER_CONTEXT, ZERO, decimal_text, divide_rounded, exact
-from marginstream.core.records import FillRecord, OrderRecord
+from marginstream.core.risk.instruments import Instrument, Kind
 
 HEALTHY = "healthy"
 STANDARD = "standard"
