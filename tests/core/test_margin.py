@@ -89,7 +89,7 @@ def test_short_put_is_capped_at_its_strike():
 @given(st.floats(min_value=0, max_value=1e13) | st.just(math.nan))
 def test_tiered_margin_has_the_bits_of_every_slice_summed(notional):
     # TierTable stops at the first slice above the notional (and takes a first-slice
-    # notional in one product); riskview sums every slice. They must agree to the bit.
+    # notional in one product); the risk view sums every slice. They must agree to the bit.
     for rates in (SPEC_TABLE.initial, SPEC_TABLE.maintenance):
         every_slice = 0.0
         for low, span, rate in zip(SPEC_TABLE.lower, SPEC_TABLE.width, rates, strict=True):

@@ -15,7 +15,7 @@ filled, goes on.
 
 "Reaches" is judged on the account as the ledger would hold it after the fills: each
 close is booked on a scratch copy with Account.apply_fill at the order's price (which
-is what desk.py books a liquidation fill at), and the figures are risk.py's. So the
+is what desk.py books a liquidation fill at), and the figures are risk/figures.py's. So the
 order published carries "after" figures the account will have if it fills while the
 prices stand, and closing one lot less does not reach the target.
 

@@ -26,7 +26,7 @@ import numpy as np
 from marginstream.core.portfolio.scenarios import Exposure, exposure
 from marginstream.core.risk.market import Market
 
-if TYPE_CHECKING:  # risk.py uses this module: its rows are only read here
+if TYPE_CHECKING:  # risk/figures.py uses this module: its rows are only read here
     from marginstream.core.risk.figures import RiskRow, Rows
 
 

@@ -2,7 +2,7 @@
 
 This is the authoritative, per-account path: decisions and alerts are taken
 on its figures. `row_inputs` turns the exact ledger into the floats both this
-path and the vectorised view (riskview) compute on, and `row_risk` is the
+path and the vectorised view (view.py) compute on, and `row_risk` is the
 formula both apply, so the two can only differ in the order of the final sums.
 """
 
@@ -164,7 +164,7 @@ def _order_totals(orders: list[OpenOrder], instrument: Instrument) -> tuple[floa
 
 
 def row_risk(row: RowInputs, instrument: Instrument, market: Market) -> RowRisk:
-    """The formulas of SPEC section 3 for one row; riskview applies them to arrays."""
+    """The formulas of SPEC section 3 for one row; view.py applies them to arrays."""
     size = instrument.size
     mark, funding = market.risk_floats(instrument.symbol)
     price = mark if mark is not None else row.fallback_price

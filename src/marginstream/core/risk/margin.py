@@ -1,6 +1,6 @@
 """Margin formulas on one position, in binary floats (risk figures, never ledger values).
 
-The vectorised view (riskview) applies the very same operations in the same
+The vectorised view (view.py) applies the very same operations in the same
 order to whole arrays, so that the two paths agree to the last bit wherever
 NumPy's element-wise arithmetic is IEEE-exact (it is for +, -, *, /, min, max).
 """
@@ -55,7 +55,7 @@ def _sliced(
     """Each slice of notional pays its own tier's rate, so the total is continuous.
 
     Tiers above the notional add rate * 0.0 = 0.0, which changes no sum: the loop stops
-    at the first, and riskview, which adds them all, gets the same bits. Most notionals
+    at the first, and view.py, which adds them all, gets the same bits. Most notionals
     fit in the first slice (from 0): 0.0 + rate * notional is rate * notional.
     """
     if 0.0 < notional <= width[0]:

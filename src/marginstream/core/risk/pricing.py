@@ -3,7 +3,7 @@
 Conventions (Deribit's): vega per one volatility point (0.01), theta per
 calendar day, both per unit of underlying like price, delta and gamma.
 An option chain is tens of strikes, so pricing is scalar; what is vectorised
-is the re-margining of the accounts that hold them (see riskview).
+is the re-margining of the accounts that hold them (see view.py).
 """
 
 from __future__ import annotations
