@@ -32,7 +32,7 @@ RULES_TEST = PROMETHEUS / "rules_test.yml"
 CONFIG = PROMETHEUS / "prometheus.yml"
 PROVISIONING = DASHBOARD.parent.parent / "provisioning"
 
-# What a worker exports at GET /metrics: name -> label names (README's table, and the
+# What a worker exports at GET /metrics: name -> label names (docs/metrics.md's table, and the
 # gauges of the worker status, commits, insurance fund, accounts and liquidations).
 METRICS: dict[str, set[str]] = {
     "up": set(),  # Prometheus's own, per target

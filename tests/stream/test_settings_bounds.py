@@ -2,7 +2,7 @@
 inside and one above each range go through the worker's own start path
 (settings.from_env_or_exit); a value out of range is one line and exit status 2. Then
 the real worker command with the outside tester's values, and the table's agreement with
-the core, the README and the code that reads the environment."""
+the core, docs/configuration.md and the code that reads the environment."""
 
 from __future__ import annotations
 
@@ -239,10 +239,10 @@ def test_the_open_order_limit_keeps_an_account_s_part_under_512_kib():
     assert account_part_bytes(limit) < 512 * 1024 < account_part_bytes(limit + 100)
 
 
-def test_the_readme_shows_each_setting_s_range():
-    readme = (ROOT / "README.md").read_text()
+def test_the_configuration_page_shows_each_setting_s_range():
+    page = (ROOT / "docs/configuration.md").read_text()
     for setting in SETTINGS:
-        rows = [line for line in readme.splitlines() if line.startswith(f"| `{setting.variable}`")]
+        rows = [line for line in page.splitlines() if line.startswith(f"| `{setting.variable}`")]
         assert len(rows) == 1, setting.variable
         assert rows[0].split(" | ")[2] == setting.range, setting.variable
 
@@ -256,8 +256,8 @@ def test_every_variable_the_worker_reads_is_in_the_table_or_the_security_group()
     security = set(re.findall(r"\bKAFKA_[A-Z_]*[A-Z]\b", security_module))
     test_only = {"MARGINSTREAM_FAULT"}  # crash tests' fault points (stream/faults.py)
     assert read - {s.variable for s in SETTINGS} - security - test_only == set()
-    readme = (ROOT / "README.md").read_text()
-    assert all(f"`{variable}`" in readme for variable in security), security
+    page = (ROOT / "docs/configuration.md").read_text()
+    assert all(f"`{variable}`" in page for variable in security), security
 
 
 def test_the_real_worker_command_refuses_in_one_line(tmp_path: Path):

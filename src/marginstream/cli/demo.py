@@ -70,7 +70,7 @@ async def watch(bootstrap: str, counts: Counter) -> None:
         *(PREFIX + t for t in ("liquidations", "decisions", "dead-letters", "liquidation-orders")),
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
-        isolation_level="read_committed",  # the output contract (README)
+        isolation_level="read_committed",  # the output contract (docs/records-and-topics.md)
     )
     await consumer.start()
     try:

@@ -1,6 +1,6 @@
 """`marginstream repartition --partitions N --to-app-id NEW`: move a stopped deployment's
 state to N account partitions, under a new app id (stream/repartition.py does it; the
-README's "Changing the partition count" says when and why)."""
+docs/operations.md, "Changing the partition count", says when and why)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Every setting the worker reads from the environment, with its range: one table.
 
 One table because four readers need the same ranges: the worker's start
-(StreamSettings.from_env), `marginstream replay`'s flags, the README's "range" column and
+(StreamSettings.from_env), `marginstream replay`'s flags, docs/configuration.md's "range" column and
 the tests, which derive their cases from the rows so that a new setting cannot be left
 unchecked. A value outside its range is refused before anything starts, with one line,
 `<VARIABLE>=<value>: <why>`, the value shown safely (a hostile value cannot make the line
@@ -228,7 +228,7 @@ class Setting:
     variable: str
     parse: Callable[[str], Any]  # raises ValueError("not a number", ...)
     check: Callable[[Any], bool]  # the range, on its own
-    range: str  # in words, after "must be": for the refusal, the README, replay's help
+    range: str  # in words, after "must be": for the refusal, the docs, replay's help
     # Does it change outputs or state? Then `marginstream replay` has its flag. No
     # default: whoever adds a setting decides.
     replayed: bool

@@ -21,7 +21,7 @@ writes:
 
 On a change the worker stops processing, says `failed` in /health/ with the topic and
 both counts, aborts what it had not committed and exits (stream/runner.py). The records
-stay in Kafka for what the operator does next (README: Changing the partition count).
+stay in Kafka for what the operator does next (docs/operations.md: Changing the partition count).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """How every Kafka client of marginstream authenticates and encrypts, from the environment.
 
 One place maps the KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_* variables
-(documented in the README) to aiokafka's keyword arguments: the worker passes
+(documented in docs/configuration.md) to aiokafka's keyword arguments: the worker passes
 `settings.kafka_options()` to every client it makes, and `marginstream produce` the same.
 """
 

@@ -1,4 +1,4 @@
-"""Worker settings, from the environment (documented in the README; ranges in bounds.py)."""
+"""Worker settings, from the environment (docs/configuration.md; ranges in bounds.py)."""
 
 from __future__ import annotations
 

@@ -161,7 +161,7 @@ def layout_refusal(
     and the deployment's fan-out and changelog have MARGINSTREAM_PARTITIONS partitions;
     prices and instruments MARGINSTREAM_MARKET_PARTITIONS. Which setting or step fixes a
     mismatch depends on where the deployment's state is: the count its changelog was made
-    with (README: Changing the partition count).
+    with (docs/operations.md: Changing the partition count).
     """
     expected = dict.fromkeys([*names.account_inputs(), *names.internal()], partitions)
     expected.update(dict.fromkeys(names.market_inputs(), market_partitions))

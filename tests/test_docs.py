@@ -1,0 +1,308 @@
+"""The docs against the code: every setting the code reads, every metric a worker exports
+and every HTTP route it serves is named on some page of docs/; the README stays a short
+front door; every relative link in the README and docs/ leads somewhere.
+
+Pure and quick: no broker, nothing started. What the code reads or serves is taken from
+the code itself wherever it can be:
+
+- settings: the table of stream/bounds.py, the variables the worker's own start path asks
+  its environment for (StreamSettings.from_env with an environment that records what is
+  asked, which covers stream/security.py's), and an AST scan of src/ for
+  os.environ.get/os.getenv/os.environ[...] (and the like) with a literal name;
+- metrics: the families of a StreamMetrics() registry, and, for the families the worker
+  reports only with a running service attached (stream/metrics.py's _ServiceCollector
+  yields nothing without one), an AST scan of src/ for metric constructors with a literal
+  name;
+- routes: the routes of the real aiohttp application, as stream/worker.create_app builds
+  it with the default settings (building it opens no connection: faust's Kafka side and
+  the service start only when the app runs).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from marginstream.stream import bounds
+from marginstream.stream.metrics import StreamMetrics
+from marginstream.stream.settings import StreamSettings
+from marginstream.stream.worker import create_app
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "marginstream"
+DOCS = ROOT / "docs"
+README = ROOT / "README.md"
+README_LIMIT = 12 * 1024  # bytes: a front door, the reference lives in docs/
+
+# Pages linked before they exist: docs/architecture.md comes with the regrouping of core/
+# into subpackages. Once a page exists its links are checked like any other's.
+NOT_YET_WRITTEN = {DOCS / "architecture.md"}
+
+# Metric constructors, and the type of what they make.
+METRIC_TYPES = {
+    "Counter": "counter",
+    "Gauge": "gauge",
+    "Histogram": "histogram",
+    "Summary": "summary",
+    "CounterMetricFamily": "counter",
+    "GaugeMetricFamily": "gauge",
+    "HistogramMetricFamily": "histogram",
+    "SummaryMetricFamily": "summary",
+    "InfoMetricFamily": "info",
+    "BatchHistogram": "histogram",  # stream/metrics.py's own
+}
+
+
+def pages() -> list[Path]:
+    return sorted(DOCS.glob("*.md"))
+
+
+def docs_text() -> str:
+    return "\n".join(page.read_text() for page in pages())
+
+
+def missing_from_docs(names: set[str], pattern: str) -> set[str]:
+    """The names no page of docs/ holds; pattern: a regex with {name}, the escaped name."""
+    text = docs_text()
+    return {name for name in names if not re.search(pattern.format(name=re.escape(name)), text)}
+
+
+def python_sources() -> Iterator[tuple[Path, ast.Module]]:
+    for path in sorted(SRC.rglob("*.py")):
+        yield path, ast.parse(path.read_text(), filename=str(path))
+
+
+# -- settings ------------------------------------------------------------------------
+
+
+class RecordingEnv(dict[str, str]):
+    """An empty environment that remembers every name asked of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.asked.add(str(key))
+        return super().__contains__(key)
+
+
+def _is_environ(node: ast.expr) -> bool:
+    """os.environ, or environ imported from os."""
+    return (isinstance(node, ast.Attribute) and node.attr == "environ") or (
+        isinstance(node, ast.Name) and node.id == "environ"
+    )
+
+
+def _literal(node: ast.expr | None) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def environment_reads(tree: ast.Module) -> set[str]:
+    """Literal names read from the environment: os.environ.get/pop/setdefault("X"),
+    os.getenv("X"), os.environ["X"], "X" in os.environ."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        name = None
+        if isinstance(node, ast.Call) and node.args:
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            environ_method = isinstance(func, ast.Attribute) and _is_environ(func.value)
+            if called == "getenv" or (environ_method and called in ("get", "pop", "setdefault")):
+                name = _literal(node.args[0])
+        elif isinstance(node, ast.Subscript) and _is_environ(node.value):
+            name = _literal(node.slice)
+        elif (
+            isinstance(node, ast.Compare)
+            and len(node.ops) == 1
+            and isinstance(node.ops[0], ast.In | ast.NotIn)
+            and _is_environ(node.comparators[0])
+        ):
+            name = _literal(node.left)
+        if name is not None:
+            found.add(name)
+    return found
+
+
+def settings_read() -> set[str]:
+    env = RecordingEnv()
+    StreamSettings.from_env(env)  # the worker's own start path: its table and security.py
+    scanned = set().union(*(environment_reads(tree) for _, tree in python_sources()))
+    return {setting.variable for setting in bounds.SETTINGS} | env.asked | scanned
+
+
+def test_the_environment_scan_sees_literal_reads():
+    tree = ast.parse(
+        "import os\nfrom os import environ, getenv\n"
+        "os.environ.get('A')\nos.getenv('B', 'x')\nos.environ['C']\n'D' in os.environ\n"
+        "environ.get('E')\ngetenv('F')\nos.environ.setdefault('G', '1')\nd.get('H')\n"
+    )
+    assert environment_reads(tree) == set("ABCDEFG")
+
+
+def test_every_setting_the_code_reads_is_named_in_docs():
+    read = settings_read()
+    # The scan and the recording both see something: neither is silently broken.
+    assert {"KAFKA_SSL_CAFILE", "MARGINSTREAM_PARTITIONS", "MARGINSTREAM_CACHE"} <= read
+    assert missing_from_docs(read, r"(?<![A-Za-z0-9_]){name}(?![A-Za-z0-9_])") == set()
+
+
+# -- metrics -------------------------------------------------------------------------
+
+
+def registered_metrics() -> dict[str, str]:
+    """name -> type of every family a worker's registry holds without a service."""
+    return {family.name: family.type for family in StreamMetrics().registry.collect()}
+
+
+def constructed_metrics() -> dict[str, str]:
+    """name -> type of every metric src/ constructs with a literal name: the families the
+    service collector makes at scrape time, which need a running service to collect."""
+    found: dict[str, str] = {}
+    for _, tree in python_sources():
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and node.args):
+                continue
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            name = _literal(node.args[0])
+            if called in METRIC_TYPES and name is not None:
+                found[name] = METRIC_TYPES[called]
+    return found
+
+
+def exported_metrics() -> dict[str, str]:
+    registered, constructed = registered_metrics(), constructed_metrics()
+    # The scan finds at least what the registry holds: it is not silently broken.
+    assert registered.items() <= constructed.items(), set(registered) - set(constructed)
+    return {**constructed, **registered}
+
+
+def documented_name(name: str, kind: str) -> str:
+    """A counter is exported, and documented, with the suffix _total."""
+    return f"{name}_total" if kind == "counter" and not name.endswith("_total") else name
+
+
+def test_every_metric_a_worker_exports_is_named_in_docs():
+    exported = exported_metrics()
+    assert {"marginstream_records_applied", "marginstream_worker_status"} <= set(exported)
+    names = {documented_name(name, kind) for name, kind in exported.items()}
+    assert missing_from_docs(names, r"(?<![A-Za-z0-9_]){name}(?![A-Za-z0-9_])") == set()
+
+
+def test_the_metrics_page_gives_each_metric_s_type():
+    rows = {}
+    for line in (DOCS / "metrics.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and re.fullmatch(r"`marginstream_\w+`", cells[0]):
+            rows[cells[0].strip("`")] = cells[1]
+    wrong = {
+        name: (kind, rows.get(documented_name(name, kind)))
+        for name, kind in exported_metrics().items()
+        if rows.get(documented_name(name, kind)) != kind
+    }
+    assert wrong == {}, "metric: (exported type, the page's row)"
+
+
+# -- routes --------------------------------------------------------------------------
+
+
+def served_routes() -> set[str]:
+    """The path templates of every route of the worker's web application."""
+    app = create_app(StreamSettings.from_env({}))
+    return {route.resource.canonical for route in app.web.web_app.router.routes()}
+
+
+def test_every_route_a_worker_serves_is_named_in_docs():
+    routes = served_routes()
+    assert {"/health/", "/accounts/{account}/", "/metrics"} <= routes
+    # A path on its own, not the start of a longer one: /risk/ is not /risk/summary.
+    path = r"[\w/{{}}.-]"
+    assert missing_from_docs(routes, rf"(?<!{path}){{name}}(?!{path})") == set()
+
+
+# -- the README and the links --------------------------------------------------------
+
+
+def test_the_readme_is_at_most_12_kib():
+    assert len(README.read_bytes()) <= README_LIMIT
+
+
+FENCE = re.compile(r"^\s*(```|~~~)")
+LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def prose(path: Path) -> Iterator[str]:
+    """The lines of a Markdown file outside code fences."""
+    fenced = False
+    for line in path.read_text().splitlines():
+        if FENCE.match(line):
+            fenced = not fenced
+        elif not fenced:
+            yield line
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a heading: its text (code and link text kept, emphasis and
+    markup dropped), lower-case, without punctuation, spaces as hyphens."""
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)
+    text = text.replace("`", "").replace("*", "").lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    found: set[str] = set()
+    for line in prose(path):
+        match = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if match:
+            base = slug(match.group(1))
+            name, n = base, 0
+            while name in found:  # GitHub numbers repeated headings
+                n += 1
+                name = f"{base}-{n}"
+            found.add(name)
+    return found
+
+
+def broken_links(path: Path) -> list[str]:
+    broken = []
+    for line in prose(path):
+        text = re.sub(r"`[^`]*`", "", line)  # code spans are not links
+        for target in LINK.findall(text):
+            if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:
+                continue
+            file_part, _, anchor = target.partition("#")
+            linked = (path.parent / file_part).resolve() if file_part else path
+            if not linked.exists():
+                if linked not in NOT_YET_WRITTEN:
+                    broken.append(f"{target}: no such file")
+                continue
+            if anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+                broken.append(f"{target}: no such heading in {linked.name}")
+    return broken
+
+
+def test_every_relative_link_leads_somewhere():
+    broken = {
+        str(path.relative_to(ROOT)): found
+        for path in [README, *pages()]
+        if (found := broken_links(path))
+    }
+    assert broken == {}
+
+
+def test_the_slug_rule():
+    assert slug("The commit protocol (`stream/commit.py`)") == "the-commit-protocol-streamcommitpy"
+    assert slug("`MARGINSTREAM_FAULT`, for crash tests") == "marginstream_fault-for-crash-tests"
+    assert slug("`GET /adl/{symbol}/`") == "get-adlsymbol"
