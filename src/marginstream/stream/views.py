@@ -2,8 +2,10 @@
 
 health.report and StreamMetrics need a few of a worker's figures, not the worker: these
 protocols name exactly those, so neither module imports the runner that builds them both
-(no import cycle in the shell), and nothing they are handed offers a way to change it.
-RiskService and OwnedPartition satisfy them as they are; a test can hand in a stub.
+(no import cycle in the shell). Read-only is what they name, not what they enforce: a
+caller could still reach through `work` to the engine, or through a reading to its store;
+health and metrics only read. RiskService, OwnedPartition and ChangelogReader satisfy them
+as they are (tests/stream/test_views.py checks the names); a test can hand in a stub.
 """
 
 from __future__ import annotations
