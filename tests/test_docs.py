@@ -28,6 +28,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from marginstream.core import RiskEngine
 from marginstream.core.inputs.envelope import Output
@@ -239,17 +240,12 @@ def scraped() -> str:
 def exported_metrics() -> dict[str, tuple[str, frozenset[str]]]:
     """name -> (type, label names) of every family a scrape shows, by the names a scraper
     sees: counters with _total, and prometheus_client's _created series."""
-    text = scraped()
-    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
-    labels: dict[str, set[str]] = {name: set() for name in types}
-    for name, inside in re.findall(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? ", text, re.M):
-        family = next(
-            f
-            for f in (name, *(name.removesuffix(s) for s in ("_bucket", "_sum", "_count")))
-            if f in types
-        )
-        labels[family] |= set(re.findall(r"(\w+)=\"", inside or "")) - {"le"}
-    return {name: (kind, frozenset(labels[name])) for name, kind in types.items()}
+    found = {}
+    for family in text_string_to_metric_families(scraped()):
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        labels = {label for sample in family.samples for label in sample.labels} - {"le"}
+        found[name] = (family.type, frozenset(labels))
+    return found
 
 
 def constructed_metrics() -> set[str]:
